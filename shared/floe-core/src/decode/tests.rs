@@ -1,0 +1,163 @@
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+
+use super::*;
+
+const PIPELINE: &str = r#"
+name = "t"
+[source]
+topics = ["events"]
+[table]
+namespace = "ns"
+name = "tbl"
+[[table.columns]]
+name = "id"
+type = "long"
+required = true
+[[table.columns]]
+name = "user_id"
+type = "long"
+required = true
+from = "$.user.id"
+[[table.columns]]
+name = "country"
+type = "string"
+from = "$.user.country"
+[[table.columns]]
+name = "items"
+type = "list<struct<sku: string not null, qty: int>>"
+[[table.columns]]
+name = "price"
+type = "decimal(10,2)"
+[[table.columns]]
+name = "attrs"
+type = "map<string, string>"
+[[table.columns]]
+name = "ts"
+type = "timestamptz"
+format = "epoch_millis"
+[[table.columns]]
+name = "key"
+type = "string"
+from = "@key"
+[[table.columns]]
+name = "trace"
+type = "string"
+from = "@header.trace"
+[[table.columns]]
+name = "off"
+type = "long"
+required = true
+from = "@offset"
+[[table.columns]]
+name = "part"
+type = "int"
+from = "@partition"
+"#;
+
+fn decoder() -> RecordDecoder {
+    let p = Pipeline::parse(PIPELINE, "p.toml").unwrap();
+    let layout = TableLayout::target(&p, "file:///wh").unwrap();
+    RecordDecoder::new(&p, &layout).unwrap()
+}
+
+fn rec(offset: i64, value: &str) -> SourceRecord {
+    SourceRecord {
+        offset,
+        timestamp_ms: Some(1_700_000_000_000 + offset),
+        key: Some(format!("k{offset}").into_bytes()),
+        value: Some(value.as_bytes().to_vec()),
+        headers: vec![("trace".into(), b"t-1".to_vec())],
+        problem: None,
+    }
+}
+
+fn source() -> SourcePartition {
+    SourcePartition { topic: "events".into(), partition: 3 }
+}
+
+const GOOD: &str = r#"{"id": 1, "user": {"id": 10, "country": "DE"}, "items": [{"sku": "A", "qty": 2}],
+  "price": "12.34", "attrs": {"a": "b"}, "ts": 1700000000123, "unknown": {"ignored": true}}"#;
+
+#[test]
+fn decodes_nested_values_and_metadata() {
+    let d = decoder();
+    let records = vec![rec(5, GOOD), rec(6, r#"{"id": 2, "user": {"id": 20}}"#)];
+    let out = d.decode(&source(), &records).unwrap();
+    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    let b = out.batch.unwrap();
+    assert_eq!(b.num_rows(), 2);
+    assert_eq!(b.column_by_name("user_id").unwrap().as_primitive::<Int64Type>().values(), &[10, 20]);
+    let country = b.column_by_name("country").unwrap().as_string::<i32>();
+    assert_eq!(country.value(0), "DE");
+    assert!(country.is_null(1));
+    let items = b.column_by_name("items").unwrap().as_list::<i32>();
+    assert_eq!(items.value(0).as_struct().column(0).as_string::<i32>().value(0), "A");
+    assert!(items.is_null(1));
+    let ts = b.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(ts.value(0), 1_700_000_000_123_000);
+    assert_eq!(b.column_by_name("key").unwrap().as_string::<i32>().value(1), "k6");
+    assert_eq!(b.column_by_name("trace").unwrap().as_string::<i32>().value(0), "t-1");
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[5, 6]);
+    assert_eq!(b.column_by_name("part").unwrap().as_primitive::<arrow_array::types::Int32Type>().value(0), 3);
+    assert_eq!(b.schema(), d.target);
+}
+
+#[test]
+fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
+    let d = decoder();
+    let mut bad_key = rec(9, GOOD);
+    bad_key.key = Some(vec![0xff, 0xfe]);
+    let mut tombstone = rec(10, GOOD);
+    tombstone.value = None;
+    let records = vec![
+        rec(0, GOOD),
+        rec(1, r#"{"id": 1, "user": {"id": "#), // truncated: must not swallow the next record
+        rec(2, GOOD),
+        rec(3, r#"{"id": 3, "user": {"id": 1}} {"id": 4, "user": {"id": 1}}"#), // two values
+        rec(4, ""),
+        rec(5, "[1, 2]"),
+        rec(6, r#"{"id": "abc", "user": {"id": 1}}"#), // type error: found by bisecting
+        rec(7, r#"{"id": 7}"#),                         // missing required nested field
+        rec(8, r#"{"id": 8, "user": {"id": 1}, "items": [{"qty": 1}]}"#), // required struct field in list
+        bad_key,
+        tombstone,
+        rec(11, GOOD),
+    ];
+    let out = d.decode(&source(), &records).unwrap();
+    let rejected: Vec<(i64, &str, &str)> =
+        out.rejects.iter().map(|(i, p)| (records[*i].offset, p.kind, p.reason.as_str())).collect();
+    let offsets: Vec<i64> = rejected.iter().map(|r| r.0).collect();
+    assert_eq!(offsets, [1, 3, 4, 5, 6, 7, 8, 9, 10], "{rejected:#?}");
+    let reason = |o: i64| rejected.iter().find(|r| r.0 == o).unwrap();
+    assert_eq!(reason(1).1, "json");
+    assert!(reason(1).2.contains("invalid JSON"), "{:?}", reason(1));
+    assert!(reason(3).2.contains("trailing characters"), "{:?}", reason(3));
+    assert_eq!(reason(4).2, "value is empty");
+    assert_eq!(reason(5).2, "value is a JSON array, expected an object");
+    assert!(reason(6).2.starts_with("field `$.id`:"), "{:?}", reason(6));
+    assert_eq!(reason(7).2, "required field `$.user.id` is missing or null");
+    assert!(reason(8).2.starts_with("field `$.items`:"), "{:?}", reason(8));
+    assert!(reason(9).2.contains("record key for column `key` is not valid UTF-8"), "{:?}", reason(9));
+    assert_eq!(reason(10).1, "null_value");
+    let b = out.batch.unwrap();
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[0, 2, 11]);
+}
+
+#[test]
+fn epoch_overflow_is_rejected() {
+    let d = decoder();
+    let records = vec![rec(0, r#"{"id": 1, "user": {"id": 1}, "ts": 9223372036854775807}"#), rec(1, GOOD)];
+    let out = d.decode(&source(), &records).unwrap();
+    assert_eq!(out.rejects.len(), 1);
+    assert!(out.rejects[0].1.reason.contains("out of the timestamp range"));
+    assert_eq!(out.batch.unwrap().num_rows(), 1);
+}
+
+#[test]
+fn all_bad_gives_no_batch() {
+    let d = decoder();
+    let out = d.decode(&source(), &[rec(0, "nope"), rec(1, "{")]).unwrap();
+    assert!(out.batch.is_none());
+    assert_eq!(out.rejects.len(), 2);
+}

@@ -1,0 +1,61 @@
+//! The one error type of `floe-core`.
+//!
+//! Every error says whether retrying the same work can succeed ([`Error::is_retryable`]): a Lambda handler
+//! returns retryable errors to the event source mapping (which redelivers the same records), while permanent
+//! ones are turned into dead letters or a clear configuration failure at cold start.
+
+/// Result alias for `floe-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors raised by floe's core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline file is invalid; the message names the file, line and field.
+    #[error("invalid pipeline file {file}: {message}")]
+    Config { file: String, message: String },
+
+    /// The event given to a handler is not a usable MSK event (as a whole; bad records become dead letters).
+    #[error("invalid event: {0}")]
+    Event(String),
+
+    /// Iceberg library error (metadata, writers, catalog). Retryable when the library says so.
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+
+    /// Arrow error outside per-record decoding (which yields dead letters instead).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+
+    /// The state store failed. `retryable` is decided by the backend (busy/throttled vs. corrupt).
+    #[error("state store: {message}")]
+    State { message: String, retryable: bool },
+
+    /// A conditional state update lost a race (another invocation moved the fence first).
+    #[error("state conflict: {0}")]
+    Conflict(String),
+
+    /// The table in the catalog does not match the pipeline file.
+    #[error("table {table} does not match the pipeline file: {message}")]
+    TableMismatch { table: String, message: String },
+
+    /// A test-only failpoint fired (simulated crash).
+    #[error("failpoint {0} fired (simulated crash)")]
+    Failpoint(&'static str),
+}
+
+impl Error {
+    /// Can retrying the same work succeed?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Iceberg(e) => e.retryable(),
+            Error::State { retryable, .. } => *retryable,
+            Error::Conflict(_) | Error::Failpoint(_) => true,
+            Error::Config { .. } | Error::Event(_) | Error::Arrow(_) | Error::TableMismatch { .. } => false,
+        }
+    }
+
+    /// Convenience constructor for backend errors.
+    pub fn state(message: impl Into<String>, retryable: bool) -> Self {
+        Error::State { message: message.into(), retryable }
+    }
+}

@@ -1,0 +1,180 @@
+//! MSK event → source records, grouped per topic-partition in offset order.
+//!
+//! The event is the event source mapping's JSON (`aws_lambda_events::event::kafka::KafkaEvent`): records grouped
+//! under `"<topic>-<partition>"`, base64 key and value, headers as arrays of (signed) bytes. A record whose key or
+//! value is not valid base64, or whose topic is not in the pipeline, is kept with the problem noted so that it
+//! becomes a dead letter instead of failing the batch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A Kafka topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourcePartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for SourcePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.topic, self.partition)
+    }
+}
+
+/// Why a record cannot be decoded at all (it goes to the dead-letter table with this reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// One Kafka record with its payload decoded from base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Set when the record cannot be processed (bad base64, unknown topic).
+    pub problem: Option<Problem>,
+}
+
+/// The records of one topic-partition in one event, in offset order, each offset once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecords {
+    pub source: SourcePartition,
+    pub records: Vec<SourceRecord>,
+}
+
+impl PartitionRecords {
+    /// Drop records below `next_offset` (already staged by an earlier delivery).
+    pub fn skip_below(&mut self, next_offset: i64) -> usize {
+        let before = self.records.len();
+        self.records.retain(|r| r.offset >= next_offset);
+        before - self.records.len()
+    }
+}
+
+/// Group an event's records by topic-partition (sorted), each group in offset order.
+pub fn group_records(event: &KafkaEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
+    let mut groups: BTreeMap<SourcePartition, BTreeMap<i64, SourceRecord>> = BTreeMap::new();
+    for (group_key, records) in &event.records {
+        for record in records {
+            let source = source_of(group_key, record)?;
+            let mut decoded = decode_record(record);
+            if decoded.problem.is_none() && !topics.iter().any(|t| *t == source.topic) {
+                decoded.problem = Some(Problem {
+                    kind: "topic",
+                    reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),
+                });
+            }
+            // A redelivered offset inside one event is the same Kafka record: keep the first.
+            groups.entry(source).or_default().entry(record.offset).or_insert(decoded);
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(source, records)| PartitionRecords { source, records: records.into_values().collect() })
+        .collect())
+}
+
+fn source_of(group_key: &str, record: &KafkaRecord) -> Result<SourcePartition> {
+    let topic = match &record.topic {
+        Some(t) if !t.is_empty() => t.clone(),
+        // The group key is "<topic>-<partition>"; topics may themselves contain '-'.
+        _ => group_key
+            .rsplit_once('-')
+            .map(|(t, _)| t.to_string())
+            .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
+    };
+    let partition = i32::try_from(record.partition)
+        .ok()
+        .filter(|p| *p >= 0)
+        .ok_or_else(|| Error::Event(format!("partition {} of topic {topic} is out of range", record.partition)))?;
+    if record.offset < 0 {
+        return Err(Error::Event(format!("negative offset {} in {topic}:{partition}", record.offset)));
+    }
+    Ok(SourcePartition { topic, partition })
+}
+
+fn decode_record(record: &KafkaRecord) -> SourceRecord {
+    let mut problem = None;
+    let mut b64 = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
+        let text = text.as_deref()?;
+        match STANDARD.decode(text) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problem.get_or_insert(Problem { kind: "base64", reason: format!("record {field} is not valid base64: {e}") });
+                // Keep the undecodable text itself so the dead letter still holds what arrived.
+                Some(text.as_bytes().to_vec())
+            }
+        }
+    };
+    let key = b64("key", &record.key);
+    let value = b64("value", &record.value);
+    let headers = record
+        .headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
+        .collect();
+    SourceRecord {
+        offset: record.offset,
+        timestamp_ms: Some(record.timestamp.0.timestamp_millis()),
+        key,
+        value,
+        headers,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = include_str!("../tests/fixtures/msk_event.json");
+
+    #[test]
+    fn groups_real_msk_event() {
+        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let groups = group_records(&event, &["mytopic".to_string()]).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].source, SourcePartition { topic: "mytopic".into(), partition: 0 });
+        let r = &groups[0].records[0];
+        assert_eq!(r.offset, 15);
+        assert_eq!(r.timestamp_ms, Some(1545084650987));
+        assert_eq!(r.value.as_deref(), Some(&b"{\"id\": 1, \"name\": \"a\"}"[..]));
+        assert_eq!(r.key.as_deref(), Some(&b"k-1"[..]));
+        assert_eq!(r.headers, vec![("headerKey".to_string(), b"headerValue".to_vec())]);
+        assert!(r.problem.is_none());
+        // Offsets are sorted within the partition even if the event lists them out of order.
+        let offsets: Vec<i64> = groups[1].records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [7, 8]);
+        assert_eq!(groups[1].records[1].problem.as_ref().unwrap().kind, "base64");
+    }
+
+    #[test]
+    fn unknown_topic_becomes_a_problem_not_an_error() {
+        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let groups = group_records(&event, &["other".to_string()]).unwrap();
+        // Every record is flagged (the bad-base64 one keeps its first problem).
+        assert!(groups.iter().flat_map(|g| &g.records).all(|r| r.problem.is_some()));
+        assert_eq!(groups[0].records[0].problem.as_ref().unwrap().kind, "topic");
+    }
+
+    #[test]
+    fn skip_below_fence() {
+        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let mut groups = group_records(&event, &["mytopic".to_string()]).unwrap();
+        assert_eq!(groups[1].skip_below(8), 1);
+        assert_eq!(groups[1].records[0].offset, 8);
+    }
+}
