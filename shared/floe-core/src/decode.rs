@@ -14,8 +14,8 @@ use arrow_array::builder::{BinaryBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    make_array,
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, make_array,
 };
 use arrow_buffer::NullBuffer;
 use arrow_json::ReaderBuilder;
@@ -53,7 +53,10 @@ pub struct RecordDecoder {
 
 #[derive(Debug)]
 enum ColumnPlan {
-    Value { path: Vec<String>, format: TimestampFormat },
+    Value {
+        path: Vec<String>,
+        format: TimestampFormat,
+    },
     Key,
     Timestamp,
     Topic,
@@ -75,7 +78,11 @@ fn node_fields(node: &Node) -> Vec<FieldRef> {
         .iter()
         .map(|(name, child)| match &child.leaf {
             Some(leaf) => leaf.clone(),
-            None => Arc::new(Field::new(name, DataType::Struct(Fields::from(node_fields(child))), !child.required)),
+            None => Arc::new(Field::new(
+                name,
+                DataType::Struct(Fields::from(node_fields(child))),
+                !child.required,
+            )),
         })
         .collect()
 }
@@ -101,12 +108,16 @@ impl RecordDecoder {
                         node.required |= column.required;
                     }
                     let name = path.last().expect("validated non-empty path");
-                    let leaf = Field::new(name, leaf_type, !column.required).with_metadata(field.metadata().clone());
+                    let leaf = Field::new(name, leaf_type, !column.required)
+                        .with_metadata(field.metadata().clone());
                     node.leaf = Some(Arc::new(leaf));
                     if column.required {
                         required_paths.push(path.clone());
                     }
-                    ColumnPlan::Value { path: path.clone(), format: *format }
+                    ColumnPlan::Value {
+                        path: path.clone(),
+                        format: *format,
+                    }
                 }
                 ColumnSource::Key => ColumnPlan::Key,
                 ColumnSource::Timestamp => ColumnPlan::Timestamp,
@@ -117,10 +128,20 @@ impl RecordDecoder {
             });
         }
         let relaxed = Arc::new(Schema::new(
-            target.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            target
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
         let value_schema = Arc::new(Schema::new(node_fields(&root)));
-        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths })
+        Ok(RecordDecoder {
+            target,
+            relaxed,
+            value_schema,
+            columns,
+            required_paths,
+        })
     }
 
     /// Decode the records of one topic-partition. Records that already carry a problem are rejected as such.
@@ -131,9 +152,13 @@ impl RecordDecoder {
             match (&r.problem, &r.value) {
                 (Some(p), _) => rejects.push((i, p.clone())),
                 (None, Some(v)) => inputs.push((i, v)),
-                (None, None) => {
-                    rejects.push((i, Problem { kind: "null_value", reason: "record has no value (tombstone)".into() }))
-                }
+                (None, None) => rejects.push((
+                    i,
+                    Problem {
+                        kind: "null_value",
+                        reason: "record has no value (tombstone)".into(),
+                    },
+                )),
             }
         }
 
@@ -142,7 +167,10 @@ impl RecordDecoder {
         rejects.append(&mut out.rejects);
         if out.rows.is_empty() {
             rejects.sort_by_key(|(i, _)| *i);
-            return Ok(Decoded { batch: None, rejects });
+            return Ok(Decoded {
+                batch: None,
+                rejects,
+            });
         }
         let values = concat_batches(&self.value_schema, &out.batches)?;
         let rows: Vec<&SourceRecord> = out.rows.iter().map(|i| &records[*i]).collect();
@@ -152,30 +180,57 @@ impl RecordDecoder {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for (plan, field) in self.columns.iter().zip(self.target.fields()) {
             let array = match plan {
-                ColumnPlan::Value { path, format } => {
-                    convert_timestamp(extract_path(&values, path)?, *format, field, &mut row_rejects)?
-                }
-                ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(rows.iter().map(|_| &source.topic))),
+                ColumnPlan::Value { path, format } => convert_timestamp(
+                    extract_path(&values, path)?,
+                    *format,
+                    field,
+                    &mut row_rejects,
+                )?,
+                ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|_| &source.topic),
+                )),
                 ColumnPlan::Partition => match field.data_type() {
-                    DataType::Int32 => Arc::new(Int32Array::from_value(source.partition, rows.len())) as ArrayRef,
-                    _ => Arc::new(Int64Array::from_value(i64::from(source.partition), rows.len())),
+                    DataType::Int32 => {
+                        Arc::new(Int32Array::from_value(source.partition, rows.len())) as ArrayRef
+                    }
+                    _ => Arc::new(Int64Array::from_value(
+                        i64::from(source.partition),
+                        rows.len(),
+                    )),
                 },
-                ColumnPlan::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
-                ColumnPlan::Timestamp => timestamp_column(rows.iter().map(|r| r.timestamp_ms), field.data_type()),
-                ColumnPlan::Key => {
-                    bytes_column(rows.iter().map(|r| r.key.as_deref()), field, "record key", &mut row_rejects)
+                ColumnPlan::Offset => {
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset)))
                 }
+                ColumnPlan::Timestamp => {
+                    timestamp_column(rows.iter().map(|r| r.timestamp_ms), field.data_type())
+                }
+                ColumnPlan::Key => bytes_column(
+                    rows.iter().map(|r| r.key.as_deref()),
+                    field,
+                    "record key",
+                    &mut row_rejects,
+                ),
                 ColumnPlan::Header(name) => {
-                    let values = rows
-                        .iter()
-                        .map(|r| r.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()));
+                    let values = rows.iter().map(|r| {
+                        r.headers
+                            .iter()
+                            .rev()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, v)| v.as_slice())
+                    });
                     bytes_column(values, field, &format!("header `{name}`"), &mut row_rejects)
                 }
             };
             if !field.is_nullable() {
                 for row in (0..array.len()).filter(|r| array.is_null(*r)) {
                     let reason = format!("required column `{}` is null", field.name());
-                    row_rejects.push((row, Problem { kind: "schema", reason }));
+                    row_rejects.push((
+                        row,
+                        Problem {
+                            kind: "schema",
+                            reason,
+                        },
+                    ));
                 }
             }
             columns.push(array);
@@ -194,11 +249,16 @@ impl RecordDecoder {
         }
         rejects.sort_by_key(|(i, _)| *i);
         let batch = RecordBatch::try_new(self.target.clone(), batch.columns().to_vec())?;
-        Ok(Decoded { batch: (batch.num_rows() > 0).then_some(batch), rejects })
+        Ok(Decoded {
+            batch: (batch.num_rows() > 0).then_some(batch),
+            rejects,
+        })
     }
 
     fn new_decoder(&self, capacity: usize) -> Result<Decoder> {
-        Ok(ReaderBuilder::new(self.value_schema.clone()).with_batch_size(capacity + 1).build_decoder()?)
+        Ok(ReaderBuilder::new(self.value_schema.clone())
+            .with_batch_size(capacity + 1)
+            .build_decoder()?)
     }
 
     fn decoder_with<'a>(&self, values: impl ExactSizeIterator<Item = &'a [u8]>) -> Result<Decoder> {
@@ -215,7 +275,11 @@ impl RecordDecoder {
         for (n, &(index, bytes)) in inputs.iter().enumerate() {
             let before = decoder.len();
             let one_row = match decoder.decode(bytes) {
-                Ok(used) => used == bytes.len() && !decoder.has_partial_record() && decoder.len() == before + 1,
+                Ok(used) => {
+                    used == bytes.len()
+                        && !decoder.has_partial_record()
+                        && decoder.len() == before + 1
+                }
                 Err(_) => false,
             };
             if one_row {
@@ -224,7 +288,11 @@ impl RecordDecoder {
             out.rejects.push((index, self.explain(bytes)));
             // The decoder may hold part of the bad value: decode the good prefix again with a fresh one.
             let segment = &inputs[start..n];
-            self.flush_segment(self.decoder_with(segment.iter().map(|(_, b)| *b))?, segment, out)?;
+            self.flush_segment(
+                self.decoder_with(segment.iter().map(|(_, b)| *b))?,
+                segment,
+                out,
+            )?;
             start = n + 1;
             decoder = self.new_decoder(inputs.len() - start)?;
         }
@@ -232,7 +300,12 @@ impl RecordDecoder {
     }
 
     /// Flush a segment of well-formed values; on a type error, bisect to isolate the bad records.
-    fn flush_segment(&self, mut decoder: Decoder, segment: &[(usize, &[u8])], out: &mut JsonOutput) -> Result<()> {
+    fn flush_segment(
+        &self,
+        mut decoder: Decoder,
+        segment: &[(usize, &[u8])],
+        out: &mut JsonOutput,
+    ) -> Result<()> {
         if segment.is_empty() {
             return Ok(());
         }
@@ -242,11 +315,17 @@ impl RecordDecoder {
                 out.rows.extend(segment.iter().map(|(i, _)| *i));
             }
             Ok(None) => {}
-            Err(_) if segment.len() == 1 => out.rejects.push((segment[0].0, self.explain(segment[0].1))),
+            Err(_) if segment.len() == 1 => {
+                out.rejects.push((segment[0].0, self.explain(segment[0].1)))
+            }
             Err(_) => {
                 let (left, right) = segment.split_at(segment.len() / 2);
                 for half in [left, right] {
-                    self.flush_segment(self.decoder_with(half.iter().map(|(_, b)| *b))?, half, out)?;
+                    self.flush_segment(
+                        self.decoder_with(half.iter().map(|(_, b)| *b))?,
+                        half,
+                        out,
+                    )?;
                 }
             }
         }
@@ -255,34 +334,53 @@ impl RecordDecoder {
 
     /// A precise reason for one bad value (only called for rejected records).
     fn explain(&self, bytes: &[u8]) -> Problem {
-        let json = |reason: String| Problem { kind: "json", reason };
+        let json = |reason: String| Problem {
+            kind: "json",
+            reason,
+        };
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
-            Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => return json("value is empty".into()),
+            Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                return json("value is empty".into());
+            }
             Err(e) => return json(format!("invalid JSON: {e}")),
         };
         if !value.is_object() {
-            return json(format!("value is a JSON {}, expected an object", json_kind(&value)));
+            return json(format!(
+                "value is a JSON {}, expected an object",
+                json_kind(&value)
+            ));
         }
         for path in &self.required_paths {
             let found = path.iter().try_fold(&value, |v, seg| v.get(seg));
             if found.is_none_or(serde_json::Value::is_null) {
                 let reason = format!("required field `$.{}` is missing or null", path.join("."));
-                return Problem { kind: "schema", reason };
+                return Problem {
+                    kind: "schema",
+                    reason,
+                };
             }
         }
         // Name the top-level field whose decoding fails.
         for field in self.value_schema.fields() {
             let schema = Arc::new(Schema::new(vec![field.clone()]));
-            let result = ReaderBuilder::new(schema).build_decoder().and_then(|mut d| {
-                d.decode(bytes)?;
-                d.flush()
-            });
+            let result = ReaderBuilder::new(schema)
+                .build_decoder()
+                .and_then(|mut d| {
+                    d.decode(bytes)?;
+                    d.flush()
+                });
             if let Err(e) = result {
-                return Problem { kind: "schema", reason: format!("field `$.{}`: {e}", field.name()) };
+                return Problem {
+                    kind: "schema",
+                    reason: format!("field `$.{}`: {e}", field.name()),
+                };
             }
         }
-        Problem { kind: "schema", reason: "value does not match the table schema".into() }
+        Problem {
+            kind: "schema",
+            reason: "value does not match the table schema".into(),
+        }
     }
 }
 
@@ -307,12 +405,18 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// The array at `path` inside the decoded values; a null parent struct makes the value null.
 fn extract_path(values: &RecordBatch, path: &[String]) -> Result<ArrayRef> {
-    let mut array = values.column_by_name(&path[0]).expect("value schema has every path").clone();
+    let mut array = values
+        .column_by_name(&path[0])
+        .expect("value schema has every path")
+        .clone();
     let mut parent_nulls: Option<NullBuffer> = None;
     for seg in &path[1..] {
         let parent = array.as_struct();
         parent_nulls = NullBuffer::union(parent_nulls.as_ref(), parent.nulls());
-        array = parent.column_by_name(seg).expect("value schema has every path").clone();
+        array = parent
+            .column_by_name(seg)
+            .expect("value schema has every path")
+            .clone();
     }
     if parent_nulls.as_ref().is_some_and(|n| n.null_count() > 0) {
         let nulls = NullBuffer::union(parent_nulls.as_ref(), array.nulls());
@@ -334,7 +438,9 @@ fn convert_timestamp(
         TimestampFormat::EpochMillis => 1_000,
         TimestampFormat::EpochMicros => 1,
     };
-    let DataType::Timestamp(_, tz) = field.data_type() else { unreachable!("validated: format only on timestamps") };
+    let DataType::Timestamp(_, tz) = field.data_type() else {
+        unreachable!("validated: format only on timestamps")
+    };
     let values = array.as_primitive::<Int64Type>();
     let micros: TimestampMicrosecondArray = values
         .iter()
@@ -343,8 +449,17 @@ fn convert_timestamp(
             let v = v?;
             let m = v.checked_mul(factor);
             if m.is_none() {
-                let reason = format!("column `{}`: epoch value {v} is out of the timestamp range", field.name());
-                rejects.push((row, Problem { kind: "schema", reason }));
+                let reason = format!(
+                    "column `{}`: epoch value {v} is out of the timestamp range",
+                    field.name()
+                );
+                rejects.push((
+                    row,
+                    Problem {
+                        kind: "schema",
+                        reason,
+                    },
+                ));
             }
             m
         })
@@ -355,7 +470,9 @@ fn convert_timestamp(
 fn timestamp_column(millis: impl Iterator<Item = Option<i64>>, data_type: &DataType) -> ArrayRef {
     match data_type {
         DataType::Timestamp(_, tz) => {
-            let a: TimestampMicrosecondArray = millis.map(|m| m.and_then(|m| m.checked_mul(1000))).collect();
+            let a: TimestampMicrosecondArray = millis
+                .map(|m| m.and_then(|m| m.checked_mul(1000)))
+                .collect();
             Arc::new(a.with_timezone_opt(tz.clone()))
         }
         _ => Arc::new(millis.collect::<Int64Array>()),
@@ -380,8 +497,17 @@ fn bytes_column<'a>(
             Some(Ok(s)) => b.append_value(s),
             Some(Err(e)) => {
                 b.append_null();
-                let reason = format!("{what} for column `{}` is not valid UTF-8: {e}", field.name());
-                rejects.push((row, Problem { kind: "schema", reason }));
+                let reason = format!(
+                    "{what} for column `{}` is not valid UTF-8: {e}",
+                    field.name()
+                );
+                rejects.push((
+                    row,
+                    Problem {
+                        kind: "schema",
+                        reason,
+                    },
+                ));
             }
             None => b.append_null(),
         }

@@ -50,12 +50,18 @@ impl Error {
             Error::Iceberg(e) => e.retryable(),
             Error::State { retryable, .. } => *retryable,
             Error::Conflict(_) | Error::Failpoint(_) => true,
-            Error::Config { .. } | Error::Event(_) | Error::Arrow(_) | Error::TableMismatch { .. } => false,
+            Error::Config { .. }
+            | Error::Event(_)
+            | Error::Arrow(_)
+            | Error::TableMismatch { .. } => false,
         }
     }
 
     /// Convenience constructor for backend errors.
     pub fn state(message: impl Into<String>, retryable: bool) -> Self {
-        Error::State { message: message.into(), retryable }
+        Error::State {
+            message: message.into(),
+            retryable,
+        }
     }
 }

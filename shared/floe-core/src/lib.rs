@@ -1,11 +1,23 @@
 //! floe's pure core: the pipeline file, MSK event decoding, JSON → Arrow, Parquet data files with Iceberg
 //! metadata, the exactly-once staging protocol and commit planning. No AWS SDK and no Lambda runtime here:
 //! storage sits behind [`state::StateStore`], Iceberg's `Catalog` trait and `FileIO`.
+//!
+//! The flow: [`ingest::Ingestor`] turns an MSK event into data files and stages them atomically with the
+//! topic-partition's offset fence; [`compactor::Compactor`] commits staged files as Iceberg snapshots that record
+//! the committed source positions.
 
+pub mod commit;
+pub mod compactor;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod error;
+pub mod failpoint;
+pub mod ingest;
 pub mod layout;
+mod pinned;
 pub mod source;
+pub mod state;
+pub mod writer;
 
 pub use error::{Error, Result};

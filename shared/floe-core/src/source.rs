@@ -1,19 +1,98 @@
 //! MSK event → source records, grouped per topic-partition in offset order.
 //!
-//! The event is the event source mapping's JSON (`aws_lambda_events::event::kafka::KafkaEvent`): records grouped
-//! under `"<topic>-<partition>"`, base64 key and value, headers as arrays of (signed) bytes. A record whose key or
-//! value is not valid base64, or whose topic is not in the pipeline, is kept with the problem noted so that it
-//! becomes a dead letter instead of failing the batch.
+//! [`MskEvent`] is the event source mapping's JSON: records grouped under `"<topic>-<partition>"`, base64 key
+//! and value, headers as arrays of bytes. floe deserializes it with its own type rather than
+//! `aws_lambda_events`' `KafkaEvent`, whose timestamp deserializer goes through `f64` and truncates (e.g.
+//! `1545084650987` becomes `…986`) and panics on a fractional value; `From<&KafkaEvent>` is kept for callers that
+//! already hold one. A record whose key or value is not valid base64, or whose topic is not in the pipeline, is
+//! kept with the problem noted so that it becomes a dead letter instead of failing the batch.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// The MSK / self-managed Kafka event as the event source mapping sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MskEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    #[serde(default)]
+    pub records: BTreeMap<String, Vec<MskRecord>>,
+}
+
+/// One record of an [`MskEvent`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MskRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    pub partition: i64,
+    pub offset: i64,
+    /// Milliseconds since the epoch, exactly as sent.
+    pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_type: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `[{"name": [bytes…]}, …]`; the mapping sends signed bytes (-128..=127), some producers unsigned.
+    #[serde(default)]
+    pub headers: Vec<BTreeMap<String, Vec<i16>>>,
+}
+
+impl From<&KafkaEvent> for MskEvent {
+    /// Note: `KafkaEvent` has already lost up to 1 ms of each timestamp when it was deserialized.
+    fn from(event: &KafkaEvent) -> Self {
+        let records = event
+            .records
+            .iter()
+            .map(|(k, rs)| {
+                let rs = rs
+                    .iter()
+                    .map(|r| MskRecord {
+                        topic: r.topic.clone(),
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp.0.timestamp_millis(),
+                        timestamp_type: r.timestamp_type.clone(),
+                        key: r.key.clone(),
+                        value: r.value.clone(),
+                        headers: r
+                            .headers
+                            .iter()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|(n, v)| {
+                                        (n.clone(), v.iter().map(|b| i16::from(*b)).collect())
+                                    })
+                                    .collect()
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                (k.clone(), rs)
+            })
+            .collect();
+        MskEvent {
+            event_source: event.event_source.clone(),
+            event_source_arn: event.event_source_arn.clone(),
+            bootstrap_servers: event.bootstrap_servers.clone(),
+            records,
+        }
+    }
+}
 
 /// A Kafka topic-partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,7 +143,7 @@ impl PartitionRecords {
 }
 
 /// Group an event's records by topic-partition (sorted), each group in offset order.
-pub fn group_records(event: &KafkaEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
+pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
     let mut groups: BTreeMap<SourcePartition, BTreeMap<i64, SourceRecord>> = BTreeMap::new();
     for (group_key, records) in &event.records {
         for record in records {
@@ -73,46 +152,71 @@ pub fn group_records(event: &KafkaEvent, topics: &[String]) -> Result<Vec<Partit
             if decoded.problem.is_none() && !topics.iter().any(|t| *t == source.topic) {
                 decoded.problem = Some(Problem {
                     kind: "topic",
-                    reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),
+                    reason: format!(
+                        "topic `{}` is not in the pipeline's source.topics {:?}",
+                        source.topic, topics
+                    ),
                 });
             }
             // A redelivered offset inside one event is the same Kafka record: keep the first.
-            groups.entry(source).or_default().entry(record.offset).or_insert(decoded);
+            groups
+                .entry(source)
+                .or_default()
+                .entry(record.offset)
+                .or_insert(decoded);
         }
     }
     Ok(groups
         .into_iter()
-        .map(|(source, records)| PartitionRecords { source, records: records.into_values().collect() })
+        .map(|(source, records)| PartitionRecords {
+            source,
+            records: records.into_values().collect(),
+        })
         .collect())
 }
 
-fn source_of(group_key: &str, record: &KafkaRecord) -> Result<SourcePartition> {
+fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
     let topic = match &record.topic {
         Some(t) if !t.is_empty() => t.clone(),
         // The group key is "<topic>-<partition>"; topics may themselves contain '-'.
         _ => group_key
             .rsplit_once('-')
             .map(|(t, _)| t.to_string())
-            .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
+            .ok_or_else(|| {
+                Error::Event(format!(
+                    "record group `{group_key}` is not `<topic>-<partition>`"
+                ))
+            })?,
     };
     let partition = i32::try_from(record.partition)
         .ok()
         .filter(|p| *p >= 0)
-        .ok_or_else(|| Error::Event(format!("partition {} of topic {topic} is out of range", record.partition)))?;
+        .ok_or_else(|| {
+            Error::Event(format!(
+                "partition {} of topic {topic} is out of range",
+                record.partition
+            ))
+        })?;
     if record.offset < 0 {
-        return Err(Error::Event(format!("negative offset {} in {topic}:{partition}", record.offset)));
+        return Err(Error::Event(format!(
+            "negative offset {} in {topic}:{partition}",
+            record.offset
+        )));
     }
     Ok(SourcePartition { topic, partition })
 }
 
-fn decode_record(record: &KafkaRecord) -> SourceRecord {
+fn decode_record(record: &MskRecord) -> SourceRecord {
     let mut problem = None;
     let mut b64 = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
         let text = text.as_deref()?;
         match STANDARD.decode(text) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                problem.get_or_insert(Problem { kind: "base64", reason: format!("record {field} is not valid base64: {e}") });
+                problem.get_or_insert(Problem {
+                    kind: "base64",
+                    reason: format!("record {field} is not valid base64: {e}"),
+                });
                 // Keep the undecodable text itself so the dead letter still holds what arrived.
                 Some(text.as_bytes().to_vec())
             }
@@ -120,15 +224,25 @@ fn decode_record(record: &KafkaRecord) -> SourceRecord {
     };
     let key = b64("key", &record.key);
     let value = b64("value", &record.value);
-    let headers = record
-        .headers
-        .iter()
-        .flat_map(|h| h.iter())
-        .map(|(name, bytes)| (name.clone(), bytes.iter().map(|b| *b as u8).collect()))
-        .collect();
+    let mut headers = Vec::new();
+    for (name, bytes) in record.headers.iter().flat_map(|h| h.iter()) {
+        match bytes
+            .iter()
+            .map(|b| u8::try_from(*b).or_else(|_| i8::try_from(*b).map(|s| s as u8)))
+            .collect()
+        {
+            Ok(bytes) => headers.push((name.clone(), bytes)),
+            Err(_) => {
+                problem.get_or_insert(Problem {
+                    kind: "header",
+                    reason: format!("header `{name}` has a value outside -128..=255"),
+                });
+            }
+        }
+    }
     SourceRecord {
         offset: record.offset,
-        timestamp_ms: Some(record.timestamp.0.timestamp_millis()),
+        timestamp_ms: Some(record.timestamp),
         key,
         value,
         headers,
@@ -144,35 +258,73 @@ mod tests {
 
     #[test]
     fn groups_real_msk_event() {
-        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
         let groups = group_records(&event, &["mytopic".to_string()]).unwrap();
         assert_eq!(groups.len(), 2);
-        assert_eq!(groups[0].source, SourcePartition { topic: "mytopic".into(), partition: 0 });
+        assert_eq!(
+            groups[0].source,
+            SourcePartition {
+                topic: "mytopic".into(),
+                partition: 0
+            }
+        );
         let r = &groups[0].records[0];
         assert_eq!(r.offset, 15);
         assert_eq!(r.timestamp_ms, Some(1545084650987));
-        assert_eq!(r.value.as_deref(), Some(&b"{\"id\": 1, \"name\": \"a\"}"[..]));
+        assert_eq!(
+            r.value.as_deref(),
+            Some(&b"{\"id\": 1, \"name\": \"a\"}"[..])
+        );
         assert_eq!(r.key.as_deref(), Some(&b"k-1"[..]));
-        assert_eq!(r.headers, vec![("headerKey".to_string(), b"headerValue".to_vec())]);
+        assert_eq!(
+            r.headers,
+            vec![("headerKey".to_string(), b"headerValue".to_vec())]
+        );
         assert!(r.problem.is_none());
         // Offsets are sorted within the partition even if the event lists them out of order.
         let offsets: Vec<i64> = groups[1].records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [7, 8]);
-        assert_eq!(groups[1].records[1].problem.as_ref().unwrap().kind, "base64");
+        assert_eq!(
+            groups[1].records[1].problem.as_ref().unwrap().kind,
+            "base64"
+        );
+    }
+
+    #[test]
+    fn kafka_event_converts_and_loses_what_upstream_loses() {
+        let kafka: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let exact: MskEvent = serde_json::from_str(EVENT).unwrap();
+        let converted = MskEvent::from(&kafka);
+        assert_eq!(converted.records.len(), exact.records.len());
+        let (a, b) = (
+            &converted.records["mytopic-0"][0],
+            &exact.records["mytopic-0"][0],
+        );
+        assert_eq!(
+            (a.offset, &a.value, &a.headers),
+            (b.offset, &b.value, &b.headers)
+        );
+        // The upstream deserializer truncates through f64: this is why floe reads the event itself.
+        assert!((a.timestamp - b.timestamp).abs() <= 1);
     }
 
     #[test]
     fn unknown_topic_becomes_a_problem_not_an_error() {
-        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
         let groups = group_records(&event, &["other".to_string()]).unwrap();
         // Every record is flagged (the bad-base64 one keeps its first problem).
-        assert!(groups.iter().flat_map(|g| &g.records).all(|r| r.problem.is_some()));
+        assert!(
+            groups
+                .iter()
+                .flat_map(|g| &g.records)
+                .all(|r| r.problem.is_some())
+        );
         assert_eq!(groups[0].records[0].problem.as_ref().unwrap().kind, "topic");
     }
 
     #[test]
     fn skip_below_fence() {
-        let event: KafkaEvent = serde_json::from_str(EVENT).unwrap();
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
         let mut groups = group_records(&event, &["mytopic".to_string()]).unwrap();
         assert_eq!(groups[1].skip_below(8), 1);
         assert_eq!(groups[1].records[0].offset, 8);

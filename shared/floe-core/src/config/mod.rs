@@ -65,7 +65,10 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnSource {
     /// A path of object keys into the JSON value (`$.user.id`).
-    Value { path: Vec<String>, format: TimestampFormat },
+    Value {
+        path: Vec<String>,
+        format: TimestampFormat,
+    },
     /// The Kafka record key (`@key`), as UTF-8 text or raw bytes.
     Key,
     /// The Kafka record timestamp (`@timestamp`).
@@ -142,7 +145,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, span: Range<usize>, field: &str, message: impl std::fmt::Display) -> Result<T> {
+    fn err<T>(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        message: impl std::fmt::Display,
+    ) -> Result<T> {
         Err(Error::Config {
             file: self.file.to_string(),
             message: format!("{}: `{field}`: {message}", position(self.text, &span)),
@@ -166,32 +174,56 @@ impl Validator<'_> {
 
     fn pipeline(&self, raw: RawPipeline) -> Result<Pipeline> {
         let name = raw.name.get_ref().clone();
-        let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !name_ok {
-            return self.err(raw.name.span(), "name", "must be non-empty letters, digits, `_` or `-`");
+            return self.err(
+                raw.name.span(),
+                "name",
+                "must be non-empty letters, digits, `_` or `-`",
+            );
         }
 
         if let Some(format) = &raw.source.format
             && format.get_ref() != "json"
         {
-            return self.err(format.span(), "source.format", "only `json` is supported for now");
+            return self.err(
+                format.span(),
+                "source.format",
+                "only `json` is supported for now",
+            );
         }
         let mut topics = Vec::new();
         for t in raw.source.topics.get_ref() {
             let v = t.get_ref();
             let ok = !v.is_empty()
                 && v.len() <= 249
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
             if !ok {
-                return self.err(t.span(), "source.topics", format!("`{v}` is not a valid Kafka topic name"));
+                return self.err(
+                    t.span(),
+                    "source.topics",
+                    format!("`{v}` is not a valid Kafka topic name"),
+                );
             }
             if topics.contains(v) {
-                return self.err(t.span(), "source.topics", format!("topic `{v}` is listed twice"));
+                return self.err(
+                    t.span(),
+                    "source.topics",
+                    format!("topic `{v}` is listed twice"),
+                );
             }
             topics.push(v.clone());
         }
         if topics.is_empty() {
-            return self.err(raw.source.topics.span(), "source.topics", "name at least one topic");
+            return self.err(
+                raw.source.topics.span(),
+                "source.topics",
+                "name at least one topic",
+            );
         }
 
         let table_name = TableName {
@@ -200,7 +232,11 @@ impl Validator<'_> {
         };
         let target_file_size = match &raw.table.target_file_size_mb {
             Some(v) if !(1..=4096).contains(v.get_ref()) => {
-                return self.err(v.span(), "table.target_file_size_mb", "must be between 1 and 4096");
+                return self.err(
+                    v.span(),
+                    "table.target_file_size_mb",
+                    "must be between 1 and 4096",
+                );
             }
             Some(v) => *v.get_ref(),
             None => DEFAULT_TARGET_FILE_SIZE_MB,
@@ -212,12 +248,20 @@ impl Validator<'_> {
         for (i, c) in raw.table.columns.get_ref().iter().enumerate() {
             let column = self.column(i, c)?;
             if columns.iter().any(|x| x.name == column.name) {
-                return self.err(c.name.span(), &format!("table.columns[{i}].name"), "column name appears twice");
+                return self.err(
+                    c.name.span(),
+                    &format!("table.columns[{i}].name"),
+                    "column name appears twice",
+                );
             }
             columns.push(column);
         }
         if columns.is_empty() {
-            return self.err(raw.table.columns.span(), "table.columns", "declare at least one column");
+            return self.err(
+                raw.table.columns.span(),
+                "table.columns",
+                "declare at least one column",
+            );
         }
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
 
@@ -226,16 +270,22 @@ impl Validator<'_> {
         for (i, p) in raw.table.partition.iter().enumerate() {
             let field = format!("table.partition[{i}]");
             let Some(column) = columns.iter().find(|c| &c.name == p.column.get_ref()) else {
-                return self.err(p.column.span(), &format!("{field}.column"), "no such column");
+                return self.err(
+                    p.column.span(),
+                    &format!("{field}.column"),
+                    "no such column",
+                );
             };
             let transform = match Transform::from_str(p.transform.get_ref()) {
-                Ok(t @ (Transform::Identity
-                | Transform::Year
-                | Transform::Month
-                | Transform::Day
-                | Transform::Hour
-                | Transform::Bucket(_)
-                | Transform::Truncate(_))) => t,
+                Ok(
+                    t @ (Transform::Identity
+                    | Transform::Year
+                    | Transform::Month
+                    | Transform::Day
+                    | Transform::Hour
+                    | Transform::Bucket(_)
+                    | Transform::Truncate(_)),
+                ) => t,
                 _ => {
                     return self.err(
                         p.transform.span(),
@@ -252,16 +302,30 @@ impl Validator<'_> {
                 Some(n) => self.identifier(n, &format!("{field}.name"))?,
                 None => default_partition_name(&column.name, &transform),
             };
-            if !partition_names.insert(name.clone()) || columns.iter().any(|c| c.name == name && c.name != column.name)
+            if !partition_names.insert(name.clone())
+                || columns
+                    .iter()
+                    .any(|c| c.name == name && c.name != column.name)
             {
                 let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
-                return self.err(span, &format!("{field}.name"), format!("partition name `{name}` is already used"));
+                return self.err(
+                    span,
+                    &format!("{field}.name"),
+                    format!("partition name `{name}` is already used"),
+                );
             }
-            partition.push(PartitionField { column: column.name.clone(), transform, name });
+            partition.push(PartitionField {
+                column: column.name.clone(),
+                transform,
+                name,
+            });
         }
 
         let dead_letter = match &raw.dead_letter {
-            None => TableName { namespace: table_name.namespace.clone(), name: format!("{}_dead_letters", table_name.name) },
+            None => TableName {
+                namespace: table_name.namespace.clone(),
+                name: format!("{}_dead_letters", table_name.name),
+            },
             Some(d) => TableName {
                 namespace: match &d.namespace {
                     Some(n) => self.identifier(n, "dead_letter.namespace")?,
@@ -274,8 +338,16 @@ impl Validator<'_> {
             },
         };
         if dead_letter == table_name {
-            let span = raw.dead_letter.as_ref().and_then(|d| d.table.as_ref()).map_or(0..0, |t| t.span());
-            return self.err(span, "dead_letter.table", "must differ from the target table");
+            let span = raw
+                .dead_letter
+                .as_ref()
+                .and_then(|d| d.table.as_ref())
+                .map_or(0..0, |t| t.span());
+            return self.err(
+                span,
+                "dead_letter.table",
+                "must differ from the target table",
+            );
         }
 
         Ok(Pipeline {
@@ -300,7 +372,10 @@ impl Validator<'_> {
             Err(msg) => return self.err(c.ty.span(), &field("type"), msg),
         };
         let source = match &c.from {
-            None => ColumnSource::Value { path: vec![name.clone()], format: TimestampFormat::default() },
+            None => ColumnSource::Value {
+                path: vec![name.clone()],
+                format: TimestampFormat::default(),
+            },
             Some(from) => match parse_source(from.get_ref()) {
                 Ok(s) => s,
                 Err(msg) => return self.err(from.span(), &field("from"), msg),
@@ -318,14 +393,22 @@ impl Validator<'_> {
             return self.err(
                 c.ty.span(),
                 &field("type"),
-                format!("a column from `{}` must have type {}", c.from.as_ref().map_or("", |f| f.get_ref()), allowed.join(" or ")),
+                format!(
+                    "a column from `{}` must have type {}",
+                    c.from.as_ref().map_or("", |f| f.get_ref()),
+                    allowed.join(" or ")
+                ),
             );
         }
         let source = match (source, &c.format) {
             (s, None) => s,
             (ColumnSource::Value { path, .. }, Some(fmt)) => {
                 if !ty.is_timestamp() {
-                    return self.err(fmt.span(), &field("format"), "`format` applies to timestamp columns only");
+                    return self.err(
+                        fmt.span(),
+                        &field("format"),
+                        "`format` applies to timestamp columns only",
+                    );
                 }
                 let format = match fmt.get_ref().as_str() {
                     "rfc3339" => TimestampFormat::Rfc3339,
@@ -343,20 +426,41 @@ impl Validator<'_> {
                 ColumnSource::Value { path, format }
             }
             (_, Some(fmt)) => {
-                return self.err(fmt.span(), &field("format"), "`format` applies to columns read from the JSON value");
+                return self.err(
+                    fmt.span(),
+                    &field("format"),
+                    "`format` applies to columns read from the JSON value",
+                );
             }
         };
-        Ok(Column { name, ty, required: c.required, source, doc: c.doc.clone() })
+        Ok(Column {
+            name,
+            ty,
+            required: c.required,
+            source,
+            doc: c.doc.clone(),
+        })
     }
 
     /// A JSON path may not be a prefix of another (`$.user` and `$.user.id`): each JSON field feeds one column.
-    fn check_paths_disjoint(&self, raw: &Spanned<Vec<RawColumn>>, columns: &[Column]) -> Result<()> {
+    fn check_paths_disjoint(
+        &self,
+        raw: &Spanned<Vec<RawColumn>>,
+        columns: &[Column],
+    ) -> Result<()> {
         for (i, a) in columns.iter().enumerate() {
-            let ColumnSource::Value { path: pa, .. } = &a.source else { continue };
+            let ColumnSource::Value { path: pa, .. } = &a.source else {
+                continue;
+            };
             for b in &columns[..i] {
-                let ColumnSource::Value { path: pb, .. } = &b.source else { continue };
+                let ColumnSource::Value { path: pb, .. } = &b.source else {
+                    continue;
+                };
                 if pa.starts_with(pb) || pb.starts_with(pa) {
-                    let span = raw.get_ref()[i].from.as_ref().map_or(raw.get_ref()[i].name.span(), |f| f.span());
+                    let span = raw.get_ref()[i]
+                        .from
+                        .as_ref()
+                        .map_or(raw.get_ref()[i].name.span(), |f| f.span());
                     return self.err(
                         span,
                         &format!("table.columns[{i}].from"),
@@ -376,7 +480,10 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
         if parts.iter().any(String::is_empty) {
             return Err(format!("`{from}` has an empty path segment"));
         }
-        return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
+        return Ok(ColumnSource::Value {
+            path: parts,
+            format: TimestampFormat::default(),
+        });
     }
     Ok(match from {
         "@key" => ColumnSource::Key,
@@ -399,14 +506,44 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
 fn transform_accepts(transform: &Transform, ty: &ColumnType) -> Result<(), String> {
     use ColumnType as T;
     let ok = match transform {
-        Transform::Identity => !matches!(ty, T::Struct(_) | T::List { .. } | T::Map { .. } | T::Float | T::Double),
-        Transform::Year | Transform::Month | Transform::Day => matches!(ty, T::Date | T::Timestamp | T::Timestamptz),
+        Transform::Identity => !matches!(
+            ty,
+            T::Struct(_) | T::List { .. } | T::Map { .. } | T::Float | T::Double
+        ),
+        Transform::Year | Transform::Month | Transform::Day => {
+            matches!(ty, T::Date | T::Timestamp | T::Timestamptz)
+        }
         Transform::Hour => matches!(ty, T::Timestamp | T::Timestamptz),
-        Transform::Bucket(n) => *n > 0 && matches!(ty, T::Int | T::Long | T::Decimal { .. } | T::Date | T::Timestamp | T::Timestamptz | T::String | T::Binary),
-        Transform::Truncate(w) => *w > 0 && matches!(ty, T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary),
+        Transform::Bucket(n) => {
+            *n > 0
+                && matches!(
+                    ty,
+                    T::Int
+                        | T::Long
+                        | T::Decimal { .. }
+                        | T::Date
+                        | T::Timestamp
+                        | T::Timestamptz
+                        | T::String
+                        | T::Binary
+                )
+        }
+        Transform::Truncate(w) => {
+            *w > 0
+                && matches!(
+                    ty,
+                    T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary
+                )
+        }
         _ => false,
     };
-    if ok { Ok(()) } else { Err(format!("transform `{transform}` cannot be applied to a column of type `{ty}`")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "transform `{transform}` cannot be applied to a column of type `{ty}`"
+        ))
+    }
 }
 
 fn default_partition_name(column: &str, transform: &Transform) -> String {

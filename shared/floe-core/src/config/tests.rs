@@ -15,12 +15,24 @@ fn example_pipeline_is_valid() {
     assert_eq!(p.dead_letter.to_string(), "analytics.events_dead_letters");
     assert_eq!(p.table.target_file_size, 128 * 1024 * 1024);
     let user_id = p.column("user_id").unwrap();
-    assert_eq!(user_id.source, ColumnSource::Value { path: vec!["user".into(), "id".into()], format: TimestampFormat::Rfc3339 });
+    assert_eq!(
+        user_id.source,
+        ColumnSource::Value {
+            path: vec!["user".into(), "id".into()],
+            format: TimestampFormat::Rfc3339
+        }
+    );
     assert!(user_id.required);
-    assert_eq!(p.column("trace_id").unwrap().source, ColumnSource::Header("trace-id".into()));
+    assert_eq!(
+        p.column("trace_id").unwrap().source,
+        ColumnSource::Header("trace-id".into())
+    );
     assert_eq!(
         p.column("client_time").unwrap().source,
-        ColumnSource::Value { path: vec!["client_ts".into()], format: TimestampFormat::EpochMillis }
+        ColumnSource::Value {
+            path: vec!["client_ts".into()],
+            format: TimestampFormat::EpochMillis
+        }
     );
     assert_eq!(p.table.partition[0].name, "event_time_day");
     assert_eq!(p.table.partition[1].transform, Transform::Identity);
@@ -42,7 +54,13 @@ type = "long"
 fn minimal_pipeline_gets_defaults() {
     let p = Pipeline::parse(MINIMAL, "p.toml").unwrap();
     assert_eq!(p.dead_letter.to_string(), "ns.tbl_dead_letters");
-    assert_eq!(p.column("id").unwrap().source, ColumnSource::Value { path: vec!["id".into()], format: TimestampFormat::Rfc3339 });
+    assert_eq!(
+        p.column("id").unwrap().source,
+        ColumnSource::Value {
+            path: vec!["id".into()],
+            format: TimestampFormat::Rfc3339
+        }
+    );
     assert!(p.table.partition.is_empty());
 }
 
@@ -50,18 +68,27 @@ fn minimal_pipeline_gets_defaults() {
 fn errors_name_line_and_field() {
     let bad_type = MINIMAL.replace(r#"type = "long""#, r#"type = "lnog""#);
     let e = err(&bad_type);
-    assert!(e.contains("p.toml: line 10, column 8: `table.columns[0].type`: expected a type"), "{e}");
+    assert!(
+        e.contains("p.toml: line 10, column 8: `table.columns[0].type`: expected a type"),
+        "{e}"
+    );
 
     let unknown_key = format!("{MINIMAL}colour = \"red\"\n");
     let e = err(&unknown_key);
-    assert!(e.contains("line 11") && e.contains("unknown field `colour`"), "{e}");
+    assert!(
+        e.contains("line 11") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
 
     let missing = MINIMAL.replace("namespace = \"ns\"\n", "");
     assert!(err(&missing).contains("missing field `namespace`"));
 
     let bad_from = format!("{MINIMAL}from = \"@nope\"\n");
     let e = err(&bad_from);
-    assert!(e.contains("`table.columns[0].from`") && e.contains("is not a source"), "{e}");
+    assert!(
+        e.contains("`table.columns[0].from`") && e.contains("is not a source"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -75,19 +102,30 @@ fn rejects_semantic_mistakes() {
 
     let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"day\"\n");
     let e = err(&part);
-    assert!(e.contains("`table.partition[0].transform`") && e.contains("cannot be applied to a column of type `long`"), "{e}");
-    let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"nope\"\ntransform = \"identity\"\n");
+    assert!(
+        e.contains("`table.partition[0].transform`")
+            && e.contains("cannot be applied to a column of type `long`"),
+        "{e}"
+    );
+    let part =
+        format!("{MINIMAL}[[table.partition]]\ncolumn = \"nope\"\ntransform = \"identity\"\n");
     assert!(err(&part).contains("no such column"));
-    let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"bucket[16]\"\n");
-    assert_eq!(Pipeline::parse(&part, "p").unwrap().table.partition[0].name, "id_bucket");
+    let part =
+        format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"bucket[16]\"\n");
+    assert_eq!(
+        Pipeline::parse(&part, "p").unwrap().table.partition[0].name,
+        "id_bucket"
+    );
 
     let dup_col = format!("{MINIMAL}[[table.columns]]\nname = \"id\"\ntype = \"int\"\n");
     assert!(err(&dup_col).contains("column name appears twice"));
 
-    let overlap = format!("{MINIMAL}[[table.columns]]\nname = \"x\"\ntype = \"long\"\nfrom = \"$.id.sub\"\n");
+    let overlap =
+        format!("{MINIMAL}[[table.columns]]\nname = \"x\"\ntype = \"long\"\nfrom = \"$.id.sub\"\n");
     assert!(err(&overlap).contains("overlaps the path of column `id`"));
 
-    let key_long = format!("{MINIMAL}[[table.columns]]\nname = \"k\"\ntype = \"long\"\nfrom = \"@key\"\n");
+    let key_long =
+        format!("{MINIMAL}[[table.columns]]\nname = \"k\"\ntype = \"long\"\nfrom = \"@key\"\n");
     assert!(err(&key_long).contains("must have type string or binary"));
 
     let fmt = format!("{MINIMAL}format = \"epoch_millis\"\n");

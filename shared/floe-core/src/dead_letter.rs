@@ -1,0 +1,87 @@
+//! Rejected records → rows of the dead-letter table (raw key/value bytes, headers, position and reason).
+//!
+//! Rows hold nothing that differs between deliveries (no processing time), so a retried invocation writes a
+//! byte-identical dead-letter file under the same deterministic name.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, ListBuilder, StringBuilder, StructBuilder};
+use arrow_array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::DataType;
+
+use crate::error::Result;
+use crate::layout::TableLayout;
+use crate::source::{Problem, SourcePartition, SourceRecord};
+
+/// Build the dead-letter rows for `rejects` (record index into `records`, problem).
+pub fn dead_letter_batch(
+    layout: &TableLayout,
+    pipeline: &str,
+    source: &SourcePartition,
+    records: &[SourceRecord],
+    rejects: &[(usize, Problem)],
+) -> Result<RecordBatch> {
+    let schema = layout.arrow_schema.clone();
+    let rows = || rejects.iter().map(|(i, p)| (&records[*i], p));
+    let n = rejects.len();
+
+    let tz = match schema
+        .field_with_name(crate::layout::dead_letter_columns::KAFKA_TIMESTAMP)?
+        .data_type()
+    {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        other => unreachable!("dead-letter timestamp column is {other}"),
+    };
+    let timestamps: TimestampMicrosecondArray = rows()
+        .map(|(r, _)| r.timestamp_ms.and_then(|m| m.checked_mul(1000)))
+        .collect();
+
+    let mut keys = BinaryBuilder::new();
+    let mut values = BinaryBuilder::new();
+    rows().for_each(|(r, _)| {
+        keys.append_option(r.key.as_deref());
+        values.append_option(r.value.as_deref());
+    });
+
+    // list<struct<name: string not null, value: binary>>: the builder must carry the schema's exact fields.
+    let headers_field = schema.field_with_name(crate::layout::dead_letter_columns::HEADERS)?;
+    let DataType::List(element) = headers_field.data_type() else {
+        unreachable!("headers is a list")
+    };
+    let DataType::Struct(struct_fields) = element.data_type() else {
+        unreachable!("header is a struct")
+    };
+    let mut headers = ListBuilder::new(StructBuilder::from_fields(struct_fields.clone(), n))
+        .with_field(element.clone());
+    for (r, _) in rows() {
+        let s = headers.values();
+        for (name, value) in &r.headers {
+            s.field_builder::<StringBuilder>(0)
+                .expect("name")
+                .append_value(name);
+            s.field_builder::<BinaryBuilder>(1)
+                .expect("value")
+                .append_value(value);
+            s.append(true);
+        }
+        headers.append(true);
+    }
+
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows().map(|_| pipeline))),
+        Arc::new(StringArray::from_iter_values(rows().map(|_| &source.topic))),
+        Arc::new(Int32Array::from_value(source.partition, n)),
+        Arc::new(Int64Array::from_iter_values(rows().map(|(r, _)| r.offset))),
+        Arc::new(timestamps.with_timezone_opt(tz)),
+        Arc::new(keys.finish()),
+        Arc::new(values.finish()),
+        Arc::new(headers.finish()),
+        Arc::new(StringArray::from_iter_values(rows().map(|(_, p)| p.kind))),
+        Arc::new(StringArray::from_iter_values(
+            rows().map(|(_, p)| &p.reason),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,200 @@
+//! The ingest handler: MSK event → Parquet data files (target and dead-letter tables) → one atomic staging step
+//! per topic-partition. It never writes Iceberg metadata; the compactor commits what is staged.
+
+use std::sync::Arc;
+
+use iceberg::io::FileIO;
+use iceberg::spec::DataFile;
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::Pipeline;
+use crate::dead_letter::dead_letter_batch;
+use crate::decode::RecordDecoder;
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::layout::TableLayout;
+use crate::source::{MskEvent, PartitionRecords, SourcePartition, group_records};
+use crate::state::{StageRequest, StagedFile, StateStore};
+use crate::writer::{TableWriter, file_prefix};
+
+/// What one invocation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestReport {
+    /// Records in the event.
+    pub records: u64,
+    /// Records skipped because an earlier delivery already staged them.
+    pub duplicates: u64,
+    /// Rows written to the target table.
+    pub rows: u64,
+    /// Records written to the dead-letter table.
+    pub dead_letters: u64,
+    /// Data files staged (both tables) and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl IngestReport {
+    fn add(&mut self, other: &IngestReport) {
+        self.records += other.records;
+        self.duplicates += other.duplicates;
+        self.rows += other.rows;
+        self.dead_letters += other.dead_letters;
+        self.files += other.files;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Ingest handler; build once per process and reuse across invocations.
+pub struct Ingestor {
+    pipeline: Arc<Pipeline>,
+    decoder: RecordDecoder,
+    target: TableWriter,
+    dead_letter: TableWriter,
+    state: Arc<dyn StateStore>,
+}
+
+impl Ingestor {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        warehouse: &str,
+        file_io: FileIO,
+        state: Arc<dyn StateStore>,
+    ) -> Result<Self> {
+        let target = TableLayout::target(&pipeline, warehouse)?;
+        let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
+        Ok(Ingestor {
+            decoder: RecordDecoder::new(&pipeline, &target)?,
+            target: TableWriter::new(target, file_io.clone())?,
+            dead_letter: TableWriter::new(dead_letter, file_io)?,
+            pipeline,
+            state,
+        })
+    }
+
+    /// Handle one MSK event. An error means the whole event should be redelivered (it is then a no-op for
+    /// every topic-partition already staged).
+    pub async fn handle(&self, event: &MskEvent) -> Result<IngestReport> {
+        let mut report = IngestReport::default();
+        for group in group_records(event, &self.pipeline.topics)? {
+            let span = info_span!("partition", topic = %group.source.topic, partition = group.source.partition);
+            let part = self.ingest_partition(group).instrument(span).await?;
+            report.add(&part);
+        }
+        Ok(report)
+    }
+
+    async fn ingest_partition(&self, mut group: PartitionRecords) -> Result<IngestReport> {
+        let pipeline = &self.pipeline.name;
+        let mut report = IngestReport {
+            records: group.records.len() as u64,
+            ..Default::default()
+        };
+        let fence = self.state.fence(pipeline, &group.source).await?;
+        if let Some(next) = fence {
+            report.duplicates = group.skip_below(next) as u64;
+        }
+        let (Some(first), Some(last)) = (group.records.first(), group.records.last()) else {
+            info!(duplicates = report.duplicates, "all records already staged");
+            return Ok(report);
+        };
+        let (first, last) = (first.offset, last.offset);
+
+        let decoded = self.decoder.decode(&group.source, &group.records)?;
+        let prefix = file_prefix(
+            pipeline,
+            &group.source.topic,
+            group.source.partition,
+            first,
+            last,
+        );
+        let mut staged = Vec::new();
+        if let Some(batch) = decoded.batch {
+            report.rows = batch.num_rows() as u64;
+            let files = self.target.write(batch, &prefix).await?;
+            staged.extend(self.staged(&self.target, &group.source, first, last, files)?);
+        }
+        if !decoded.rejects.is_empty() {
+            report.dead_letters = decoded.rejects.len() as u64;
+            for (i, p) in &decoded.rejects {
+                warn!(offset = group.records[*i].offset, kind = p.kind, reason = %p.reason, "dead letter");
+            }
+            let layout = self.dead_letter.layout();
+            let batch = dead_letter_batch(
+                layout,
+                pipeline,
+                &group.source,
+                &group.records,
+                &decoded.rejects,
+            )?;
+            let files = self.dead_letter.write(batch, &prefix).await?;
+            staged.extend(self.staged(&self.dead_letter, &group.source, first, last, files)?);
+        }
+        report.files = staged.len() as u64;
+        report.bytes = staged.iter().map(|f| f.file_size).sum();
+        failpoint::check(failpoint::INGEST_AFTER_WRITE)?;
+
+        let request = StageRequest {
+            pipeline: pipeline.clone(),
+            source: group.source.clone(),
+            expected_fence: fence,
+            next_fence: last + 1,
+            files: staged,
+        };
+        match self.state.stage(&request).await {
+            Ok(()) => {
+                info!(
+                    first,
+                    last,
+                    rows = report.rows,
+                    dead_letters = report.dead_letters,
+                    files = report.files,
+                    "staged"
+                );
+                Ok(report)
+            }
+            Err(Error::Conflict(message)) => {
+                // A concurrent delivery of the same records won the race; if it covered ours, we are done.
+                let now = self.state.fence(pipeline, &group.source).await?;
+                if now.is_some_and(|n| n > last) {
+                    info!(first, last, "a concurrent delivery staged these records");
+                    let skipped = report.records;
+                    Ok(IngestReport {
+                        records: skipped,
+                        duplicates: skipped,
+                        ..Default::default()
+                    })
+                } else {
+                    Err(Error::Conflict(message))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn staged(
+        &self,
+        writer: &TableWriter,
+        source: &SourcePartition,
+        first: i64,
+        last: i64,
+        files: Vec<DataFile>,
+    ) -> Result<Vec<StagedFile>> {
+        files
+            .into_iter()
+            .map(|f| {
+                Ok(StagedFile {
+                    table: writer.layout().name.to_string(),
+                    path: f.file_path().to_string(),
+                    pipeline: self.pipeline.name.clone(),
+                    source: source.clone(),
+                    first_offset: first,
+                    last_offset: last,
+                    record_count: f.record_count(),
+                    file_size: f.file_size_in_bytes(),
+                    data_file: writer.data_file_json(&f)?,
+                })
+            })
+            .collect()
+    }
+}
