@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, ListBuilder, StringBuilder, StructBuilder};
+use arrow_array::builder::{LargeBinaryBuilder, ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{
     ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -38,8 +38,9 @@ pub fn dead_letter_batch(
         .map(|(r, _)| r.timestamp_ms.and_then(|m| m.checked_mul(1000)))
         .collect();
 
-    let mut keys = BinaryBuilder::new();
-    let mut values = BinaryBuilder::new();
+    // Iceberg `binary` is Arrow `LargeBinary`.
+    let mut keys = LargeBinaryBuilder::new();
+    let mut values = LargeBinaryBuilder::new();
     rows().for_each(|(r, _)| {
         keys.append_option(r.key.as_deref());
         values.append_option(r.value.as_deref());
@@ -61,7 +62,7 @@ pub fn dead_letter_batch(
             s.field_builder::<StringBuilder>(0)
                 .expect("name")
                 .append_value(name);
-            s.field_builder::<BinaryBuilder>(1)
+            s.field_builder::<LargeBinaryBuilder>(1)
                 .expect("value")
                 .append_value(value);
             s.append(true);
@@ -84,4 +85,45 @@ pub fn dead_letter_batch(
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+
+    use super::*;
+    use crate::config::Pipeline;
+
+    #[test]
+    fn builds_rows_with_raw_bytes_headers_and_reasons() {
+        let p = Pipeline::parse(include_str!("../../../examples/pipeline.toml"), "pipeline.toml").unwrap();
+        let layout = TableLayout::dead_letter(&p, "file:///wh").unwrap();
+        let records = vec![
+            SourceRecord {
+                offset: 7,
+                timestamp_ms: Some(1_700_000_000_123),
+                key: None,
+                value: Some(b"{oops".to_vec()),
+                headers: vec![("a".into(), vec![1, 2]), ("b".into(), vec![])],
+                problem: None,
+            },
+            SourceRecord { offset: 9, timestamp_ms: None, key: Some(b"k".to_vec()), value: None, headers: vec![], problem: None },
+        ];
+        let rejects = vec![
+            (0, Problem { kind: "json", reason: "invalid JSON".into() }),
+            (1, Problem { kind: "null_value", reason: "tombstone".into() }),
+        ];
+        let source = SourcePartition { topic: "t".into(), partition: 2 };
+        let b = dead_letter_batch(&layout, "clickstream", &source, &records, &rejects).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column_by_name("offset").unwrap().as_primitive::<arrow_array::types::Int64Type>().values(), &[7, 9]);
+        assert_eq!(b.column_by_name("value").unwrap().as_binary::<i64>().value(0), b"{oops");
+        assert!(b.column_by_name("key").unwrap().is_null(0));
+        let headers = b.column_by_name("headers").unwrap().as_list::<i32>();
+        assert_eq!(headers.value(0).len(), 2);
+        assert_eq!(headers.value(1).len(), 0);
+        assert_eq!(b.column_by_name("reason").unwrap().as_string::<i32>().value(1), "tombstone");
+        assert!(b.column_by_name("kafka_timestamp").unwrap().is_null(1));
+    }
 }

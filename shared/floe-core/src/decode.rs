@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, StringBuilder};
+use arrow_array::builder::{LargeBinaryBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{
@@ -486,8 +486,9 @@ fn bytes_column<'a>(
     what: &str,
     rejects: &mut RowRejects,
 ) -> ArrayRef {
-    if field.data_type() == &DataType::Binary {
-        let mut b = BinaryBuilder::new();
+    // Iceberg `binary` is Arrow `LargeBinary`.
+    if field.data_type() == &DataType::LargeBinary {
+        let mut b = LargeBinaryBuilder::new();
         values.for_each(|v| b.append_option(v));
         return Arc::new(b.finish());
     }

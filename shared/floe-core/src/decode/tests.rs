@@ -45,6 +45,10 @@ name = "trace"
 type = "string"
 from = "@header.trace"
 [[table.columns]]
+name = "raw_trace"
+type = "binary"
+from = "@header.trace"
+[[table.columns]]
 name = "off"
 type = "long"
 required = true

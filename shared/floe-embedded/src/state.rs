@@ -1,0 +1,254 @@
+//! The state store on SQLite: offset fences and the staged-file ledger in one database file.
+//!
+//! The staging step is one `BEGIN IMMEDIATE` transaction: the fence moves only if it still has the value ingest
+//! read (compare-and-set), and the staged files are inserted in the same transaction. `IMMEDIATE` takes the write
+//! lock up front, so two processes never deadlock upgrading a read lock; `busy_timeout` makes the loser wait.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use floe_core::source::SourcePartition;
+use floe_core::state::{StageRequest, StagedFile, StateStore};
+use floe_core::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fences (
+    pipeline    TEXT    NOT NULL,
+    topic       TEXT    NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    updated_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    PRIMARY KEY (pipeline, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS staged_files (
+    table_name   TEXT    NOT NULL,
+    path         TEXT    NOT NULL,
+    pipeline     TEXT    NOT NULL,
+    topic        TEXT    NOT NULL,
+    partition    INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset  INTEGER NOT NULL,
+    record_count INTEGER NOT NULL,
+    file_size    INTEGER NOT NULL,
+    data_file    TEXT    NOT NULL,
+    staged_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    PRIMARY KEY (table_name, path)
+);
+";
+
+/// SQLite-backed [`StateStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStateStore {
+    pool: SqlitePool,
+}
+
+fn db_error(e: sqlx::Error) -> Error {
+    // Busy/locked and I/O hiccups can succeed on retry; anything else (constraint, corrupt file) cannot.
+    let retryable = match &e {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes (low byte).
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        _ => false,
+    };
+    Error::state(format!("sqlite: {e}"), retryable)
+}
+
+impl SqliteStateStore {
+    pub async fn open(path: &Path) -> Result<SqliteStateStore> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))
+            .map_err(db_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
+        Ok(SqliteStateStore { pool })
+    }
+
+    /// All fences of a pipeline (for reports and tests).
+    pub async fn fences(&self, pipeline: &str) -> Result<Vec<(SourcePartition, i64)>> {
+        let rows = sqlx::query("SELECT topic, partition, next_offset FROM fences WHERE pipeline = ? ORDER BY topic, partition")
+            .bind(pipeline)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| (SourcePartition { topic: r.get(0), partition: r.get(1) }, r.get(2)))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStateStore {
+    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
+        sqlx::query_scalar("SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?")
+            .bind(pipeline)
+            .bind(&source.topic)
+            .bind(source.partition)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn stage(&self, request: &StageRequest) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
+        let result = stage_in_transaction(&mut conn, request).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
+        if ended.is_err() {
+            // Never hand a connection with an open transaction back to the pool.
+            let _ = conn.detach().close().await;
+        }
+        result.and(ended.map(|_| ()))
+    }
+
+    async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>> {
+        let rows = sqlx::query(
+            "SELECT path, pipeline, topic, partition, first_offset, last_offset, record_count, file_size, data_file
+             FROM staged_files WHERE table_name = ? ORDER BY topic, partition, first_offset, path",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| StagedFile {
+                table: table.to_string(),
+                path: r.get(0),
+                pipeline: r.get(1),
+                source: SourcePartition { topic: r.get(2), partition: r.get(3) },
+                first_offset: r.get(4),
+                last_offset: r.get(5),
+                record_count: r.get::<i64, _>(6) as u64,
+                file_size: r.get::<i64, _>(7) as u64,
+                data_file: r.get(8),
+            })
+            .collect())
+    }
+
+    async fn remove_staged(&self, table: &str, paths: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for path in paths {
+            sqlx::query("DELETE FROM staged_files WHERE table_name = ? AND path = ?")
+                .bind(table)
+                .bind(path)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
+
+async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &StageRequest) -> Result<()> {
+    let s = &request.source;
+    let moved = match request.expected_fence {
+        None => sqlx::query(
+            "INSERT INTO fences (pipeline, topic, partition, next_offset) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&request.pipeline)
+        .bind(&s.topic)
+        .bind(s.partition)
+        .bind(request.next_fence),
+        Some(expected) => sqlx::query(
+            "UPDATE fences SET next_offset = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+             WHERE pipeline = ? AND topic = ? AND partition = ? AND next_offset = ?",
+        )
+        .bind(request.next_fence)
+        .bind(&request.pipeline)
+        .bind(&s.topic)
+        .bind(s.partition)
+        .bind(expected),
+    }
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?
+    .rows_affected();
+    if moved != 1 {
+        return Err(Error::Conflict(format!(
+            "fence of {}/{s} is no longer {:?}",
+            request.pipeline, request.expected_fence
+        )));
+    }
+    for f in &request.files {
+        sqlx::query(
+            "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
+                                       record_count, file_size, data_file)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.table)
+        .bind(&f.path)
+        .bind(&f.pipeline)
+        .bind(&f.source.topic)
+        .bind(f.source.partition)
+        .bind(f.first_offset)
+        .bind(f.last_offset)
+        .bind(f.record_count as i64)
+        .bind(f.file_size as i64)
+        .bind(&f.data_file)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(expected: Option<i64>, next: i64, path: &str) -> StageRequest {
+        let source = SourcePartition { topic: "t".into(), partition: 0 };
+        StageRequest {
+            pipeline: "p".into(),
+            source: source.clone(),
+            expected_fence: expected,
+            next_fence: next,
+            files: vec![StagedFile {
+                table: "ns.tbl".into(),
+                path: path.into(),
+                pipeline: "p".into(),
+                source,
+                first_offset: expected.unwrap_or(0),
+                last_offset: next - 1,
+                record_count: 3,
+                file_size: 10,
+                data_file: "{}".into(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn fence_is_compare_and_set_and_atomic_with_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
+        let tp = SourcePartition { topic: "t".into(), partition: 0 };
+        assert_eq!(store.fence("p", &tp).await.unwrap(), None);
+
+        store.stage(&request(None, 10, "a")).await.unwrap();
+        assert_eq!(store.fence("p", &tp).await.unwrap(), Some(10));
+        // A second "first" delivery loses and changes nothing.
+        assert!(matches!(store.stage(&request(None, 10, "a2")).await, Err(Error::Conflict(_))));
+        // A stale expected fence loses and records no file.
+        assert!(matches!(store.stage(&request(Some(5), 20, "b")).await, Err(Error::Conflict(_))));
+        store.stage(&request(Some(10), 20, "c")).await.unwrap();
+        let staged: Vec<String> = store.staged_files("ns.tbl").await.unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(staged, ["a", "c"]);
+
+        // A duplicate path fails the whole step: the fence does not move either.
+        assert!(store.stage(&request(Some(20), 30, "c")).await.is_err());
+        assert_eq!(store.fence("p", &tp).await.unwrap(), Some(20));
+
+        store.remove_staged("ns.tbl", &["a".into()]).await.unwrap();
+        assert_eq!(store.staged_files("ns.tbl").await.unwrap().len(), 1);
+        assert_eq!(store.fences("p").await.unwrap(), vec![(tp, 20)]);
+    }
+}
