@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn builds_rows_with_raw_bytes_headers_and_reasons() {
-        let p = Pipeline::parse(include_str!("../../../examples/pipeline.toml"), "pipeline.toml").unwrap();
+        let p = Pipeline::parse(
+            include_str!("../../../examples/pipeline.toml"),
+            "pipeline.toml",
+        )
+        .unwrap();
         let layout = TableLayout::dead_letter(&p, "file:///wh").unwrap();
         let records = vec![
             SourceRecord {
@@ -108,22 +112,62 @@ mod tests {
                 headers: vec![("a".into(), vec![1, 2]), ("b".into(), vec![])],
                 problem: None,
             },
-            SourceRecord { offset: 9, timestamp_ms: None, key: Some(b"k".to_vec()), value: None, headers: vec![], problem: None },
+            SourceRecord {
+                offset: 9,
+                timestamp_ms: None,
+                key: Some(b"k".to_vec()),
+                value: None,
+                headers: vec![],
+                problem: None,
+            },
         ];
         let rejects = vec![
-            (0, Problem { kind: "json", reason: "invalid JSON".into() }),
-            (1, Problem { kind: "null_value", reason: "tombstone".into() }),
+            (
+                0,
+                Problem {
+                    kind: "json",
+                    reason: "invalid JSON".into(),
+                },
+            ),
+            (
+                1,
+                Problem {
+                    kind: "null_value",
+                    reason: "tombstone".into(),
+                },
+            ),
         ];
-        let source = SourcePartition { topic: "t".into(), partition: 2 };
+        let source = SourcePartition {
+            topic: "t".into(),
+            partition: 2,
+        };
         let b = dead_letter_batch(&layout, "clickstream", &source, &records, &rejects).unwrap();
         assert_eq!(b.num_rows(), 2);
-        assert_eq!(b.column_by_name("offset").unwrap().as_primitive::<arrow_array::types::Int64Type>().values(), &[7, 9]);
-        assert_eq!(b.column_by_name("value").unwrap().as_binary::<i64>().value(0), b"{oops");
+        assert_eq!(
+            b.column_by_name("offset")
+                .unwrap()
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .values(),
+            &[7, 9]
+        );
+        assert_eq!(
+            b.column_by_name("value")
+                .unwrap()
+                .as_binary::<i64>()
+                .value(0),
+            b"{oops"
+        );
         assert!(b.column_by_name("key").unwrap().is_null(0));
         let headers = b.column_by_name("headers").unwrap().as_list::<i32>();
         assert_eq!(headers.value(0).len(), 2);
         assert_eq!(headers.value(1).len(), 0);
-        assert_eq!(b.column_by_name("reason").unwrap().as_string::<i32>().value(1), "tombstone");
+        assert_eq!(
+            b.column_by_name("reason")
+                .unwrap()
+                .as_string::<i32>()
+                .value(1),
+            "tombstone"
+        );
         assert!(b.column_by_name("kafka_timestamp").unwrap().is_null(1));
     }
 }

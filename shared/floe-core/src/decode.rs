@@ -207,6 +207,7 @@ impl RecordDecoder {
                 ColumnPlan::Key => bytes_column(
                     rows.iter().map(|r| r.key.as_deref()),
                     field,
+                    "key",
                     "record key",
                     &mut row_rejects,
                 ),
@@ -218,7 +219,13 @@ impl RecordDecoder {
                             .find(|(n, _)| n == name)
                             .map(|(_, v)| v.as_slice())
                     });
-                    bytes_column(values, field, &format!("header `{name}`"), &mut row_rejects)
+                    bytes_column(
+                        values,
+                        field,
+                        "header",
+                        &format!("header `{name}`"),
+                        &mut row_rejects,
+                    )
                 }
             };
             if !field.is_nullable() {
@@ -483,6 +490,7 @@ fn timestamp_column(millis: impl Iterator<Item = Option<i64>>, data_type: &DataT
 fn bytes_column<'a>(
     values: impl Iterator<Item = Option<&'a [u8]>>,
     field: &Field,
+    kind: &'static str,
     what: &str,
     rejects: &mut RowRejects,
 ) -> ArrayRef {
@@ -502,13 +510,7 @@ fn bytes_column<'a>(
                     "{what} for column `{}` is not valid UTF-8: {e}",
                     field.name()
                 );
-                rejects.push((
-                    row,
-                    Problem {
-                        kind: "schema",
-                        reason,
-                    },
-                ));
+                rejects.push((row, Problem { kind, reason }));
             }
             None => b.append_null(),
         }

@@ -130,7 +130,7 @@ impl TableLayout {
                 c::ERROR_KIND,
                 ColumnType::String,
                 true,
-                "class of failure: base64, json, schema, null_value, header",
+                "class of failure: base64, json, schema, null_value, key, header, topic",
             ),
             (
                 c::REASON,

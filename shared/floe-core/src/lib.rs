@@ -16,6 +16,7 @@ pub mod failpoint;
 pub mod ingest;
 pub mod layout;
 mod pinned;
+pub mod settings;
 pub mod source;
 pub mod state;
 pub mod writer;

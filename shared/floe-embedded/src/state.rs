@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use floe_core::source::SourcePartition;
 use floe_core::state::{StageRequest, StagedFile, StateStore};
 use floe_core::{Error, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Connection, Row};
 
 const SCHEMA: &str = "
@@ -50,7 +52,10 @@ fn db_error(e: sqlx::Error) -> Error {
     // Busy/locked and I/O hiccups can succeed on retry; anything else (constraint, corrupt file) cannot.
     let retryable = match &e {
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes (low byte).
-        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         _ => false,
     };
@@ -65,8 +70,15 @@ impl SqliteStateStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(db_error)?;
         Ok(SqliteStateStore { pool })
     }
 
@@ -79,7 +91,15 @@ impl SqliteStateStore {
             .map_err(db_error)?;
         Ok(rows
             .iter()
-            .map(|r| (SourcePartition { topic: r.get(0), partition: r.get(1) }, r.get(2)))
+            .map(|r| {
+                (
+                    SourcePartition {
+                        topic: r.get(0),
+                        partition: r.get(1),
+                    },
+                    r.get(2),
+                )
+            })
             .collect())
     }
 }
@@ -87,18 +107,23 @@ impl SqliteStateStore {
 #[async_trait]
 impl StateStore for SqliteStateStore {
     async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
-        sqlx::query_scalar("SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?")
-            .bind(pipeline)
-            .bind(&source.topic)
-            .bind(source.partition)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)
+        sqlx::query_scalar(
+            "SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?",
+        )
+        .bind(pipeline)
+        .bind(&source.topic)
+        .bind(source.partition)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)
     }
 
     async fn stage(&self, request: &StageRequest) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
         let result = stage_in_transaction(&mut conn, request).await;
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
@@ -124,7 +149,10 @@ impl StateStore for SqliteStateStore {
                 table: table.to_string(),
                 path: r.get(0),
                 pipeline: r.get(1),
-                source: SourcePartition { topic: r.get(2), partition: r.get(3) },
+                source: SourcePartition {
+                    topic: r.get(2),
+                    partition: r.get(3),
+                },
                 first_offset: r.get(4),
                 last_offset: r.get(5),
                 record_count: r.get::<i64, _>(6) as u64,
@@ -148,7 +176,10 @@ impl StateStore for SqliteStateStore {
     }
 }
 
-async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &StageRequest) -> Result<()> {
+async fn stage_in_transaction(
+    conn: &mut sqlx::SqliteConnection,
+    request: &StageRequest,
+) -> Result<()> {
     let s = &request.source;
     let moved = match request.expected_fence {
         None => sqlx::query(
@@ -206,7 +237,10 @@ mod tests {
     use super::*;
 
     fn request(expected: Option<i64>, next: i64, path: &str) -> StageRequest {
-        let source = SourcePartition { topic: "t".into(), partition: 0 };
+        let source = SourcePartition {
+            topic: "t".into(),
+            partition: 0,
+        };
         StageRequest {
             pipeline: "p".into(),
             source: source.clone(),
@@ -229,18 +263,35 @@ mod tests {
     #[tokio::test]
     async fn fence_is_compare_and_set_and_atomic_with_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
-        let tp = SourcePartition { topic: "t".into(), partition: 0 };
+        let store = SqliteStateStore::open(&dir.path().join("state.db"))
+            .await
+            .unwrap();
+        let tp = SourcePartition {
+            topic: "t".into(),
+            partition: 0,
+        };
         assert_eq!(store.fence("p", &tp).await.unwrap(), None);
 
         store.stage(&request(None, 10, "a")).await.unwrap();
         assert_eq!(store.fence("p", &tp).await.unwrap(), Some(10));
         // A second "first" delivery loses and changes nothing.
-        assert!(matches!(store.stage(&request(None, 10, "a2")).await, Err(Error::Conflict(_))));
+        assert!(matches!(
+            store.stage(&request(None, 10, "a2")).await,
+            Err(Error::Conflict(_))
+        ));
         // A stale expected fence loses and records no file.
-        assert!(matches!(store.stage(&request(Some(5), 20, "b")).await, Err(Error::Conflict(_))));
+        assert!(matches!(
+            store.stage(&request(Some(5), 20, "b")).await,
+            Err(Error::Conflict(_))
+        ));
         store.stage(&request(Some(10), 20, "c")).await.unwrap();
-        let staged: Vec<String> = store.staged_files("ns.tbl").await.unwrap().into_iter().map(|f| f.path).collect();
+        let staged: Vec<String> = store
+            .staged_files("ns.tbl")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         assert_eq!(staged, ["a", "c"]);
 
         // A duplicate path fails the whole step: the fence does not move either.

@@ -80,7 +80,14 @@ impl Rng {
 const COUNTRIES: [&str; 8] = ["DE", "US", "IN", "BR", "FR", "JP", "GB", "NG"];
 const PAGES: [&str; 6] = ["/", "/search", "/product", "/cart", "/checkout", "/account"];
 
-const BAD_KINDS: [&str; 6] = ["truncated", "missing_user", "wrong_type", "not_object", "empty", "bad_base64"];
+const BAD_KINDS: [&str; 6] = [
+    "truncated",
+    "missing_user",
+    "wrong_type",
+    "not_object",
+    "empty",
+    "bad_base64",
+];
 
 fn value(rng: &mut Rng, topic: &str, n: usize, ts_ms: i64) -> serde_json::Value {
     let ts = chrono::DateTime::from_timestamp_millis(ts_ms).expect("valid time");
@@ -111,8 +118,11 @@ fn value(rng: &mut Rng, topic: &str, n: usize, ts_ms: i64) -> serde_json::Value 
 /// Generate `options.records` records round-robin over the topic-partitions and pack them into events.
 pub fn generate(options: &GeneratorOptions) -> Generated {
     let mut rng = Rng(options.seed);
-    let tps: Vec<(String, i32)> =
-        options.topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
+    let tps: Vec<(String, i32)> = options
+        .topics
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+        .collect();
     let mut per_tp: Vec<Vec<MskRecord>> = vec![Vec::new(); tps.len()];
     let mut bad = Vec::new();
     for n in 0..options.records {
@@ -130,7 +140,10 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             value: None,
             headers: vec![BTreeMap::from([(
                 "trace-id".to_string(),
-                format!("{:016x}", rng.next()).bytes().map(i16::from).collect(),
+                format!("{:016x}", rng.next())
+                    .bytes()
+                    .map(i16::from)
+                    .collect(),
             )])],
         };
         let mut text = value(&mut rng, topic, n, ts_ms).to_string();
@@ -140,7 +153,8 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
                 "truncated" => text[..text.len() / 2].to_string(),
                 "missing_user" => text.replacen("\"user\":", "\"usr\":", 1),
                 "wrong_type" => {
-                    let mut v: serde_json::Value = serde_json::from_str(&text).expect("generated JSON");
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&text).expect("generated JSON");
                     v["user"]["id"] = json!("abc");
                     v.to_string()
                 }
@@ -164,7 +178,10 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
     let mut cursors = vec![0usize; tps.len()];
     loop {
         let mut progressed = false;
-        for group in (0..tps.len()).collect::<Vec<_>>().chunks(options.partitions_per_event.max(1)) {
+        for group in (0..tps.len())
+            .collect::<Vec<_>>()
+            .chunks(options.partitions_per_event.max(1))
+        {
             let mut records = BTreeMap::new();
             for &i in group {
                 let end = (cursors[i] + options.batch_size).min(per_tp[i].len());
@@ -190,7 +207,11 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             break;
         }
     }
-    Generated { events, records: options.records, bad }
+    Generated {
+        events,
+        records: options.records,
+        bad,
+    }
 }
 
 #[cfg(test)]
@@ -199,18 +220,29 @@ mod tests {
 
     #[test]
     fn deterministic_and_complete() {
-        let o = GeneratorOptions { records: 3_000, ..Default::default() };
+        let o = GeneratorOptions {
+            records: 3_000,
+            ..Default::default()
+        };
         let a = generate(&o);
         let b = generate(&o);
         assert_eq!(a.events, b.events);
-        let total: usize = a.events.iter().flat_map(|e| e.records.values()).map(Vec::len).sum();
+        let total: usize = a
+            .events
+            .iter()
+            .flat_map(|e| e.records.values())
+            .map(Vec::len)
+            .sum();
         assert_eq!(total, 3_000);
         assert_eq!(a.bad.len(), 3);
         // Offsets are contiguous per partition.
         let mut offsets: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for e in &a.events {
             for (k, rs) in &e.records {
-                offsets.entry(k.clone()).or_default().extend(rs.iter().map(|r| r.offset));
+                offsets
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(rs.iter().map(|r| r.offset));
             }
         }
         for o in offsets.values() {

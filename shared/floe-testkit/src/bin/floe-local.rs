@@ -77,7 +77,10 @@ enum Command {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 struct Runtime {
@@ -97,13 +100,24 @@ impl Runtime {
 
     fn ingestor(&self) -> anyhow::Result<Ingestor> {
         let b = &self.backend;
-        Ok(Ingestor::new(self.pipeline.clone(), &b.warehouse, b.file_io.clone(), b.state.clone())?)
+        Ok(Ingestor::new(
+            self.pipeline.clone(),
+            &b.warehouse,
+            b.file_io.clone(),
+            b.state.clone(),
+        )?)
     }
 
     fn compactor(&self) -> anyhow::Result<Compactor> {
         let b = &self.backend;
         let options = CompactorOptions::default();
-        Ok(Compactor::new(self.pipeline.clone(), &b.warehouse, b.catalog.clone(), b.state.clone(), options)?)
+        Ok(Compactor::new(
+            self.pipeline.clone(),
+            &b.warehouse,
+            b.catalog.clone(),
+            b.state.clone(),
+            options,
+        )?)
     }
 }
 
@@ -119,14 +133,32 @@ async fn main() -> anyhow::Result<()> {
             init_tracing("error");
             demo(&common, records).await
         }
-        Command::Gen { out, records, batch_size, bad_every, seed } => {
-            let options = GeneratorOptions { records, batch_size, bad_every, seed, ..Default::default() };
+        Command::Gen {
+            out,
+            records,
+            batch_size,
+            bad_every,
+            seed,
+        } => {
+            let options = GeneratorOptions {
+                records,
+                batch_size,
+                bad_every,
+                seed,
+                ..Default::default()
+            };
             let generated = generate(&options);
             std::fs::create_dir_all(&out)?;
             for (i, event) in generated.events.iter().enumerate() {
-                std::fs::write(out.join(format!("event-{i:05}.json")), serde_json::to_vec(event)?)?;
+                std::fs::write(
+                    out.join(format!("event-{i:05}.json")),
+                    serde_json::to_vec(event)?,
+                )?;
             }
-            println!("{}", serde_json::json!({"events": generated.events.len(), "records": records, "bad": generated.bad.len()}));
+            println!(
+                "{}",
+                serde_json::json!({"events": generated.events.len(), "records": records, "bad": generated.bad.len()})
+            );
             Ok(())
         }
         Command::Ingest { common, events } => {
@@ -135,7 +167,10 @@ async fn main() -> anyhow::Result<()> {
             let ingestor = rt.ingestor()?;
             let mut total = IngestReport::default();
             for path in &events {
-                let report = ingestor.handle(&read_event(path)?).await.with_context(|| format!("ingesting {}", path.display()))?;
+                let report = ingestor
+                    .handle(&read_event(path)?)
+                    .await
+                    .with_context(|| format!("ingesting {}", path.display()))?;
                 total.records += report.records;
                 total.duplicates += report.duplicates;
                 total.rows += report.rows;
@@ -161,11 +196,24 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let p = &rt.pipeline;
     println!("floe demo — embedded default (SQLite state + Iceberg SQL catalog, local warehouse)");
     println!("  home:      {}", rt.backend.home.display());
-    println!("  pipeline:  {} ({}) → {} (dead letters → {})", p.name, common.pipeline.display(), p.table.name, p.dead_letter);
+    println!(
+        "  pipeline:  {} ({}) → {} (dead letters → {})",
+        p.name,
+        common.pipeline.display(),
+        p.table.name,
+        p.dead_letter
+    );
 
     let started = Instant::now();
-    let generated = generate(&GeneratorOptions { records, ..Default::default() });
-    let bytes: usize = generated.events.iter().map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())).sum();
+    let generated = generate(&GeneratorOptions {
+        records,
+        ..Default::default()
+    });
+    let bytes: usize = generated
+        .events
+        .iter()
+        .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
+        .sum();
     println!(
         "\n1. generated {} records ({} malformed) in {} MSK events, {:.1} MB of event JSON ({:.1} MB avg per event)",
         generated.records,
@@ -202,7 +250,10 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
 
     // Redeliver an event, as the event source mapping does after a failed invocation: a no-op.
     let again = ingestor.handle(&generated.events[0]).await?;
-    println!("   redelivered event #0 ({} records): {} rows staged, {} skipped as duplicates", again.records, again.rows, again.duplicates);
+    println!(
+        "   redelivered event #0 ({} records): {} rows staged, {} skipped as duplicates",
+        again.records, again.rows, again.duplicates
+    );
 
     let t = Instant::now();
     let reports = rt.compactor()?.run().await?;
@@ -219,8 +270,16 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         }
     }
 
-    let target = rt.backend.catalog.load_table(&TableLayout::target(p, &rt.backend.warehouse)?.ident()).await?;
-    let dead = rt.backend.catalog.load_table(&TableLayout::dead_letter(p, &rt.backend.warehouse)?.ident()).await?;
+    let target = rt
+        .backend
+        .catalog
+        .load_table(&TableLayout::target(p, &rt.backend.warehouse)?.ident())
+        .await?;
+    let dead = rt
+        .backend
+        .catalog
+        .load_table(&TableLayout::dead_letter(p, &rt.backend.warehouse)?.ident())
+        .await?;
     let rows = readback::count_rows(&target).await?;
     let dead_rows = readback::count_rows(&dead).await?;
     let snapshots = target.metadata().snapshots().count();
@@ -229,11 +288,47 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         p.table.name, p.dead_letter
     );
     if rows != generated.good() || dead_rows != generated.bad.len() {
-        bail!("expected {} rows and {} dead letters", generated.good(), generated.bad.len());
+        bail!(
+            "expected {} rows and {} dead letters",
+            generated.good(),
+            generated.bad.len()
+        );
     }
-    println!("   exactly the {} valid records once each, and the {} malformed ones kept with reasons", generated.good(), generated.bad.len());
-    println!("{}", readback::preview(&target, &["event_id", "event_type", "event_time", "user_id", "country", "amount", "source_partition", "source_offset"], 5).await?);
-    println!("{}", readback::preview(&dead, &["topic", "partition", "offset", "error_kind", "reason"], 6).await?);
-    println!("\ndone in {:.2}s. Run `make demo` again: every record is recognised as already staged, nothing is duplicated.", started.elapsed().as_secs_f64());
+    println!(
+        "   exactly the {} valid records once each, and the {} malformed ones kept with reasons",
+        generated.good(),
+        generated.bad.len()
+    );
+    println!(
+        "{}",
+        readback::preview(
+            &target,
+            &[
+                "event_id",
+                "event_type",
+                "event_time",
+                "user_id",
+                "country",
+                "amount",
+                "source_partition",
+                "source_offset"
+            ],
+            5
+        )
+        .await?
+    );
+    println!(
+        "{}",
+        readback::preview(
+            &dead,
+            &["topic", "partition", "offset", "error_kind", "reason"],
+            6
+        )
+        .await?
+    );
+    println!(
+        "\ndone in {:.2}s. Run `make demo` again: every record is recognised as already staged, nothing is duplicated.",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -1,0 +1,85 @@
+"""Fixtures for floe's integration tests: the real `floe-local` binary on the embedded default, and PyIceberg's
+SqlCatalog as the independent reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PIPELINE = ROOT / "examples" / "pipeline.toml"
+
+
+def floe_local_path() -> Path:
+    path = os.environ.get("FLOE_LOCAL")
+    if path:
+        return Path(path)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "floe-local"
+
+
+class Floe:
+    """Runs floe-local against one home directory."""
+
+    def __init__(self, home: Path, pipeline: Path = PIPELINE):
+        self.home = home
+        self.pipeline = pipeline
+        self.bin = floe_local_path()
+        if not self.bin.exists():
+            pytest.fail(f"{self.bin} not built: run `make test` (or cargo build -p floe-testkit)")
+        self._events = 0
+
+    def _run(self, args: list[str], fail_at: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [str(self.bin), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
+        if fail_at:
+            cmd += ["--fail-at", fail_at]
+        cmd += args[1:]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def write_events(self, events: list[dict]) -> list[Path]:
+        folder = self.home.parent / "events"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for event in events:
+            path = folder / f"event-{self._events:05d}.json"
+            self._events += 1
+            path.write_text(json.dumps(event))
+            paths.append(path)
+        return paths
+
+    def ingest(self, events: list[dict], fail_at: str | None = None, check: bool = True):
+        proc = self._run(["ingest", *map(str, self.write_events(events))], fail_at, check)
+        return json.loads(proc.stdout) if proc.returncode == 0 else proc
+
+    def compact(self, fail_at: str | None = None, check: bool = True):
+        proc = self._run(["compact"], fail_at, check)
+        return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
+
+    def catalog(self):
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        return SqlCatalog(
+            "floe",  # must match floe_embedded::CATALOG_NAME
+            uri=f"sqlite:///{self.home / 'catalog.db'}",
+            warehouse=f"file://{self.home / 'warehouse'}",
+        )
+
+    def table(self, name: str):
+        return self.catalog().load_table(name)
+
+
+@pytest.fixture
+def floe(tmp_path: Path) -> Floe:
+    home = tmp_path / "home"
+    home.mkdir()
+    return Floe(home)
