@@ -149,7 +149,7 @@ pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<Partitio
         for record in records {
             let source = source_of(group_key, record)?;
             let mut decoded = decode_record(record);
-            if decoded.problem.is_none() && !topics.iter().any(|t| *t == source.topic) {
+            if decoded.problem.is_none() && !topics.contains(&source.topic) {
                 decoded.problem = Some(Problem {
                     kind: "topic",
                     reason: format!(

@@ -1,0 +1,48 @@
+# floe — the two commands: `make demo` and `make test`. Nothing here relies on anything installed by hand:
+# Python test dependencies go into .venv; cargo builds share one target dir outside the clone so that fresh
+# clones (CI) reuse compiled dependencies.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+export CARGO_BUILD_JOBS ?= 2
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/floe/target
+CARGO_TERM_COLOR ?= never
+export CARGO_TERM_COLOR
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
+DEMO_HOME ?= .floe/demo
+
+.PHONY: demo test lint rust-test py-test build venv clean
+
+## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
+demo: build
+	$(FLOE_LOCAL) demo --home $(DEMO_HOME) --pipeline examples/pipeline.toml
+
+## test: formatting, clippy, Rust unit tests, then the integration tests (PyIceberg reads what floe wrote)
+test: lint rust-test py-test
+
+build:
+	cargo build --locked -p floe-testkit --bin floe-local
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+rust-test:
+	cargo test --locked --workspace
+
+py-test: build venv
+	FLOE_LOCAL=$(FLOE_LOCAL) $(PY) -m pytest -q -p no:cacheprovider tests
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .floe
