@@ -35,7 +35,8 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
-    fn add(&mut self, other: &IngestReport) {
+    /// Accumulate another report (several events, or several partitions of one).
+    pub fn add(&mut self, other: &IngestReport) {
         self.records += other.records;
         self.duplicates += other.duplicates;
         self.rows += other.rows;

@@ -40,9 +40,10 @@ impl TableWriter {
             .properties
             .get(COMPRESSION_CODEC_PROPERTY)
             .map_or("zstd", String::as_str);
+        // Validated when the pipeline file is loaded; checked again for layouts built by hand.
         let compression = match codec {
             "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
-            "uncompressed" | "none" => Compression::UNCOMPRESSED,
+            "uncompressed" => Compression::UNCOMPRESSED,
             other => {
                 return Err(Error::Config {
                     file: "pipeline".into(),

@@ -244,6 +244,21 @@ impl Validator<'_> {
             * 1024
             * 1024;
 
+        if let Some(codec) = raw
+            .table
+            .properties
+            .get(crate::writer::COMPRESSION_CODEC_PROPERTY)
+            && !["zstd", "uncompressed"].contains(&codec.as_str())
+        {
+            return self.err(
+                raw.table.name.span(),
+                &format!(
+                    "table.properties.\"{}\"",
+                    crate::writer::COMPRESSION_CODEC_PROPERTY
+                ),
+                format!("codec `{codec}` is not supported: use zstd or uncompressed"),
+            );
+        }
         let mut columns: Vec<Column> = Vec::new();
         for (i, c) in raw.table.columns.get_ref().iter().enumerate() {
             let column = self.column(i, c)?;

@@ -134,6 +134,16 @@ fn rejects_semantic_mistakes() {
     let same = format!("{MINIMAL}[dead_letter]\ntable = \"tbl\"\n");
     assert!(err(&same).contains("must differ from the target table"));
 
+    let codec = MINIMAL.replace(
+        "name = \"tbl\"",
+        "name = \"tbl\"\nproperties = { \"write.parquet.compression-codec\" = \"lzo\" }",
+    );
+    assert!(
+        err(&codec).contains("codec `lzo` is not supported"),
+        "{}",
+        err(&codec)
+    );
+
     let size = MINIMAL.replace("name = \"tbl\"", "name = \"tbl\"\ntarget_file_size_mb = 0");
     assert!(err(&size).contains("between 1 and 4096"));
 }

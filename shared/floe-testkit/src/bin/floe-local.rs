@@ -171,12 +171,7 @@ async fn main() -> anyhow::Result<()> {
                     .handle(&read_event(path)?)
                     .await
                     .with_context(|| format!("ingesting {}", path.display()))?;
-                total.records += report.records;
-                total.duplicates += report.duplicates;
-                total.rows += report.rows;
-                total.dead_letters += report.dead_letters;
-                total.files += report.files;
-                total.bytes += report.bytes;
+                total.add(&report);
             }
             println!("{}", serde_json::to_string(&total)?);
             Ok(())
@@ -227,13 +222,7 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let mut total = IngestReport::default();
     for event in &generated.events {
-        let r = ingestor.handle(event).await?;
-        total.records += r.records;
-        total.duplicates += r.duplicates;
-        total.rows += r.rows;
-        total.dead_letters += r.dead_letters;
-        total.files += r.files;
-        total.bytes += r.bytes;
+        total.add(&ingestor.handle(event).await?);
     }
     let ingest_secs = t.elapsed().as_secs_f64();
     println!(
