@@ -35,10 +35,7 @@ pub fn committed_positions(table: &Table, pipeline: &str) -> Result<Positions> {
         if let Some(text) = s.summary().additional_properties.get(&key) {
             return decode_positions(text).map_err(|message| Error::TableMismatch {
                 table: table.identifier().to_string(),
-                message: format!(
-                    "snapshot {} has unreadable {key}: {message}",
-                    s.snapshot_id()
-                ),
+                message: format!("snapshot {} has unreadable {key}: {message}", s.snapshot_id()),
             });
         }
         snapshot = s
@@ -58,9 +55,7 @@ pub fn decode_positions(text: &str) -> std::result::Result<Positions, String> {
     map.into_iter()
         .map(|(k, v)| {
             let (topic, partition) = k.rsplit_once(':').ok_or_else(|| format!("bad key `{k}`"))?;
-            let partition = partition
-                .parse()
-                .map_err(|_| format!("bad partition in `{k}`"))?;
+            let partition = partition.parse().map_err(|_| format!("bad partition in `{k}`"))?;
             Ok((
                 SourcePartition {
                     topic: topic.to_string(),
@@ -74,11 +69,9 @@ pub fn decode_positions(text: &str) -> std::result::Result<Positions, String> {
 
 /// Split staged files into (already committed, still to commit), given committed positions.
 pub fn plan(staged: Vec<StagedFile>, positions: &Positions) -> (Vec<StagedFile>, Vec<StagedFile>) {
-    staged.into_iter().partition(|f| {
-        positions
-            .get(&f.source)
-            .is_some_and(|next| f.last_offset < *next)
-    })
+    staged
+        .into_iter()
+        .partition(|f| positions.get(&f.source).is_some_and(|next| f.last_offset < *next))
 }
 
 /// Positions after committing `files` on top of `positions`.
@@ -96,9 +89,7 @@ pub fn limit(mut pending: Vec<StagedFile>, max_files: usize) -> Vec<StagedFile> 
     if pending.len() <= max_files {
         return pending;
     }
-    pending.sort_by(|a, b| {
-        (a.first_offset, &a.source, &a.path).cmp(&(b.first_offset, &b.source, &b.path))
-    });
+    pending.sort_by(|a, b| (a.first_offset, &a.source, &a.path).cmp(&(b.first_offset, &b.source, &b.path)));
     // Files of one delivered range share its last offset: never split a range across commits.
     let mut cut = max_files;
     while cut > 0 && cut < pending.len() && same_range(&pending[cut - 1], &pending[cut]) {
@@ -156,14 +147,8 @@ mod tests {
             file("a", 1, 0, 10, "z"),
         ];
         let (done, pending) = plan(staged, &positions);
-        assert_eq!(
-            done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-            ["x"]
-        );
-        assert_eq!(
-            pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
-            ["y", "z"]
-        );
+        assert_eq!(done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["x"]);
+        assert_eq!(pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["y", "z"]);
         let next = advance(&positions, &pending);
         assert_eq!(
             next[&SourcePartition {
@@ -200,10 +185,7 @@ mod tests {
             ),
         ]
         .into();
-        assert_eq!(
-            decode_positions(&encode_positions(&positions)).unwrap(),
-            positions
-        );
+        assert_eq!(decode_positions(&encode_positions(&positions)).unwrap(), positions);
         assert!(decode_positions("{\"nocolon\": 1}").is_err());
     }
 
@@ -215,20 +197,11 @@ mod tests {
             file("a", 0, 10, 19, "a2"),
             file("b", 0, 0, 5, "b0"),
         ];
-        let picked: Vec<String> = limit(files.clone(), 2)
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let picked: Vec<String> = limit(files.clone(), 2).into_iter().map(|f| f.path).collect();
         assert_eq!(picked, ["a0", "a1"]);
-        let picked: Vec<String> = limit(files.clone(), 3)
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let picked: Vec<String> = limit(files.clone(), 3).into_iter().map(|f| f.path).collect();
         assert_eq!(picked, ["a0", "a1", "b0"]);
-        let picked: Vec<String> = limit(files.clone(), 1)
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let picked: Vec<String> = limit(files.clone(), 1).into_iter().map(|f| f.path).collect();
         assert_eq!(picked, ["a0", "a1"], "a range is never split");
         assert_eq!(limit(files, 10).len(), 4);
     }

@@ -106,36 +106,24 @@ impl Compactor {
         let ident = layout.ident();
         match self.catalog.load_table(&ident).await {
             Ok(table) => return Ok(table),
-            Err(e)
-                if e.kind() == ErrorKind::TableNotFound
-                    || e.kind() == ErrorKind::NamespaceNotFound => {}
+            Err(e) if e.kind() == ErrorKind::TableNotFound || e.kind() == ErrorKind::NamespaceNotFound => {}
             Err(e) => return Err(e.into()),
         }
         let namespace = NamespaceIdent::new(layout.name.namespace.clone());
         if !self.catalog.namespace_exists(&namespace).await? {
-            match self
-                .catalog
-                .create_namespace(&namespace, HashMap::new())
-                .await
-            {
+            match self.catalog.create_namespace(&namespace, HashMap::new()).await {
                 Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
                 Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        match self
-            .catalog
-            .create_table(&namespace, layout.creation())
-            .await
-        {
+        match self.catalog.create_table(&namespace, layout.creation()).await {
             Ok(table) => {
                 info!(table = %layout.name, location = %layout.location, "created table");
                 Ok(table)
             }
             // Another compactor created it first.
-            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
-                Ok(self.catalog.load_table(&ident).await?)
-            }
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok(self.catalog.load_table(&ident).await?),
             Err(e) => Err(e.into()),
         }
     }
@@ -175,10 +163,7 @@ impl Compactor {
                 .map(|f| TableWriter::data_file_from_json(layout, &f.data_file))
                 .collect::<Result<Vec<_>>>()?;
             let mut properties = HashMap::new();
-            properties.insert(
-                positions_key(pipeline),
-                encode_positions(&advance(&positions, &batch)),
-            );
+            properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
 
             failpoint::check(failpoint::COMPACTOR_BEFORE_COMMIT)?;
@@ -201,9 +186,7 @@ impl Compactor {
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = batch.len(), commit_ms = millis, "committed");
                     failpoint::check(failpoint::COMPACTOR_AFTER_COMMIT)?;
-                    self.state
-                        .remove_staged(&table_name, &paths(&batch))
-                        .await?;
+                    self.state.remove_staged(&table_name, &paths(&batch)).await?;
                     report.files = batch.len() as u64;
                     report.rows = batch.iter().map(|f| f.record_count).sum();
                     report.bytes = batch.iter().map(|f| f.file_size).sum();

@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{LargeBinaryBuilder, ListBuilder, StringBuilder, StructBuilder};
-use arrow_array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::DataType;
 
 use crate::error::Result;
@@ -54,14 +52,12 @@ pub fn dead_letter_batch(
     let DataType::Struct(struct_fields) = element.data_type() else {
         unreachable!("header is a struct")
     };
-    let mut headers = ListBuilder::new(StructBuilder::from_fields(struct_fields.clone(), n))
-        .with_field(element.clone());
+    let mut headers =
+        ListBuilder::new(StructBuilder::from_fields(struct_fields.clone(), n)).with_field(element.clone());
     for (r, _) in rows() {
         let s = headers.values();
         for (name, value) in &r.headers {
-            s.field_builder::<StringBuilder>(0)
-                .expect("name")
-                .append_value(name);
+            s.field_builder::<StringBuilder>(0).expect("name").append_value(name);
             s.field_builder::<LargeBinaryBuilder>(1)
                 .expect("value")
                 .append_value(value);
@@ -80,9 +76,7 @@ pub fn dead_letter_batch(
         Arc::new(values.finish()),
         Arc::new(headers.finish()),
         Arc::new(StringArray::from_iter_values(rows().map(|(_, p)| p.kind))),
-        Arc::new(StringArray::from_iter_values(
-            rows().map(|(_, p)| &p.reason),
-        )),
+        Arc::new(StringArray::from_iter_values(rows().map(|(_, p)| &p.reason))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -97,11 +91,7 @@ mod tests {
 
     #[test]
     fn builds_rows_with_raw_bytes_headers_and_reasons() {
-        let p = Pipeline::parse(
-            include_str!("../../../examples/pipeline.toml"),
-            "pipeline.toml",
-        )
-        .unwrap();
+        let p = Pipeline::parse(include_str!("../../../examples/pipeline.toml"), "pipeline.toml").unwrap();
         let layout = TableLayout::dead_letter(&p, "file:///wh").unwrap();
         let records = vec![
             SourceRecord {
@@ -150,22 +140,13 @@ mod tests {
                 .values(),
             &[7, 9]
         );
-        assert_eq!(
-            b.column_by_name("value")
-                .unwrap()
-                .as_binary::<i64>()
-                .value(0),
-            b"{oops"
-        );
+        assert_eq!(b.column_by_name("value").unwrap().as_binary::<i64>().value(0), b"{oops");
         assert!(b.column_by_name("key").unwrap().is_null(0));
         let headers = b.column_by_name("headers").unwrap().as_list::<i32>();
         assert_eq!(headers.value(0).len(), 2);
         assert_eq!(headers.value(1).len(), 0);
         assert_eq!(
-            b.column_by_name("reason")
-                .unwrap()
-                .as_string::<i32>()
-                .value(1),
+            b.column_by_name("reason").unwrap().as_string::<i32>().value(1),
             "tombstone"
         );
         assert!(b.column_by_name("kafka_timestamp").unwrap().is_null(1));

@@ -14,8 +14,8 @@ use arrow_array::builder::{LargeBinaryBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, make_array,
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    make_array,
 };
 use arrow_buffer::NullBuffer;
 use arrow_json::ReaderBuilder;
@@ -53,10 +53,7 @@ pub struct RecordDecoder {
 
 #[derive(Debug)]
 enum ColumnPlan {
-    Value {
-        path: Vec<String>,
-        format: TimestampFormat,
-    },
+    Value { path: Vec<String>, format: TimestampFormat },
     Key,
     Timestamp,
     Topic,
@@ -108,8 +105,7 @@ impl RecordDecoder {
                         node.required |= column.required;
                     }
                     let name = path.last().expect("validated non-empty path");
-                    let leaf = Field::new(name, leaf_type, !column.required)
-                        .with_metadata(field.metadata().clone());
+                    let leaf = Field::new(name, leaf_type, !column.required).with_metadata(field.metadata().clone());
                     node.leaf = Some(Arc::new(leaf));
                     if column.required {
                         required_paths.push(path.clone());
@@ -167,10 +163,7 @@ impl RecordDecoder {
         rejects.append(&mut out.rejects);
         if out.rows.is_empty() {
             rejects.sort_by_key(|(i, _)| *i);
-            return Ok(Decoded {
-                batch: None,
-                rejects,
-            });
+            return Ok(Decoded { batch: None, rejects });
         }
         let values = concat_batches(&self.value_schema, &out.batches)?;
         let rows: Vec<&SourceRecord> = out.rows.iter().map(|i| &records[*i]).collect();
@@ -180,30 +173,16 @@ impl RecordDecoder {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         for (plan, field) in self.columns.iter().zip(self.target.fields()) {
             let array = match plan {
-                ColumnPlan::Value { path, format } => convert_timestamp(
-                    extract_path(&values, path)?,
-                    *format,
-                    field,
-                    &mut row_rejects,
-                )?,
-                ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(
-                    rows.iter().map(|_| &source.topic),
-                )),
+                ColumnPlan::Value { path, format } => {
+                    convert_timestamp(extract_path(&values, path)?, *format, field, &mut row_rejects)?
+                }
+                ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(rows.iter().map(|_| &source.topic))),
                 ColumnPlan::Partition => match field.data_type() {
-                    DataType::Int32 => {
-                        Arc::new(Int32Array::from_value(source.partition, rows.len())) as ArrayRef
-                    }
-                    _ => Arc::new(Int64Array::from_value(
-                        i64::from(source.partition),
-                        rows.len(),
-                    )),
+                    DataType::Int32 => Arc::new(Int32Array::from_value(source.partition, rows.len())) as ArrayRef,
+                    _ => Arc::new(Int64Array::from_value(i64::from(source.partition), rows.len())),
                 },
-                ColumnPlan::Offset => {
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset)))
-                }
-                ColumnPlan::Timestamp => {
-                    timestamp_column(rows.iter().map(|r| r.timestamp_ms), field.data_type())
-                }
+                ColumnPlan::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
+                ColumnPlan::Timestamp => timestamp_column(rows.iter().map(|r| r.timestamp_ms), field.data_type()),
                 ColumnPlan::Key => bytes_column(
                     rows.iter().map(|r| r.key.as_deref()),
                     field,
@@ -219,25 +198,13 @@ impl RecordDecoder {
                             .find(|(n, _)| n == name)
                             .map(|(_, v)| v.as_slice())
                     });
-                    bytes_column(
-                        values,
-                        field,
-                        "header",
-                        &format!("header `{name}`"),
-                        &mut row_rejects,
-                    )
+                    bytes_column(values, field, "header", &format!("header `{name}`"), &mut row_rejects)
                 }
             };
             if !field.is_nullable() {
                 for row in (0..array.len()).filter(|r| array.is_null(*r)) {
                     let reason = format!("required column `{}` is null", field.name());
-                    row_rejects.push((
-                        row,
-                        Problem {
-                            kind: "schema",
-                            reason,
-                        },
-                    ));
+                    row_rejects.push((row, Problem { kind: "schema", reason }));
                 }
             }
             columns.push(array);
@@ -282,11 +249,7 @@ impl RecordDecoder {
         for (n, &(index, bytes)) in inputs.iter().enumerate() {
             let before = decoder.len();
             let one_row = match decoder.decode(bytes) {
-                Ok(used) => {
-                    used == bytes.len()
-                        && !decoder.has_partial_record()
-                        && decoder.len() == before + 1
-                }
+                Ok(used) => used == bytes.len() && !decoder.has_partial_record() && decoder.len() == before + 1,
                 Err(_) => false,
             };
             if one_row {
@@ -295,11 +258,7 @@ impl RecordDecoder {
             out.rejects.push((index, self.explain(bytes)));
             // The decoder may hold part of the bad value: decode the good prefix again with a fresh one.
             let segment = &inputs[start..n];
-            self.flush_segment(
-                self.decoder_with(segment.iter().map(|(_, b)| *b))?,
-                segment,
-                out,
-            )?;
+            self.flush_segment(self.decoder_with(segment.iter().map(|(_, b)| *b))?, segment, out)?;
             start = n + 1;
             decoder = self.new_decoder(inputs.len() - start)?;
         }
@@ -307,12 +266,7 @@ impl RecordDecoder {
     }
 
     /// Flush a segment of well-formed values; on a type error, bisect to isolate the bad records.
-    fn flush_segment(
-        &self,
-        mut decoder: Decoder,
-        segment: &[(usize, &[u8])],
-        out: &mut JsonOutput,
-    ) -> Result<()> {
+    fn flush_segment(&self, mut decoder: Decoder, segment: &[(usize, &[u8])], out: &mut JsonOutput) -> Result<()> {
         if segment.is_empty() {
             return Ok(());
         }
@@ -322,17 +276,11 @@ impl RecordDecoder {
                 out.rows.extend(segment.iter().map(|(i, _)| *i));
             }
             Ok(None) => {}
-            Err(_) if segment.len() == 1 => {
-                out.rejects.push((segment[0].0, self.explain(segment[0].1)))
-            }
+            Err(_) if segment.len() == 1 => out.rejects.push((segment[0].0, self.explain(segment[0].1))),
             Err(_) => {
                 let (left, right) = segment.split_at(segment.len() / 2);
                 for half in [left, right] {
-                    self.flush_segment(
-                        self.decoder_with(half.iter().map(|(_, b)| *b))?,
-                        half,
-                        out,
-                    )?;
+                    self.flush_segment(self.decoder_with(half.iter().map(|(_, b)| *b))?, half, out)?;
                 }
             }
         }
@@ -341,10 +289,7 @@ impl RecordDecoder {
 
     /// A precise reason for one bad value (only called for rejected records).
     fn explain(&self, bytes: &[u8]) -> Problem {
-        let json = |reason: String| Problem {
-            kind: "json",
-            reason,
-        };
+        let json = |reason: String| Problem { kind: "json", reason };
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => {
@@ -353,30 +298,22 @@ impl RecordDecoder {
             Err(e) => return json(format!("invalid JSON: {e}")),
         };
         if !value.is_object() {
-            return json(format!(
-                "value is a JSON {}, expected an object",
-                json_kind(&value)
-            ));
+            return json(format!("value is a JSON {}, expected an object", json_kind(&value)));
         }
         for path in &self.required_paths {
             let found = path.iter().try_fold(&value, |v, seg| v.get(seg));
             if found.is_none_or(serde_json::Value::is_null) {
                 let reason = format!("required field `$.{}` is missing or null", path.join("."));
-                return Problem {
-                    kind: "schema",
-                    reason,
-                };
+                return Problem { kind: "schema", reason };
             }
         }
         // Name the top-level field whose decoding fails.
         for field in self.value_schema.fields() {
             let schema = Arc::new(Schema::new(vec![field.clone()]));
-            let result = ReaderBuilder::new(schema)
-                .build_decoder()
-                .and_then(|mut d| {
-                    d.decode(bytes)?;
-                    d.flush()
-                });
+            let result = ReaderBuilder::new(schema).build_decoder().and_then(|mut d| {
+                d.decode(bytes)?;
+                d.flush()
+            });
             if let Err(e) = result {
                 return Problem {
                     kind: "schema",
@@ -420,10 +357,7 @@ fn extract_path(values: &RecordBatch, path: &[String]) -> Result<ArrayRef> {
     for seg in &path[1..] {
         let parent = array.as_struct();
         parent_nulls = NullBuffer::union(parent_nulls.as_ref(), parent.nulls());
-        array = parent
-            .column_by_name(seg)
-            .expect("value schema has every path")
-            .clone();
+        array = parent.column_by_name(seg).expect("value schema has every path").clone();
     }
     if parent_nulls.as_ref().is_some_and(|n| n.null_count() > 0) {
         let nulls = NullBuffer::union(parent_nulls.as_ref(), array.nulls());
@@ -460,13 +394,7 @@ fn convert_timestamp(
                     "column `{}`: epoch value {v} is out of the timestamp range",
                     field.name()
                 );
-                rejects.push((
-                    row,
-                    Problem {
-                        kind: "schema",
-                        reason,
-                    },
-                ));
+                rejects.push((row, Problem { kind: "schema", reason }));
             }
             m
         })
@@ -477,9 +405,7 @@ fn convert_timestamp(
 fn timestamp_column(millis: impl Iterator<Item = Option<i64>>, data_type: &DataType) -> ArrayRef {
     match data_type {
         DataType::Timestamp(_, tz) => {
-            let a: TimestampMicrosecondArray = millis
-                .map(|m| m.and_then(|m| m.checked_mul(1000)))
-                .collect();
+            let a: TimestampMicrosecondArray = millis.map(|m| m.and_then(|m| m.checked_mul(1000))).collect();
             Arc::new(a.with_timezone_opt(tz.clone()))
         }
         _ => Arc::new(millis.collect::<Int64Array>()),
@@ -506,10 +432,7 @@ fn bytes_column<'a>(
             Some(Ok(s)) => b.append_value(s),
             Some(Err(e)) => {
                 b.append_null();
-                let reason = format!(
-                    "{what} for column `{}` is not valid UTF-8: {e}",
-                    field.name()
-                );
+                let reason = format!("{what} for column `{}` is not valid UTF-8: {e}", field.name());
                 rejects.push((row, Problem { kind, reason }));
             }
             None => b.append_null(),

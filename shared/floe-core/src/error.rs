@@ -50,10 +50,7 @@ impl Error {
             Error::Iceberg(e) => e.retryable(),
             Error::State { retryable, .. } => *retryable,
             Error::Conflict(_) | Error::Failpoint(_) => true,
-            Error::Config { .. }
-            | Error::Event(_)
-            | Error::Arrow(_)
-            | Error::TableMismatch { .. } => false,
+            Error::Config { .. } | Error::Event(_) | Error::Arrow(_) | Error::TableMismatch { .. } => false,
         }
     }
 

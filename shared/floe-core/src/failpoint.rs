@@ -12,11 +12,7 @@ pub const COMPACTOR_BEFORE_COMMIT: &str = "compactor.before_commit";
 pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
 
 /// Every named point, for the test drivers.
-pub const ALL: [&str; 3] = [
-    INGEST_AFTER_WRITE,
-    COMPACTOR_BEFORE_COMMIT,
-    COMPACTOR_AFTER_COMMIT,
-];
+pub const ALL: [&str; 3] = [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACTOR_AFTER_COMMIT];
 
 #[cfg(feature = "failpoints")]
 mod armed {
@@ -30,10 +26,7 @@ mod armed {
 
     /// Arm a point for this process.
     pub fn arm(name: &str) {
-        points()
-            .lock()
-            .expect("failpoint lock")
-            .insert(name.to_string());
+        points().lock().expect("failpoint lock").insert(name.to_string());
     }
 
     /// Disarm every point.

@@ -56,12 +56,7 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(
-        pipeline: Arc<Pipeline>,
-        warehouse: &str,
-        file_io: FileIO,
-        state: Arc<dyn StateStore>,
-    ) -> Result<Self> {
+    pub fn new(pipeline: Arc<Pipeline>, warehouse: &str, file_io: FileIO, state: Arc<dyn StateStore>) -> Result<Self> {
         let target = TableLayout::target(&pipeline, warehouse)?;
         let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
         Ok(Ingestor {
@@ -102,13 +97,7 @@ impl Ingestor {
         let (first, last) = (first.offset, last.offset);
 
         let decoded = self.decoder.decode(&group.source, &group.records)?;
-        let prefix = file_prefix(
-            pipeline,
-            &group.source.topic,
-            group.source.partition,
-            first,
-            last,
-        );
+        let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
             report.rows = batch.num_rows() as u64;
@@ -121,13 +110,7 @@ impl Ingestor {
                 warn!(offset = group.records[*i].offset, kind = p.kind, reason = %p.reason, "dead letter");
             }
             let layout = self.dead_letter.layout();
-            let batch = dead_letter_batch(
-                layout,
-                pipeline,
-                &group.source,
-                &group.records,
-                &decoded.rejects,
-            )?;
+            let batch = dead_letter_batch(layout, pipeline, &group.source, &group.records, &decoded.rejects)?;
             let files = self.dead_letter.write(batch, &prefix).await?;
             staged.extend(self.staged(&self.dead_letter, &group.source, first, last, files)?);
         }

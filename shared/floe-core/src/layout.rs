@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{
-    FormatVersion, ListType, MapType, NestedField, NestedFieldRef, PartitionSpecRef, PrimitiveType,
-    Schema, SchemaRef, StructType, TableMetadata, TableMetadataBuilder, Transform, Type,
-    UnboundPartitionSpec,
+    FormatVersion, ListType, MapType, NestedField, NestedFieldRef, PartitionSpecRef, PrimitiveType, Schema, SchemaRef,
+    StructType, TableMetadata, TableMetadataBuilder, Transform, Type, UnboundPartitionSpec,
 };
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
@@ -50,12 +49,7 @@ pub mod dead_letter_columns {
 
 /// Where a table lives under the warehouse.
 pub fn table_location(warehouse: &str, name: &TableName) -> String {
-    format!(
-        "{}/{}/{}",
-        warehouse.trim_end_matches('/'),
-        name.namespace,
-        name.name
-    )
+    format!("{}/{}/{}", warehouse.trim_end_matches('/'), name.namespace, name.name)
 }
 
 impl TableLayout {
@@ -73,8 +67,7 @@ impl TableLayout {
             .partition
             .iter()
             .map(|p| (p.column.as_str(), p.name.as_str(), p.transform));
-        let mut properties: HashMap<String, String> =
-            pipeline.table.properties.clone().into_iter().collect();
+        let mut properties: HashMap<String, String> = pipeline.table.properties.clone().into_iter().collect();
         properties
             .entry("write.target-file-size-bytes".into())
             .or_insert_with(|| pipeline.table.target_file_size.to_string());
@@ -132,12 +125,7 @@ impl TableLayout {
                 true,
                 "class of failure: base64, json, schema, null_value, key, header, topic",
             ),
-            (
-                c::REASON,
-                ColumnType::String,
-                true,
-                "why the record was rejected",
-            ),
+            (c::REASON, ColumnType::String, true, "why the record was rejected"),
         ];
         let fields = cols
             .iter()
@@ -165,13 +153,12 @@ impl TableLayout {
         let declared_schema = Schema::builder().with_fields(fields).build()?;
         let mut spec = UnboundPartitionSpec::builder();
         for (column, pname, transform) in partition {
-            let id =
-                declared_schema
-                    .field_id_by_name(column)
-                    .ok_or_else(|| Error::TableMismatch {
-                        table: name.to_string(),
-                        message: format!("no column {column}"),
-                    })?;
+            let id = declared_schema
+                .field_id_by_name(column)
+                .ok_or_else(|| Error::TableMismatch {
+                    table: name.to_string(),
+                    message: format!("no column {column}"),
+                })?;
             spec = spec.add_partition_field(id, pname, transform)?;
         }
         let unbound_spec = spec.build();
@@ -204,8 +191,7 @@ impl TableLayout {
 
     /// Catalog identifier.
     pub fn ident(&self) -> TableIdent {
-        TableIdent::from_strs([self.name.namespace.as_str(), self.name.name.as_str()])
-            .expect("validated names")
+        TableIdent::from_strs([self.name.namespace.as_str(), self.name.name.as_str()]).expect("validated names")
     }
 
     /// The creation request for the catalog (format v2: Athena reads v2 only).
@@ -247,13 +233,7 @@ impl TableLayout {
     }
 }
 
-fn field(
-    ids: &mut i32,
-    name: &str,
-    ty: &ColumnType,
-    required: bool,
-    doc: Option<&str>,
-) -> NestedFieldRef {
+fn field(ids: &mut i32, name: &str, ty: &ColumnType, required: bool, doc: Option<&str>) -> NestedFieldRef {
     *ids += 1;
     let id = *ids;
     let ty = iceberg_type(ids, ty);
@@ -316,11 +296,7 @@ fn iceberg_type(ids: &mut i32, ty: &ColumnType) -> Type {
             let value = iceberg_type(ids, value);
             Type::Map(MapType::new(
                 Arc::new(NestedField::map_key_element(key_id, key)),
-                Arc::new(NestedField::map_value_element(
-                    value_id,
-                    value,
-                    *value_required,
-                )),
+                Arc::new(NestedField::map_value_element(value_id, value, *value_required)),
             ))
         }
     }
@@ -339,10 +315,7 @@ mod tests {
         assert_eq!(layout.location, "file:///tmp/wh/analytics/events");
         let event_time = layout.schema.field_by_name("event_time").unwrap();
         assert!(event_time.required);
-        assert_eq!(
-            *event_time.field_type,
-            Type::Primitive(PrimitiveType::Timestamptz)
-        );
+        assert_eq!(*event_time.field_type, Type::Primitive(PrimitiveType::Timestamptz));
         let spec_fields = layout.spec.fields();
         assert_eq!(spec_fields.len(), 2);
         assert_eq!(spec_fields[0].source_id, event_time.id);

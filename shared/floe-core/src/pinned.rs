@@ -56,17 +56,10 @@ impl<'a> PinnedCatalog<'a> {
 
 #[async_trait]
 impl Catalog for PinnedCatalog<'_> {
-    async fn list_namespaces(
-        &self,
-        parent: Option<&NamespaceIdent>,
-    ) -> Result<Vec<NamespaceIdent>> {
+    async fn list_namespaces(&self, parent: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
         self.inner.list_namespaces(parent).await
     }
-    async fn create_namespace(
-        &self,
-        ns: &NamespaceIdent,
-        props: HashMap<String, String>,
-    ) -> Result<Namespace> {
+    async fn create_namespace(&self, ns: &NamespaceIdent, props: HashMap<String, String>) -> Result<Namespace> {
         self.inner.create_namespace(ns, props).await
     }
     async fn get_namespace(&self, ns: &NamespaceIdent) -> Result<Namespace> {
@@ -75,11 +68,7 @@ impl Catalog for PinnedCatalog<'_> {
     async fn namespace_exists(&self, ns: &NamespaceIdent) -> Result<bool> {
         self.inner.namespace_exists(ns).await
     }
-    async fn update_namespace(
-        &self,
-        ns: &NamespaceIdent,
-        props: HashMap<String, String>,
-    ) -> Result<()> {
+    async fn update_namespace(&self, ns: &NamespaceIdent, props: HashMap<String, String>) -> Result<()> {
         self.inner.update_namespace(ns, props).await
     }
     async fn drop_namespace(&self, ns: &NamespaceIdent) -> Result<()> {

@@ -41,8 +41,7 @@ impl FunctionSettings {
         };
         let pipeline_file = match get(ENV_PIPELINE_FILE) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => PathBuf::from(get(ENV_LAMBDA_TASK_ROOT).unwrap_or_else(|| ".".into()))
-                .join("pipeline.toml"),
+            _ => PathBuf::from(get(ENV_LAMBDA_TASK_ROOT).unwrap_or_else(|| ".".into())).join("pipeline.toml"),
         };
         let backend = match get(ENV_BACKEND).as_deref().unwrap_or("embedded") {
             "embedded" => Backend::Embedded {
@@ -59,10 +58,7 @@ impl FunctionSettings {
                 ));
             }
         };
-        Ok(FunctionSettings {
-            pipeline_file,
-            backend,
-        })
+        Ok(FunctionSettings { pipeline_file, backend })
     }
 }
 
@@ -84,8 +80,7 @@ mod tests {
             }
         );
 
-        let env: HashMap<&str, &str> =
-            HashMap::from([(ENV_PIPELINE_FILE, "/p.toml"), (ENV_HOME, "/h")]);
+        let env: HashMap<&str, &str> = HashMap::from([(ENV_PIPELINE_FILE, "/p.toml"), (ENV_HOME, "/h")]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(s.pipeline_file, PathBuf::from("/p.toml"));
         assert_eq!(s.backend, Backend::Embedded { home: "/h".into() });
@@ -94,9 +89,6 @@ mod tests {
         let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string()))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("FLOE_BACKEND") && e.contains("unknown backend `gcp`"),
-            "{e}"
-        );
+        assert!(e.contains("FLOE_BACKEND") && e.contains("unknown backend `gcp`"), "{e}");
     }
 }

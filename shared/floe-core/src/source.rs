@@ -74,9 +74,7 @@ impl From<&KafkaEvent> for MskEvent {
                             .iter()
                             .map(|h| {
                                 h.iter()
-                                    .map(|(n, v)| {
-                                        (n.clone(), v.iter().map(|b| i16::from(*b)).collect())
-                                    })
+                                    .map(|(n, v)| (n.clone(), v.iter().map(|b| i16::from(*b)).collect()))
                                     .collect()
                             })
                             .collect(),
@@ -182,11 +180,7 @@ fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
         _ => group_key
             .rsplit_once('-')
             .map(|(t, _)| t.to_string())
-            .ok_or_else(|| {
-                Error::Event(format!(
-                    "record group `{group_key}` is not `<topic>-<partition>`"
-                ))
-            })?,
+            .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
     };
     let partition = i32::try_from(record.partition)
         .ok()
@@ -271,23 +265,14 @@ mod tests {
         let r = &groups[0].records[0];
         assert_eq!(r.offset, 15);
         assert_eq!(r.timestamp_ms, Some(1545084650987));
-        assert_eq!(
-            r.value.as_deref(),
-            Some(&b"{\"id\": 1, \"name\": \"a\"}"[..])
-        );
+        assert_eq!(r.value.as_deref(), Some(&b"{\"id\": 1, \"name\": \"a\"}"[..]));
         assert_eq!(r.key.as_deref(), Some(&b"k-1"[..]));
-        assert_eq!(
-            r.headers,
-            vec![("headerKey".to_string(), b"headerValue".to_vec())]
-        );
+        assert_eq!(r.headers, vec![("headerKey".to_string(), b"headerValue".to_vec())]);
         assert!(r.problem.is_none());
         // Offsets are sorted within the partition even if the event lists them out of order.
         let offsets: Vec<i64> = groups[1].records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, [7, 8]);
-        assert_eq!(
-            groups[1].records[1].problem.as_ref().unwrap().kind,
-            "base64"
-        );
+        assert_eq!(groups[1].records[1].problem.as_ref().unwrap().kind, "base64");
     }
 
     #[test]
@@ -296,14 +281,8 @@ mod tests {
         let exact: MskEvent = serde_json::from_str(EVENT).unwrap();
         let converted = MskEvent::from(&kafka);
         assert_eq!(converted.records.len(), exact.records.len());
-        let (a, b) = (
-            &converted.records["mytopic-0"][0],
-            &exact.records["mytopic-0"][0],
-        );
-        assert_eq!(
-            (a.offset, &a.value, &a.headers),
-            (b.offset, &b.value, &b.headers)
-        );
+        let (a, b) = (&converted.records["mytopic-0"][0], &exact.records["mytopic-0"][0]);
+        assert_eq!((a.offset, &a.value, &a.headers), (b.offset, &b.value, &b.headers));
         // The upstream deserializer truncates through f64: this is why floe reads the event itself.
         assert!((a.timestamp - b.timestamp).abs() <= 1);
     }
@@ -313,12 +292,7 @@ mod tests {
         let event: MskEvent = serde_json::from_str(EVENT).unwrap();
         let groups = group_records(&event, &["other".to_string()]).unwrap();
         // Every record is flagged (the bad-base64 one keeps its first problem).
-        assert!(
-            groups
-                .iter()
-                .flat_map(|g| &g.records)
-                .all(|r| r.problem.is_some())
-        );
+        assert!(groups.iter().flat_map(|g| &g.records).all(|r| r.problem.is_some()));
         assert_eq!(groups[0].records[0].problem.as_ref().unwrap().kind, "topic");
     }
 

@@ -7,14 +7,10 @@
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::io::FileIO;
-use iceberg::spec::{
-    DataFile, DataFileFormat, FormatVersion, PartitionKey, serialize_data_file_to_json,
-};
+use iceberg::spec::{DataFile, DataFileFormat, FormatVersion, PartitionKey, serialize_data_file_to_json};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
@@ -71,8 +67,7 @@ impl TableWriter {
 
     /// Write `batch`, split by partition, as data files named `<prefix>-NNNNN.parquet`.
     pub async fn write(&self, batch: RecordBatch, prefix: &str) -> Result<Vec<DataFile>> {
-        let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if self.layout.spec.is_unpartitioned()
-        {
+        let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if self.layout.spec.is_unpartitioned() {
             vec![(None, batch)]
         } else {
             let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
@@ -88,10 +83,8 @@ impl TableWriter {
             parts.sort_by(|a, b| a.0.cmp(&b.0));
             parts.into_iter().map(|(_, k, b)| (Some(k), b)).collect()
         };
-        let names =
-            DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
-        let locations =
-            DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
+        let names = DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
+        let locations = DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
         let rolling = RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(self.properties.clone(), self.layout.schema.clone()),
             self.layout.target_file_size,
@@ -138,7 +131,7 @@ pub fn file_prefix(pipeline: &str, topic: &str, partition: i32, first: i64, last
 
 /// Sum of row counts and sizes.
 pub fn totals(files: &[DataFile]) -> (u64, u64) {
-    files.iter().fold((0, 0), |(r, s), f| {
-        (r + f.record_count(), s + f.file_size_in_bytes())
-    })
+    files
+        .iter()
+        .fold((0, 0), |(r, s), f| (r + f.record_count(), s + f.file_size_in_bytes()))
 }

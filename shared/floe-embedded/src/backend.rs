@@ -8,8 +8,7 @@ use floe_core::{Error, Result};
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
 use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_sql::{
-    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle,
-    SqlCatalogBuilder,
+    SQL_CATALOG_PROP_BIND_STYLE, SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlBindStyle, SqlCatalogBuilder,
 };
 
 use crate::state::SqliteStateStore;
@@ -42,10 +41,7 @@ impl Embedded {
                 format!("sqlite:{}?mode=rwc", home.join("catalog.db").display()),
             ),
             (SQL_CATALOG_PROP_WAREHOUSE.to_string(), warehouse.clone()),
-            (
-                SQL_CATALOG_PROP_BIND_STYLE.to_string(),
-                SqlBindStyle::QMark.to_string(),
-            ),
+            (SQL_CATALOG_PROP_BIND_STYLE.to_string(), SqlBindStyle::QMark.to_string()),
         ]);
         let catalog = SqlCatalogBuilder::default()
             .with_storage_factory(Arc::new(LocalFsStorageFactory))

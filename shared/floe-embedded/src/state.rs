@@ -12,9 +12,7 @@ use async_trait::async_trait;
 use floe_core::source::SourcePartition;
 use floe_core::state::{StageRequest, StagedFile, StateStore};
 use floe_core::{Error, Result};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
 
 const SCHEMA: &str = "
@@ -75,20 +73,19 @@ impl SqliteStateStore {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
-            .await
-            .map_err(db_error)?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
         Ok(SqliteStateStore { pool })
     }
 
     /// All fences of a pipeline (for reports and tests).
     pub async fn fences(&self, pipeline: &str) -> Result<Vec<(SourcePartition, i64)>> {
-        let rows = sqlx::query("SELECT topic, partition, next_offset FROM fences WHERE pipeline = ? ORDER BY topic, partition")
-            .bind(pipeline)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT topic, partition, next_offset FROM fences WHERE pipeline = ? ORDER BY topic, partition",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -107,15 +104,13 @@ impl SqliteStateStore {
 #[async_trait]
 impl StateStore for SqliteStateStore {
     async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?",
-        )
-        .bind(pipeline)
-        .bind(&source.topic)
-        .bind(source.partition)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)
+        sqlx::query_scalar("SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?")
+            .bind(pipeline)
+            .bind(&source.topic)
+            .bind(source.partition)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)
     }
 
     async fn stage(&self, request: &StageRequest) -> Result<()> {
@@ -176,10 +171,7 @@ impl StateStore for SqliteStateStore {
     }
 }
 
-async fn stage_in_transaction(
-    conn: &mut sqlx::SqliteConnection,
-    request: &StageRequest,
-) -> Result<()> {
+async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &StageRequest) -> Result<()> {
     let s = &request.source;
     let moved = match request.expected_fence {
         None => sqlx::query(
@@ -263,9 +255,7 @@ mod tests {
     #[tokio::test]
     async fn fence_is_compare_and_set_and_atomic_with_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStateStore::open(&dir.path().join("state.db"))
-            .await
-            .unwrap();
+        let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
         let tp = SourcePartition {
             topic: "t".into(),
             partition: 0,

@@ -140,10 +140,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             value: None,
             headers: vec![BTreeMap::from([(
                 "trace-id".to_string(),
-                format!("{:016x}", rng.next())
-                    .bytes()
-                    .map(i16::from)
-                    .collect(),
+                format!("{:016x}", rng.next()).bytes().map(i16::from).collect(),
             )])],
         };
         let mut text = value(&mut rng, topic, n, ts_ms).to_string();
@@ -153,8 +150,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
                 "truncated" => text[..text.len() / 2].to_string(),
                 "missing_user" => text.replacen("\"user\":", "\"usr\":", 1),
                 "wrong_type" => {
-                    let mut v: serde_json::Value =
-                        serde_json::from_str(&text).expect("generated JSON");
+                    let mut v: serde_json::Value = serde_json::from_str(&text).expect("generated JSON");
                     v["user"]["id"] = json!("abc");
                     v.to_string()
                 }
@@ -196,7 +192,8 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
                 events.push(MskEvent {
                     event_source: Some("aws:kafka".into()),
                     event_source_arn: Some(
-                        "arn:aws:kafka:us-east-1:123456789012:cluster/demo/751d2973-a626-431c-9d4e-d7975eb44dd7-2".into(),
+                        "arn:aws:kafka:us-east-1:123456789012:cluster/demo/751d2973-a626-431c-9d4e-d7975eb44dd7-2"
+                            .into(),
                     ),
                     bootstrap_servers: Some("b-1.demo.kafka.us-east-1.amazonaws.com:9098".into()),
                     records,
@@ -227,12 +224,7 @@ mod tests {
         let a = generate(&o);
         let b = generate(&o);
         assert_eq!(a.events, b.events);
-        let total: usize = a
-            .events
-            .iter()
-            .flat_map(|e| e.records.values())
-            .map(Vec::len)
-            .sum();
+        let total: usize = a.events.iter().flat_map(|e| e.records.values()).map(Vec::len).sum();
         assert_eq!(total, 3_000);
         assert_eq!(a.bad.len(), 3);
         // Offsets are contiguous per partition.

@@ -15,11 +15,7 @@ pub async fn scan_all(table: &Table) -> anyhow::Result<Vec<RecordBatch>> {
 
 /// Row count of the current snapshot.
 pub async fn count_rows(table: &Table) -> anyhow::Result<usize> {
-    Ok(scan_all(table)
-        .await?
-        .iter()
-        .map(RecordBatch::num_rows)
-        .sum())
+    Ok(scan_all(table).await?.iter().map(RecordBatch::num_rows).sum())
 }
 
 /// The first `n` rows, projected onto `columns`, as a text table.
@@ -27,12 +23,7 @@ pub async fn preview(table: &Table, columns: &[&str], n: usize) -> anyhow::Resul
     if table.metadata().current_snapshot().is_none() {
         return Ok("(empty table)".into());
     }
-    let stream = table
-        .scan()
-        .select(columns.iter().copied())
-        .build()?
-        .to_arrow()
-        .await?;
+    let stream = table.scan().select(columns.iter().copied()).build()?.to_arrow().await?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     let mut rows = Vec::new();
     let mut left = n;

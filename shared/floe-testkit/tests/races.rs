@@ -12,7 +12,7 @@ use floe_core::ingest::Ingestor;
 use floe_core::layout::TableLayout;
 use floe_core::state::StateStore;
 use floe_embedded::Embedded;
-use floe_testkit::{GeneratorOptions, generate, readback};
+use floe_testkit::{Generated, GeneratorOptions, generate, readback};
 use futures::future::BoxFuture;
 use iceberg::table::Table;
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
@@ -20,6 +20,33 @@ use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCrea
 fn pipeline() -> Arc<Pipeline> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml");
     Arc::new(Pipeline::load(&path).unwrap())
+}
+
+fn compactor(p: &Arc<Pipeline>, b: &Embedded, catalog: Arc<dyn Catalog>) -> Compactor {
+    Compactor::new(
+        p.clone(),
+        &b.warehouse,
+        catalog,
+        b.state.clone(),
+        CompactorOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Rows in the target and dead-letter tables.
+async fn table_rows(p: &Pipeline, b: &Embedded) -> (usize, usize) {
+    let mut counts = [0; 2];
+    for (i, layout) in [
+        TableLayout::target(p, &b.warehouse),
+        TableLayout::dead_letter(p, &b.warehouse),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let table = b.catalog.load_table(&layout.unwrap().ident()).await.unwrap();
+        counts[i] = readback::count_rows(&table).await.unwrap();
+    }
+    (counts[0], counts[1])
 }
 
 /// A catalog that lets another committer in after this compactor planned its commit: at the first reload of a
@@ -53,11 +80,7 @@ impl Catalog for Racing {
     async fn list_namespaces(&self, p: Option<&NamespaceIdent>) -> Result<Vec<NamespaceIdent>> {
         self.inner.list_namespaces(p).await
     }
-    async fn create_namespace(
-        &self,
-        n: &NamespaceIdent,
-        p: HashMap<String, String>,
-    ) -> Result<Namespace> {
+    async fn create_namespace(&self, n: &NamespaceIdent, p: HashMap<String, String>) -> Result<Namespace> {
         self.inner.create_namespace(n, p).await
     }
     async fn get_namespace(&self, n: &NamespaceIdent) -> Result<Namespace> {
@@ -111,30 +134,33 @@ impl Catalog for Racing {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_a_commit_race_replans_instead_of_appending_twice() {
+/// An embedded home with `records` generated records ingested (or only generated, with `ingest = false`).
+async fn setup(
+    records: usize,
+    bad_every: usize,
+    ingest: bool,
+) -> (tempfile::TempDir, Embedded, Arc<Pipeline>, Generated, Arc<Ingestor>) {
     let dir = tempfile::tempdir().unwrap();
     let b = Embedded::open(dir.path()).await.unwrap();
     let p = pipeline();
     let generated = generate(&GeneratorOptions {
-        records: 4_000,
-        bad_every: 500,
+        records,
+        bad_every,
         ..Default::default()
     });
-    let ingestor =
-        Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).unwrap();
-    for event in &generated.events {
-        ingestor.handle(event).await.unwrap();
+    let ingestor = Arc::new(Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).unwrap());
+    if ingest {
+        for event in &generated.events {
+            ingestor.handle(event).await.unwrap();
+        }
     }
+    (dir, b, p, generated, ingestor)
+}
 
-    let rival = Compactor::new(
-        p.clone(),
-        &b.warehouse,
-        b.catalog.clone(),
-        b.state.clone(),
-        CompactorOptions::default(),
-    )
-    .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_commit_race_replans_instead_of_appending_twice() {
+    let (_dir, b, p, generated, _) = setup(4_000, 500, true).await;
+    let rival = compactor(&p, &b, b.catalog.clone());
     let racing = Racing {
         inner: b.catalog.clone(),
         loads: Mutex::new(HashMap::new()),
@@ -143,15 +169,7 @@ async fn losing_a_commit_race_replans_instead_of_appending_twice() {
             assert!(reports[0].snapshot_id.is_some(), "the rival commits first");
         }))),
     };
-    let loser = Compactor::new(
-        p.clone(),
-        &b.warehouse,
-        Arc::new(racing),
-        b.state.clone(),
-        CompactorOptions::default(),
-    )
-    .unwrap();
-    let reports = loser.run().await.unwrap();
+    let reports = compactor(&p, &b, Arc::new(racing)).run().await.unwrap();
     let target = &reports[0];
     assert_eq!(target.conflicts, 1, "{target:?}");
     assert_eq!(
@@ -167,10 +185,7 @@ async fn losing_a_commit_race_replans_instead_of_appending_twice() {
         .await
         .unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
-    assert_eq!(
-        readback::count_rows(&table).await.unwrap(),
-        generated.good()
-    );
+    assert_eq!(table_rows(&p, &b).await, (generated.good(), generated.bad.len()));
     assert!(
         b.state
             .staged_files(&p.table.name.to_string())
@@ -182,17 +197,7 @@ async fn losing_a_commit_race_replans_instead_of_appending_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_delivered_twice_at_once_stages_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = Embedded::open(dir.path()).await.unwrap();
-    let p = pipeline();
-    let generated = generate(&GeneratorOptions {
-        records: 3_000,
-        bad_every: 300,
-        ..Default::default()
-    });
-    let ingestor = Arc::new(
-        Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).unwrap(),
-    );
+    let (_dir, b, p, generated, ingestor) = setup(3_000, 300, false).await;
     for event in &generated.events {
         let (a, c) = tokio::join!(ingestor.handle(event), ingestor.handle(event));
         let (a, c) = (a.unwrap(), c.unwrap());
@@ -200,31 +205,6 @@ async fn the_same_event_delivered_twice_at_once_stages_once() {
         assert_eq!(a.rows + a.dead_letters + c.rows + c.dead_letters, a.records);
         assert_eq!(a.duplicates + c.duplicates, a.records);
     }
-    let compactor = Compactor::new(
-        p.clone(),
-        &b.warehouse,
-        b.catalog.clone(),
-        b.state.clone(),
-        CompactorOptions::default(),
-    )
-    .unwrap();
-    compactor.run().await.unwrap();
-    let table = b
-        .catalog
-        .load_table(&TableLayout::target(&p, &b.warehouse).unwrap().ident())
-        .await
-        .unwrap();
-    assert_eq!(
-        readback::count_rows(&table).await.unwrap(),
-        generated.good()
-    );
-    let dead = b
-        .catalog
-        .load_table(&TableLayout::dead_letter(&p, &b.warehouse).unwrap().ident())
-        .await
-        .unwrap();
-    assert_eq!(
-        readback::count_rows(&dead).await.unwrap(),
-        generated.bad.len()
-    );
+    compactor(&p, &b, b.catalog.clone()).run().await.unwrap();
+    assert_eq!(table_rows(&p, &b).await, (generated.good(), generated.bad.len()));
 }

@@ -145,12 +145,7 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(
-        &self,
-        span: Range<usize>,
-        field: &str,
-        message: impl std::fmt::Display,
-    ) -> Result<T> {
+    fn err<T>(&self, span: Range<usize>, field: &str, message: impl std::fmt::Display) -> Result<T> {
         Err(Error::Config {
             file: self.file.to_string(),
             message: format!("{}: `{field}`: {message}", position(self.text, &span)),
@@ -174,26 +169,15 @@ impl Validator<'_> {
 
     fn pipeline(&self, raw: RawPipeline) -> Result<Pipeline> {
         let name = raw.name.get_ref().clone();
-        let name_ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !name_ok {
-            return self.err(
-                raw.name.span(),
-                "name",
-                "must be non-empty letters, digits, `_` or `-`",
-            );
+            return self.err(raw.name.span(), "name", "must be non-empty letters, digits, `_` or `-`");
         }
 
         if let Some(format) = &raw.source.format
             && format.get_ref() != "json"
         {
-            return self.err(
-                format.span(),
-                "source.format",
-                "only `json` is supported for now",
-            );
+            return self.err(format.span(), "source.format", "only `json` is supported for now");
         }
         let mut topics = Vec::new();
         for t in raw.source.topics.get_ref() {
@@ -210,20 +194,12 @@ impl Validator<'_> {
                 );
             }
             if topics.contains(v) {
-                return self.err(
-                    t.span(),
-                    "source.topics",
-                    format!("topic `{v}` is listed twice"),
-                );
+                return self.err(t.span(), "source.topics", format!("topic `{v}` is listed twice"));
             }
             topics.push(v.clone());
         }
         if topics.is_empty() {
-            return self.err(
-                raw.source.topics.span(),
-                "source.topics",
-                "name at least one topic",
-            );
+            return self.err(raw.source.topics.span(), "source.topics", "name at least one topic");
         }
 
         let table_name = TableName {
@@ -232,11 +208,7 @@ impl Validator<'_> {
         };
         let target_file_size = match &raw.table.target_file_size_mb {
             Some(v) if !(1..=4096).contains(v.get_ref()) => {
-                return self.err(
-                    v.span(),
-                    "table.target_file_size_mb",
-                    "must be between 1 and 4096",
-                );
+                return self.err(v.span(), "table.target_file_size_mb", "must be between 1 and 4096");
             }
             Some(v) => *v.get_ref(),
             None => DEFAULT_TARGET_FILE_SIZE_MB,
@@ -244,18 +216,12 @@ impl Validator<'_> {
             * 1024
             * 1024;
 
-        if let Some(codec) = raw
-            .table
-            .properties
-            .get(crate::writer::COMPRESSION_CODEC_PROPERTY)
+        if let Some(codec) = raw.table.properties.get(crate::writer::COMPRESSION_CODEC_PROPERTY)
             && !["zstd", "uncompressed"].contains(&codec.as_str())
         {
             return self.err(
                 raw.table.name.span(),
-                &format!(
-                    "table.properties.\"{}\"",
-                    crate::writer::COMPRESSION_CODEC_PROPERTY
-                ),
+                &format!("table.properties.\"{}\"", crate::writer::COMPRESSION_CODEC_PROPERTY),
                 format!("codec `{codec}` is not supported: use zstd or uncompressed"),
             );
         }
@@ -272,11 +238,7 @@ impl Validator<'_> {
             columns.push(column);
         }
         if columns.is_empty() {
-            return self.err(
-                raw.table.columns.span(),
-                "table.columns",
-                "declare at least one column",
-            );
+            return self.err(raw.table.columns.span(), "table.columns", "declare at least one column");
         }
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
 
@@ -285,11 +247,7 @@ impl Validator<'_> {
         for (i, p) in raw.table.partition.iter().enumerate() {
             let field = format!("table.partition[{i}]");
             let Some(column) = columns.iter().find(|c| &c.name == p.column.get_ref()) else {
-                return self.err(
-                    p.column.span(),
-                    &format!("{field}.column"),
-                    "no such column",
-                );
+                return self.err(p.column.span(), &format!("{field}.column"), "no such column");
             };
             let transform = match Transform::from_str(p.transform.get_ref()) {
                 Ok(
@@ -317,10 +275,7 @@ impl Validator<'_> {
                 Some(n) => self.identifier(n, &format!("{field}.name"))?,
                 None => default_partition_name(&column.name, &transform),
             };
-            if !partition_names.insert(name.clone())
-                || columns
-                    .iter()
-                    .any(|c| c.name == name && c.name != column.name)
+            if !partition_names.insert(name.clone()) || columns.iter().any(|c| c.name == name && c.name != column.name)
             {
                 let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
                 return self.err(
@@ -358,11 +313,7 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|d| d.table.as_ref())
                 .map_or(0..0, |t| t.span());
-            return self.err(
-                span,
-                "dead_letter.table",
-                "must differ from the target table",
-            );
+            return self.err(span, "dead_letter.table", "must differ from the target table");
         }
 
         Ok(Pipeline {
@@ -434,7 +385,9 @@ impl Validator<'_> {
                         return self.err(
                             fmt.span(),
                             &field("format"),
-                            format!("unknown format `{other}`: use rfc3339, epoch_seconds, epoch_millis or epoch_micros"),
+                            format!(
+                                "unknown format `{other}`: use rfc3339, epoch_seconds, epoch_millis or epoch_micros"
+                            ),
                         );
                     }
                 };
@@ -458,11 +411,7 @@ impl Validator<'_> {
     }
 
     /// A JSON path may not be a prefix of another (`$.user` and `$.user.id`): each JSON field feeds one column.
-    fn check_paths_disjoint(
-        &self,
-        raw: &Spanned<Vec<RawColumn>>,
-        columns: &[Column],
-    ) -> Result<()> {
+    fn check_paths_disjoint(&self, raw: &Spanned<Vec<RawColumn>>, columns: &[Column]) -> Result<()> {
         for (i, a) in columns.iter().enumerate() {
             let ColumnSource::Value { path: pa, .. } = &a.source else {
                 continue;
@@ -479,7 +428,11 @@ impl Validator<'_> {
                     return self.err(
                         span,
                         &format!("table.columns[{i}].from"),
-                        format!("path `$.{}` overlaps the path of column `{}`; map each JSON field once", pa.join("."), b.name),
+                        format!(
+                            "path `$.{}` overlaps the path of column `{}`; map each JSON field once",
+                            pa.join("."),
+                            b.name
+                        ),
                     );
                 }
             }
@@ -521,10 +474,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
 fn transform_accepts(transform: &Transform, ty: &ColumnType) -> Result<(), String> {
     use ColumnType as T;
     let ok = match transform {
-        Transform::Identity => !matches!(
-            ty,
-            T::Struct(_) | T::List { .. } | T::Map { .. } | T::Float | T::Double
-        ),
+        Transform::Identity => !matches!(ty, T::Struct(_) | T::List { .. } | T::Map { .. } | T::Float | T::Double),
         Transform::Year | Transform::Month | Transform::Day => {
             matches!(ty, T::Date | T::Timestamp | T::Timestamptz)
         }
@@ -543,13 +493,7 @@ fn transform_accepts(transform: &Transform, ty: &ColumnType) -> Result<(), Strin
                         | T::Binary
                 )
         }
-        Transform::Truncate(w) => {
-            *w > 0
-                && matches!(
-                    ty,
-                    T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary
-                )
-        }
+        Transform::Truncate(w) => *w > 0 && matches!(ty, T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary),
         _ => false,
     };
     if ok {

@@ -75,10 +75,7 @@ fn errors_name_line_and_field() {
 
     let unknown_key = format!("{MINIMAL}colour = \"red\"\n");
     let e = err(&unknown_key);
-    assert!(
-        e.contains("line 11") && e.contains("unknown field `colour`"),
-        "{e}"
-    );
+    assert!(e.contains("line 11") && e.contains("unknown field `colour`"), "{e}");
 
     let missing = MINIMAL.replace("namespace = \"ns\"\n", "");
     assert!(err(&missing).contains("missing field `namespace`"));
@@ -103,15 +100,12 @@ fn rejects_semantic_mistakes() {
     let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"day\"\n");
     let e = err(&part);
     assert!(
-        e.contains("`table.partition[0].transform`")
-            && e.contains("cannot be applied to a column of type `long`"),
+        e.contains("`table.partition[0].transform`") && e.contains("cannot be applied to a column of type `long`"),
         "{e}"
     );
-    let part =
-        format!("{MINIMAL}[[table.partition]]\ncolumn = \"nope\"\ntransform = \"identity\"\n");
+    let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"nope\"\ntransform = \"identity\"\n");
     assert!(err(&part).contains("no such column"));
-    let part =
-        format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"bucket[16]\"\n");
+    let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"bucket[16]\"\n");
     assert_eq!(
         Pipeline::parse(&part, "p").unwrap().table.partition[0].name,
         "id_bucket"
@@ -120,12 +114,10 @@ fn rejects_semantic_mistakes() {
     let dup_col = format!("{MINIMAL}[[table.columns]]\nname = \"id\"\ntype = \"int\"\n");
     assert!(err(&dup_col).contains("column name appears twice"));
 
-    let overlap =
-        format!("{MINIMAL}[[table.columns]]\nname = \"x\"\ntype = \"long\"\nfrom = \"$.id.sub\"\n");
+    let overlap = format!("{MINIMAL}[[table.columns]]\nname = \"x\"\ntype = \"long\"\nfrom = \"$.id.sub\"\n");
     assert!(err(&overlap).contains("overlaps the path of column `id`"));
 
-    let key_long =
-        format!("{MINIMAL}[[table.columns]]\nname = \"k\"\ntype = \"long\"\nfrom = \"@key\"\n");
+    let key_long = format!("{MINIMAL}[[table.columns]]\nname = \"k\"\ntype = \"long\"\nfrom = \"@key\"\n");
     assert!(err(&key_long).contains("must have type string or binary"));
 
     let fmt = format!("{MINIMAL}format = \"epoch_millis\"\n");
@@ -138,11 +130,7 @@ fn rejects_semantic_mistakes() {
         "name = \"tbl\"",
         "name = \"tbl\"\nproperties = { \"write.parquet.compression-codec\" = \"lzo\" }",
     );
-    assert!(
-        err(&codec).contains("codec `lzo` is not supported"),
-        "{}",
-        err(&codec)
-    );
+    assert!(err(&codec).contains("codec `lzo` is not supported"), "{}", err(&codec));
 
     let size = MINIMAL.replace("name = \"tbl\"", "name = \"tbl\"\ntarget_file_size_mb = 0");
     assert!(err(&size).contains("between 1 and 4096"));

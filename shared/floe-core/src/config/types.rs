@@ -162,9 +162,7 @@ impl Parser<'_> {
     fn number(&mut self) -> Result<u32, String> {
         self.ws();
         let rest = &self.s[self.pos..];
-        let len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         match rest[..len].parse() {
             Ok(n) => {
                 self.pos += len;
@@ -221,10 +219,7 @@ impl Parser<'_> {
                 loop {
                     let name = self.ident()?;
                     if fields.iter().any(|f| f.name == name) {
-                        return Err(format!(
-                            "struct field `{name}` appears twice in type `{}`",
-                            self.s
-                        ));
+                        return Err(format!("struct field `{name}` appears twice in type `{}`", self.s));
                     }
                     self.expect(":")?;
                     let ty = self.ty()?;
@@ -251,9 +246,7 @@ impl Parser<'_> {
                 self.expect("<")?;
                 let key = self.ty()?;
                 if key != ColumnType::String {
-                    return Err(format!(
-                        "map keys must be `string` (JSON object keys), found `{key}`"
-                    ));
+                    return Err(format!("map keys must be `string` (JSON object keys), found `{key}`"));
                 }
                 self.expect(",")?;
                 let value = Box::new(self.ty()?);
@@ -317,9 +310,7 @@ mod tests {
         );
         assert_eq!(ColumnType::parse(&ty.to_string()).unwrap(), ty);
         assert_eq!(
-            ColumnType::parse("map<string, double not null>")
-                .unwrap()
-                .to_string(),
+            ColumnType::parse("map<string, double not null>").unwrap().to_string(),
             "map<string, double not null>"
         );
     }

@@ -105,37 +105,17 @@ fn decodes_nested_values_and_metadata() {
     assert_eq!(country.value(0), "DE");
     assert!(country.is_null(1));
     let items = b.column_by_name("items").unwrap().as_list::<i32>();
-    assert_eq!(
-        items
-            .value(0)
-            .as_struct()
-            .column(0)
-            .as_string::<i32>()
-            .value(0),
-        "A"
-    );
+    assert_eq!(items.value(0).as_struct().column(0).as_string::<i32>().value(0), "A");
     assert!(items.is_null(1));
     let ts = b
         .column_by_name("ts")
         .unwrap()
         .as_primitive::<TimestampMicrosecondType>();
     assert_eq!(ts.value(0), 1_700_000_000_123_000);
+    assert_eq!(b.column_by_name("key").unwrap().as_string::<i32>().value(1), "k6");
+    assert_eq!(b.column_by_name("trace").unwrap().as_string::<i32>().value(0), "t-1");
     assert_eq!(
-        b.column_by_name("key").unwrap().as_string::<i32>().value(1),
-        "k6"
-    );
-    assert_eq!(
-        b.column_by_name("trace")
-            .unwrap()
-            .as_string::<i32>()
-            .value(0),
-        "t-1"
-    );
-    assert_eq!(
-        b.column_by_name("off")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .values(),
+        b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(),
         &[5, 6]
     );
     assert_eq!(
@@ -159,10 +139,7 @@ fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
         rec(0, GOOD),
         rec(1, r#"{"id": 1, "user": {"id": "#), // truncated: must not swallow the next record
         rec(2, GOOD),
-        rec(
-            3,
-            r#"{"id": 3, "user": {"id": 1}} {"id": 4, "user": {"id": 1}}"#,
-        ), // two values
+        rec(3, r#"{"id": 3, "user": {"id": 1}} {"id": 4, "user": {"id": 1}}"#), // two values
         rec(4, ""),
         rec(5, "[1, 2]"),
         rec(6, r#"{"id": "abc", "user": {"id": 1}}"#), // type error: found by bisecting
@@ -183,34 +160,21 @@ fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
     let reason = |o: i64| rejected.iter().find(|r| r.0 == o).unwrap();
     assert_eq!(reason(1).1, "json");
     assert!(reason(1).2.contains("invalid JSON"), "{:?}", reason(1));
-    assert!(
-        reason(3).2.contains("trailing characters"),
-        "{:?}",
-        reason(3)
-    );
+    assert!(reason(3).2.contains("trailing characters"), "{:?}", reason(3));
     assert_eq!(reason(4).2, "value is empty");
     assert_eq!(reason(5).2, "value is a JSON array, expected an object");
     assert!(reason(6).2.starts_with("field `$.id`:"), "{:?}", reason(6));
     assert_eq!(reason(7).2, "required field `$.user.id` is missing or null");
+    assert!(reason(8).2.starts_with("field `$.items`:"), "{:?}", reason(8));
     assert!(
-        reason(8).2.starts_with("field `$.items`:"),
-        "{:?}",
-        reason(8)
-    );
-    assert!(
-        reason(9)
-            .2
-            .contains("record key for column `key` is not valid UTF-8"),
+        reason(9).2.contains("record key for column `key` is not valid UTF-8"),
         "{:?}",
         reason(9)
     );
     assert_eq!(reason(10).1, "null_value");
     let b = out.batch.unwrap();
     assert_eq!(
-        b.column_by_name("off")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .values(),
+        b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(),
         &[0, 2, 11]
     );
 }
@@ -219,20 +183,12 @@ fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
 fn epoch_overflow_is_rejected() {
     let d = decoder();
     let records = vec![
-        rec(
-            0,
-            r#"{"id": 1, "user": {"id": 1}, "ts": 9223372036854775807}"#,
-        ),
+        rec(0, r#"{"id": 1, "user": {"id": 1}, "ts": 9223372036854775807}"#),
         rec(1, GOOD),
     ];
     let out = d.decode(&source(), &records).unwrap();
     assert_eq!(out.rejects.len(), 1);
-    assert!(
-        out.rejects[0]
-            .1
-            .reason
-            .contains("out of the timestamp range")
-    );
+    assert!(out.rejects[0].1.reason.contains("out of the timestamp range"));
     assert_eq!(out.batch.unwrap().num_rows(), 1);
 }
 

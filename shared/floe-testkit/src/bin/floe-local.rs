@@ -150,10 +150,7 @@ async fn main() -> anyhow::Result<()> {
             let generated = generate(&options);
             std::fs::create_dir_all(&out)?;
             for (i, event) in generated.events.iter().enumerate() {
-                std::fs::write(
-                    out.join(format!("event-{i:05}.json")),
-                    serde_json::to_vec(event)?,
-                )?;
+                std::fs::write(out.join(format!("event-{i:05}.json")), serde_json::to_vec(event)?)?;
             }
             println!(
                 "{}",
@@ -308,12 +305,7 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        readback::preview(
-            &dead,
-            &["topic", "partition", "offset", "error_kind", "reason"],
-            6
-        )
-        .await?
+        readback::preview(&dead, &["topic", "partition", "offset", "error_kind", "reason"], 6).await?
     );
     println!(
         "\ndone in {:.2}s. Run `make demo` again: every record is recognised as already staged, nothing is duplicated.",
