@@ -26,10 +26,12 @@ def floe_local_path() -> Path:
 
 
 class Floe:
-    """Runs floe-local against one home directory."""
+    """Runs floe-local on one backend: `embedded` (a home directory) or `aws` (moto)."""
 
-    def __init__(self, home: Path, pipeline: Path = PIPELINE):
+    def __init__(self, home: Path, moto=None, pipeline: Path = PIPELINE):
         self.home = home
+        self.moto = moto
+        self.backend = "aws" if moto else "embedded"
         self.pipeline = pipeline
         self.bin = floe_local_path()
         if not self.bin.exists():
@@ -38,10 +40,12 @@ class Floe:
 
     def _run(self, args: list[str], fail_at: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bin), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
+        cmd += ["--backend", self.backend]
         if fail_at:
             cmd += ["--fail-at", fail_at]
         cmd += args[1:]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        env = self.moto.floe_env() if self.moto else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -66,6 +70,8 @@ class Floe:
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
     def catalog(self):
+        if self.moto:
+            return self.moto.pyiceberg_catalog()
         from pyiceberg.catalog.sql import SqlCatalog
 
         return SqlCatalog(
@@ -77,9 +83,28 @@ class Floe:
     def table(self, name: str):
         return self.catalog().load_table(name)
 
+    def data_files(self) -> dict[str, bytes]:
+        """Every Parquet object in the warehouse (committed or not): name → bytes."""
+        if self.moto:
+            return self.moto.objects(".parquet")
+        return {p.name: p.read_bytes() for p in (self.home / "warehouse").rglob("*.parquet")}
 
-@pytest.fixture
-def floe(tmp_path: Path) -> Floe:
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    from aws_stack import Moto
+
+    server = Moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["embedded", "aws"])
+def floe(request, tmp_path: Path) -> Floe:
     home = tmp_path / "home"
     home.mkdir()
+    if request.param == "aws":
+        moto = request.getfixturevalue("moto")
+        moto.reset()
+        return Floe(home, moto)
     return Floe(home)

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use floe_core::Result;
 use floe_core::config::Pipeline;
 use floe_core::settings::{Backend, FunctionSettings};
 use floe_core::state::StateStore;
+use floe_core::{Error, Result};
 use iceberg::Catalog;
 use iceberg::io::FileIO;
 
@@ -20,9 +20,9 @@ pub struct Backends {
     pub state: Arc<dyn StateStore>,
 }
 
-/// Load the pipeline file and open the backends the settings name. Fails fast with a clear message.
+/// Open the backends the settings name and load the pipeline file (a local path, or `s3://…` read through the
+/// warehouse's FileIO). Fails fast with a clear message.
 pub async fn open(settings: &FunctionSettings) -> Result<(Arc<Pipeline>, Backends)> {
-    let pipeline = Arc::new(Pipeline::load(&settings.pipeline_file)?);
     let backends = match &settings.backend {
         Backend::Embedded { home } => {
             let e = floe_embedded::Embedded::open(home).await?;
@@ -33,8 +33,35 @@ pub async fn open(settings: &FunctionSettings) -> Result<(Arc<Pipeline>, Backend
                 state: e.state,
             }
         }
+        Backend::Aws(aws) => {
+            let a = floe_aws::Aws::open(aws).await?;
+            Backends {
+                warehouse: a.warehouse,
+                file_io: a.file_io,
+                catalog: a.catalog,
+                state: a.state,
+            }
+        }
     };
-    Ok((pipeline, backends))
+    let path = settings.pipeline_file.to_string_lossy();
+    let pipeline = if path.starts_with("s3://") {
+        let config_error = |message: String| Error::Config {
+            file: path.to_string(),
+            message,
+        };
+        let bytes = match backends.file_io.new_input(path.as_ref()) {
+            Ok(input) => input
+                .read()
+                .await
+                .map_err(|e| config_error(format!("cannot read: {e}")))?,
+            Err(e) => return Err(config_error(format!("cannot read: {e}"))),
+        };
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| config_error("is not UTF-8 text".into()))?;
+        Pipeline::parse(&text, &path)?
+    } else {
+        Pipeline::load(&settings.pipeline_file)?
+    };
+    Ok((Arc::new(pipeline), backends))
 }
 
 /// JSON logs for CloudWatch (one object per line, span fields such as topic/partition included).
@@ -48,4 +75,11 @@ pub fn init_lambda_tracing() {
         .without_time() // CloudWatch stamps every line
         .with_target(false)
         .init();
+}
+
+/// Milliseconds since the epoch (for metric timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

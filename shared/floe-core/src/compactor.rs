@@ -60,6 +60,8 @@ pub struct TableReport {
     pub remaining: u64,
     /// Commit attempts lost to concurrent committers.
     pub conflicts: u32,
+    /// Time of the successful metadata commit.
+    pub commit_ms: u64,
 }
 
 /// Compactor handler; build once per process.
@@ -92,14 +94,23 @@ impl Compactor {
         })
     }
 
-    /// One scheduled run over the pipeline's tables.
+    /// One scheduled run over the pipeline's tables, retrying conflicts within `options.time_budget`.
     pub async fn run(&self) -> Result<Vec<TableReport>> {
-        let started = Instant::now();
+        self.run_within(self.options.time_budget).await
+    }
+
+    /// One run that starts no commit attempt after `budget` (e.g. the Lambda deadline minus a margin).
+    pub async fn run_within(&self, budget: Duration) -> Result<Vec<TableReport>> {
+        let deadline = Instant::now() + budget;
         let mut reports = Vec::new();
         for layout in &self.layouts {
-            reports.push(self.compact_table(layout, started).await?);
+            reports.push(self.compact_table(layout, deadline).await?);
         }
         Ok(reports)
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     async fn load_or_create(&self, layout: &TableLayout) -> Result<iceberg::table::Table> {
@@ -128,7 +139,7 @@ impl Compactor {
         }
     }
 
-    async fn compact_table(&self, layout: &TableLayout, started: Instant) -> Result<TableReport> {
+    async fn compact_table(&self, layout: &TableLayout, deadline: Instant) -> Result<TableReport> {
         let table_name = layout.name.to_string();
         let mut report = TableReport {
             table: table_name.clone(),
@@ -149,7 +160,7 @@ impl Compactor {
                 // Committed by an earlier run that stopped before marking them.
                 warn!(table = %table_name, files = done.len(), "staged files already committed; marking them");
                 report.recovered += done.len() as u64;
-                self.state.remove_staged(&table_name, &paths(&done)).await?;
+                self.state.remove_staged(&table_name, &done).await?;
             }
             if pending.is_empty() {
                 return Ok(report);
@@ -186,18 +197,15 @@ impl Compactor {
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = batch.len(), commit_ms = millis, "committed");
                     failpoint::check(failpoint::COMPACTOR_AFTER_COMMIT)?;
-                    self.state.remove_staged(&table_name, &paths(&batch)).await?;
+                    self.state.remove_staged(&table_name, &batch).await?;
                     report.files = batch.len() as u64;
                     report.rows = batch.iter().map(|f| f.record_count).sum();
                     report.bytes = batch.iter().map(|f| f.file_size).sum();
                     report.snapshot_id = snapshot_id;
+                    report.commit_ms = millis;
                     return Ok(report);
                 }
-                Err(e)
-                    if is_conflict(&e)
-                        && attempt < self.options.max_attempts
-                        && started.elapsed() < self.options.time_budget =>
-                {
+                Err(e) if is_conflict(&e) && attempt < self.options.max_attempts && Instant::now() < deadline => {
                     warn!(table = %table_name, attempt, error = %e, "commit conflict; re-planning");
                     report.conflicts += 1;
                     table = self.catalog.load_table(&layout.ident()).await?;
@@ -211,10 +219,6 @@ impl Compactor {
             self.options.max_attempts
         )))
     }
-}
-
-fn paths(files: &[crate::state::StagedFile]) -> Vec<String> {
-    files.iter().map(|f| f.path.clone()).collect()
 }
 
 fn is_conflict(e: &iceberg::Error) -> bool {

@@ -14,6 +14,10 @@ pub enum Error {
     #[error("invalid pipeline file {file}: {message}")]
     Config { file: String, message: String },
 
+    /// A function setting (environment variable) is missing or invalid.
+    #[error("invalid setting {var}: {message}")]
+    Settings { var: String, message: String },
+
     /// The event given to a handler is not a usable MSK event (as a whole; bad records become dead letters).
     #[error("invalid event: {0}")]
     Event(String),
@@ -50,7 +54,11 @@ impl Error {
             Error::Iceberg(e) => e.retryable(),
             Error::State { retryable, .. } => *retryable,
             Error::Conflict(_) | Error::Failpoint(_) => true,
-            Error::Config { .. } | Error::Event(_) | Error::Arrow(_) | Error::TableMismatch { .. } => false,
+            Error::Config { .. }
+            | Error::Settings { .. }
+            | Error::Event(_)
+            | Error::Arrow(_)
+            | Error::TableMismatch { .. } => false,
         }
     }
 

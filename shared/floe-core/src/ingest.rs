@@ -23,6 +23,8 @@ use crate::writer::{TableWriter, file_prefix};
 pub struct IngestReport {
     /// Records in the event.
     pub records: u64,
+    /// Bytes of record keys and values (decoded), a proxy for the event's payload size.
+    pub input_bytes: u64,
     /// Records skipped because an earlier delivery already staged them.
     pub duplicates: u64,
     /// Rows written to the target table.
@@ -38,6 +40,7 @@ impl IngestReport {
     /// Accumulate another report (several events, or several partitions of one).
     pub fn add(&mut self, other: &IngestReport) {
         self.records += other.records;
+        self.input_bytes += other.input_bytes;
         self.duplicates += other.duplicates;
         self.rows += other.rows;
         self.dead_letters += other.dead_letters;
@@ -68,6 +71,10 @@ impl Ingestor {
         })
     }
 
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     /// Handle one MSK event. An error means the whole event should be redelivered (it is then a no-op for
     /// every topic-partition already staged).
     pub async fn handle(&self, event: &MskEvent) -> Result<IngestReport> {
@@ -82,8 +89,14 @@ impl Ingestor {
 
     async fn ingest_partition(&self, mut group: PartitionRecords) -> Result<IngestReport> {
         let pipeline = &self.pipeline.name;
+        let input_bytes: usize = group
+            .records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum();
         let mut report = IngestReport {
             records: group.records.len() as u64,
+            input_bytes: input_bytes as u64,
             ..Default::default()
         };
         let fence = self.state.fence(pipeline, &group.source).await?;
@@ -142,10 +155,11 @@ impl Ingestor {
                 let now = self.state.fence(pipeline, &group.source).await?;
                 if now.is_some_and(|n| n > last) {
                     info!(first, last, "a concurrent delivery staged these records");
-                    let skipped = report.records;
+                    let (records, input_bytes) = (report.records, report.input_bytes);
                     Ok(IngestReport {
-                        records: skipped,
-                        duplicates: skipped,
+                        records,
+                        input_bytes,
+                        duplicates: records,
                         ..Default::default()
                     })
                 } else {

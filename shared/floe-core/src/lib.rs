@@ -15,6 +15,7 @@ pub mod error;
 pub mod failpoint;
 pub mod ingest;
 pub mod layout;
+pub mod metrics;
 mod pinned;
 pub mod settings;
 pub mod source;

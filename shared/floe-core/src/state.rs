@@ -53,6 +53,7 @@ pub trait StateStore: Send + Sync {
     /// All staged, not yet committed files of a table, ordered by (source, first offset, path).
     async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>>;
 
-    /// Forget staged files once they are in a committed snapshot.
-    async fn remove_staged(&self, table: &str, paths: &[String]) -> Result<()>;
+    /// Forget staged files once they are in a committed snapshot. The compactor always passes every file of a
+    /// staging step together (it never splits a delivered range), so stores may key the ledger by step.
+    async fn remove_staged(&self, table: &str, files: &[StagedFile]) -> Result<()>;
 }

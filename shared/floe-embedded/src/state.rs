@@ -157,9 +157,9 @@ impl StateStore for SqliteStateStore {
             .collect())
     }
 
-    async fn remove_staged(&self, table: &str, paths: &[String]) -> Result<()> {
+    async fn remove_staged(&self, table: &str, files: &[StagedFile]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        for path in paths {
+        for path in files.iter().map(|f| &f.path) {
             sqlx::query("DELETE FROM staged_files WHERE table_name = ? AND path = ?")
                 .bind(table)
                 .bind(path)
@@ -288,7 +288,14 @@ mod tests {
         assert!(store.stage(&request(Some(20), 30, "c")).await.is_err());
         assert_eq!(store.fence("p", &tp).await.unwrap(), Some(20));
 
-        store.remove_staged("ns.tbl", &["a".into()]).await.unwrap();
+        let a = store
+            .staged_files("ns.tbl")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.path == "a")
+            .collect::<Vec<_>>();
+        store.remove_staged("ns.tbl", &a).await.unwrap();
         assert_eq!(store.staged_files("ns.tbl").await.unwrap().len(), 1);
         assert_eq!(store.fences("p").await.unwrap(), vec![(tp, 20)]);
     }

@@ -5,7 +5,9 @@
 //! - `ingest`: run the ingest handler on MSK event JSON files (what the Lambda receives).
 //! - `compact`: run one compactor pass.
 //!
-//! `--fail-at <point>` simulates a crash at a named step (see `floe_core::failpoint`).
+//! `--fail-at <point>` simulates a crash at a named step (see `floe_core::failpoint`). `--backend aws` runs on
+//! DynamoDB, Glue and S3 configured exactly as the Lambda functions are (`FLOE_WAREHOUSE`, `FLOE_STATE_TABLE`,
+//! `AWS_ENDPOINT_URL`, … in the environment), e.g. against moto.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,13 +15,14 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use floe_backends::Backends;
 use floe_core::compactor::{Compactor, CompactorOptions};
 use floe_core::config::Pipeline;
 use floe_core::failpoint;
 use floe_core::ingest::{IngestReport, Ingestor};
 use floe_core::layout::TableLayout;
+use floe_core::settings::{Backend, FunctionSettings};
 use floe_core::source::MskEvent;
-use floe_embedded::Embedded;
 use floe_testkit::{GeneratorOptions, generate, readback};
 
 #[derive(Parser)]
@@ -31,9 +34,12 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Common {
-    /// Directory holding catalog.db, state.db and warehouse/.
+    /// Directory holding catalog.db, state.db and warehouse/ (embedded backend).
     #[arg(long, default_value = ".floe/local")]
     home: PathBuf,
+    /// `embedded`, or `aws` configured from the environment like the Lambda functions.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]
+    backend: String,
     /// Pipeline file.
     #[arg(long, default_value = "examples/pipeline.toml")]
     pipeline: PathBuf,
@@ -85,7 +91,9 @@ fn init_tracing(default: &str) {
 
 struct Runtime {
     pipeline: Arc<Pipeline>,
-    backend: Embedded,
+    backend: Backends,
+    /// Where the data lives, for the report.
+    place: String,
 }
 
 impl Runtime {
@@ -93,9 +101,28 @@ impl Runtime {
         if let Some(point) = &common.fail_at {
             failpoint::arm(point);
         }
-        let pipeline = Arc::new(Pipeline::load(&common.pipeline)?);
-        let backend = Embedded::open(&common.home).await?;
-        Ok(Runtime { pipeline, backend })
+        let settings = match common.backend.as_str() {
+            "aws" => FunctionSettings {
+                pipeline_file: common.pipeline.clone(),
+                ..FunctionSettings::from_env()?
+            },
+            _ => FunctionSettings {
+                pipeline_file: common.pipeline.clone(),
+                backend: Backend::Embedded {
+                    home: common.home.clone(),
+                },
+            },
+        };
+        let (pipeline, backend) = floe_backends::open(&settings).await?;
+        let place = match &settings.backend {
+            Backend::Embedded { home } => format!("embedded, home {}", home.display()),
+            Backend::Aws(aws) => format!("aws, warehouse {}, state table {}", aws.warehouse, aws.state_table),
+        };
+        Ok(Runtime {
+            pipeline,
+            backend,
+            place,
+        })
     }
 
     fn ingestor(&self) -> anyhow::Result<Ingestor> {
@@ -186,8 +213,8 @@ async fn main() -> anyhow::Result<()> {
 async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let rt = Runtime::open(common).await?;
     let p = &rt.pipeline;
-    println!("floe demo — embedded default (SQLite state + Iceberg SQL catalog, local warehouse)");
-    println!("  home:      {}", rt.backend.home.display());
+    println!("floe demo — the real ingest and compactor handlers, in process");
+    println!("  backend:   {}", rt.place);
     println!(
         "  pipeline:  {} ({}) → {} (dead letters → {})",
         p.name,
