@@ -38,14 +38,31 @@ class Floe:
             pytest.fail(f"{self.bin} not built: run `make test` (or cargo build -p floe-testkit)")
         self._events = 0
 
-    def _run(self, args: list[str], fail_at: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def _command(self, args: list[str], fail_at: str | None = None, pause_at: str | None = None) -> list[str]:
         cmd = [str(self.bin), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
         cmd += ["--backend", self.backend]
         if fail_at:
             cmd += ["--fail-at", fail_at]
-        cmd += args[1:]
-        env = self.moto.floe_env() if self.moto else None
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        if pause_at:
+            cmd += ["--pause-at", pause_at]
+        return cmd + args[1:]
+
+    def _env(self):
+        return self.moto.floe_env() if self.moto else None
+
+    def start_compact(self, pause_at: str) -> subprocess.Popen:
+        """A compactor in the background that pauses once at a step (it says so on stderr)."""
+        return subprocess.Popen(
+            self._command(["compact"], pause_at=pause_at),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self._env(),
+        )
+
+    def _run(self, args: list[str], fail_at: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = self._command(args, fail_at)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=self._env())
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc

@@ -380,6 +380,8 @@ impl Catalog for GlueCatalog {
         let parsed: MetadataLocation = new_location.parse()?;
         staged.metadata().write_to(&self.file_io, &parsed).await?;
 
+        // Between reading the current version and swapping: the window the VersionId check protects.
+        floe_core::failpoint::pause(floe_core::failpoint::CATALOG_BEFORE_SWAP).await;
         let parameters = glue.parameters.clone().unwrap_or_default();
         let input = self.table_input(
             ident.name(),

@@ -177,6 +177,7 @@ impl Compactor {
             properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
 
+            failpoint::pause(failpoint::COMPACTOR_BEFORE_COMMIT).await;
             failpoint::check(failpoint::COMPACTOR_BEFORE_COMMIT)?;
             let commit_started = Instant::now();
             let (view, pinned) = crate::pinned::PinnedCatalog::new(self.catalog.as_ref(), &table)?;

@@ -46,6 +46,9 @@ struct Common {
     /// Simulate a crash at this step.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(failpoint::ALL))]
     fail_at: Option<String>,
+    /// Pause once at a step, `<point>=<milliseconds>` (opens a race window on purpose).
+    #[arg(long, value_parser = parse_pause)]
+    pause_at: Option<(String, u64)>,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +83,19 @@ enum Command {
     },
 }
 
+fn parse_pause(text: &str) -> Result<(String, u64), String> {
+    let (point, millis) = text.split_once('=').ok_or("expected <point>=<milliseconds>")?;
+    if !failpoint::ALL.contains(&point) {
+        return Err(format!("unknown point `{point}`; one of {:?}", failpoint::ALL));
+    }
+    Ok((
+        point.to_string(),
+        millis
+            .parse()
+            .map_err(|_| format!("`{millis}` is not a number of milliseconds"))?,
+    ))
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -100,6 +116,9 @@ impl Runtime {
     async fn open(common: &Common) -> anyhow::Result<Runtime> {
         if let Some(point) = &common.fail_at {
             failpoint::arm(point);
+        }
+        if let Some((point, millis)) = &common.pause_at {
+            failpoint::arm_pause(point, std::time::Duration::from_millis(*millis));
         }
         let settings = match common.backend.as_str() {
             "aws" => FunctionSettings {

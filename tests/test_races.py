@@ -1,0 +1,100 @@
+"""Races between processes, on both backends: a compactor that planned its commit, then lost the metadata swap to
+another compactor that committed more, must re-plan rather than overwrite the newer snapshot (a lost update would
+drop the other compactor's files) or append twice. On moto this relies on Glue's VersionId check, which the test
+harness enforces (plain moto accepts stale updates; see moto_cas_server.py and the harness test below)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from test_slice import DEAD, TARGET, assert_table_is_exact, rows_by_id
+
+import msk
+
+
+@pytest.fixture(scope="module")
+def dataset() -> msk.Dataset:
+    return msk.build(records_per_tp=300)
+
+
+def wait_for_line(proc, text: str, timeout: float = 60.0) -> list[str]:
+    seen = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never saw {text!r}; stderr so far:\n{''.join(seen)}")
+
+
+def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset):
+    floe.ingest(dataset.events(only=lambda r: r.offset < 150))
+    slow = floe.start_compact(pause_at="compactor.before_commit=4000")
+    try:
+        # The slow compactor has planned a commit of the first half and is paused before the swap.
+        wait_for_line(slow, "paused at compactor.before_commit")
+        floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
+        fast = floe.compact()
+        assert fast[TARGET]["rows"] == len(dataset.good)
+        out, err = slow.communicate(timeout=120)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    assert slow.returncode == 0, err
+    slow_report = {r["table"]: r for r in json.loads(out)}[TARGET]
+    assert slow_report["conflicts"] == 1, slow_report
+    assert slow_report["snapshot_id"] is None, slow_report
+    assert slow_report["recovered"] > 0, slow_report
+
+    table = assert_table_is_exact(floe, dataset)
+    assert len(list(table.snapshots())) == 1
+    assert len(list(floe.table(DEAD).snapshots())) == 1
+    assert len(rows_by_id(table)) == len(dataset.good)
+
+
+def test_harness_rejects_a_stale_glue_version(moto):
+    moto.reset()
+    glue = moto.client("glue")
+    glue.create_database(DatabaseInput={"Name": "db"})
+    glue.create_table(DatabaseName="db", TableInput={"Name": "t", "Parameters": {"metadata_location": "a"}})
+    version = glue.get_table(DatabaseName="db", Name="t")["Table"]["VersionId"]
+    glue.update_table(DatabaseName="db", TableInput={"Name": "t", "Parameters": {"metadata_location": "b"}}, VersionId=version)
+    with pytest.raises(glue.exceptions.ConcurrentModificationException):
+        glue.update_table(DatabaseName="db", TableInput={"Name": "t", "Parameters": {"metadata_location": "c"}}, VersionId=version)
+    assert glue.get_table(DatabaseName="db", Name="t")["Table"]["Parameters"]["metadata_location"] == "b"
+
+
+def test_glue_swap_with_a_stale_version_is_rejected(moto, tmp_path, dataset):
+    """The narrowest window: a compactor has read the current Glue table (VersionId) and written new metadata,
+    then another compactor commits before it swaps. Only Glue's VersionId check stops the stale swap, which
+    would otherwise replace the newer snapshot and lose the other compactor's files."""
+    from conftest import Floe
+
+    moto.reset()
+    home = tmp_path / "home"
+    home.mkdir()
+    floe = Floe(home, moto)
+    floe.ingest(dataset.events(only=lambda r: r.offset < 150))
+    slow = floe.start_compact(pause_at="catalog.before_swap=4000")
+    try:
+        wait_for_line(slow, "paused at catalog.before_swap")
+        floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
+        floe.compact()
+        out, err = slow.communicate(timeout=120)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+    assert slow.returncode == 0, err
+    assert "ConcurrentModificationException" in err  # logged by the compactor before it re-planned
+    slow_report = {r["table"]: r for r in json.loads(out)}[TARGET]
+    assert (slow_report["conflicts"], slow_report["snapshot_id"]) == (1, None), slow_report
+    table = assert_table_is_exact(floe, dataset)
+    assert len(list(table.snapshots())) == 1
