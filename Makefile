@@ -13,16 +13,19 @@ export CARGO_TERM_COLOR
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+TOOLS := .venv-tools
+FUNCTIONS := floe-ingest floe-compactor
 FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
 DEMO_HOME ?= .floe/demo
 
-.PHONY: demo test lint rust-test py-test build venv clean
+.PHONY: demo test lint rust-test py-test build venv tools package clean
 
 ## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
 demo: build
 	$(FLOE_LOCAL) demo --home $(DEMO_HOME) --pipeline examples/pipeline.toml
 
-## test: formatting, clippy, Rust unit tests, then the integration tests (PyIceberg reads what floe wrote)
+## test: formatting, clippy, Rust unit tests, then the integration tests (PyIceberg reads what floe wrote, on the
+## embedded default and on moto for S3/DynamoDB/Glue) and the template checks (cfn-lint, sam validate, floe's own)
 test: lint rust-test py-test
 
 build:
@@ -35,8 +38,8 @@ lint:
 rust-test:
 	cargo test --locked --workspace
 
-py-test: build venv
-	FLOE_LOCAL=$(FLOE_LOCAL) $(PY) -m pytest -q -p no:cacheprovider tests
+py-test: build venv tools
+	FLOE_LOCAL=$(FLOE_LOCAL) FLOE_TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -q -p no:cacheprovider tests
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: tests/requirements.txt
@@ -44,5 +47,19 @@ $(VENV)/.installed: tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
+tools: $(TOOLS)/.installed
+$(TOOLS)/.installed: infra/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r infra/tools-requirements.txt
+	touch $@
+
+## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size
+package: tools
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do \
+	  z=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
+	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MB  %s\n", f, $$1 / 1048576, z }'; \
+	done
+
 clean:
-	rm -rf $(VENV) .floe
+	rm -rf $(VENV) $(TOOLS) .floe

@@ -1,0 +1,154 @@
+"""Checks of template.yaml that cfn-lint and `sam validate --lint` do not make: every !Ref / !GetAtt / !Sub / !If
+target resolves (also inside AWS::Serverless::* resources and Globals), MSK events name topics and a valid
+starting position, and functions are built the way floe ships them (provided.al2023, arm64, cargo-lambda, a
+binary that exists in the workspace)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+PSEUDO = {
+    "AWS::AccountId", "AWS::NoValue", "AWS::NotificationARNs", "AWS::Partition", "AWS::Region",
+    "AWS::StackId", "AWS::StackName", "AWS::URLSuffix",
+}
+STARTING_POSITIONS = {"LATEST", "TRIM_HORIZON", "AT_TIMESTAMP"}
+
+
+class Tag:
+    def __init__(self, name: str, value):
+        self.name, self.value = name, value
+
+    def __repr__(self):
+        return f"!{self.name} {self.value!r}"
+
+
+class Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return Tag(tag_suffix, value)
+
+
+Loader.add_multi_constructor("!", _construct)
+
+
+def load(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def workspace_binaries(root: Path) -> set[str]:
+    names = set()
+    for manifest in root.glob("functions/*/Cargo.toml"):
+        data = tomllib.loads(manifest.read_text())
+        names.update(b["name"] for b in data.get("bin", []))
+    return names
+
+
+def check(template: dict, binaries: set[str]) -> list[str]:
+    problems: list[str] = []
+    params = template.get("Parameters", {})
+    resources = template.get("Resources", {})
+    conditions = template.get("Conditions", {})
+    known = set(params) | set(resources) | PSEUDO
+
+    def walk(node, where: str, local: frozenset = frozenset()):
+        if isinstance(node, Tag):
+            v = node.value
+            if node.name == "Ref":
+                if v not in known | local:
+                    problems.append(f"{where}: !Ref {v} does not resolve")
+            elif node.name == "GetAtt":
+                target = v.split(".")[0] if isinstance(v, str) else v[0]
+                if target not in resources:
+                    problems.append(f"{where}: !GetAtt {target} is not a resource")
+            elif node.name == "Sub":
+                text, variables = (v, {}) if isinstance(v, str) else (v[0], v[1])
+                for name in re.findall(r"\$\{([^}!]+)\}", text):
+                    base = name.split(".")[0]
+                    if name not in known and base not in resources and name not in variables:
+                        problems.append(f"{where}: !Sub ${{{name}}} does not resolve")
+                walk(variables, where, local)
+            elif node.name == "If":
+                if v[0] not in conditions:
+                    problems.append(f"{where}: !If condition {v[0]} is not defined")
+                walk(v[1:], where, local)
+            elif node.name == "Condition":
+                if v not in conditions:
+                    problems.append(f"{where}: !Condition {v} is not defined")
+            else:
+                walk(v, where, local)
+        elif isinstance(node, dict):
+            for k, child in node.items():
+                if k == "Condition" and isinstance(child, str) and child not in conditions:
+                    problems.append(f"{where}.Condition: {child} is not defined")
+                walk(child, f"{where}.{k}", local)
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, f"{where}[{i}]", local)
+
+    for section in ("Globals", "Resources", "Outputs", "Conditions"):
+        walk(template.get(section, {}), section)
+
+    globals_fn = template.get("Globals", {}).get("Function", {})
+
+    def param_values(ref) -> set[str] | None:
+        if isinstance(ref, Tag) and ref.name == "Ref" and ref.value in params:
+            return set(map(str, params[ref.value].get("AllowedValues", []))) or None
+        return None
+
+    for name, res in resources.items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = res.get("Properties", {})
+        runtime = props.get("Runtime", globals_fn.get("Runtime"))
+        archs = props.get("Architectures", globals_fn.get("Architectures"))
+        if runtime != "provided.al2023":
+            problems.append(f"{name}: Runtime must be provided.al2023, is {runtime}")
+        if archs != ["arm64"]:
+            problems.append(f"{name}: Architectures must be [arm64], is {archs}")
+        meta = res.get("Metadata", {})
+        if meta.get("BuildMethod") != "rust-cargolambda":
+            problems.append(f"{name}: Metadata.BuildMethod must be rust-cargolambda")
+        binary = meta.get("BuildProperties", {}).get("Binary")
+        if binary not in binaries:
+            problems.append(f"{name}: BuildProperties.Binary {binary!r} is not a workspace binary {sorted(binaries)}")
+        for ev_name, ev in props.get("Events", {}).items():
+            if ev.get("Type") != "MSK":
+                continue
+            p = ev.get("Properties", {})
+            where = f"{name}.Events.{ev_name}"
+            topics = p.get("Topics")
+            if not topics:
+                problems.append(f"{where}: MSK event has no Topics")
+            elif isinstance(topics, Tag) and topics.name == "Ref":
+                if params.get(topics.value, {}).get("Type") != "CommaDelimitedList":
+                    problems.append(f"{where}: Topics must reference a CommaDelimitedList parameter")
+            start = p.get("StartingPosition")
+            allowed = param_values(start) if isinstance(start, Tag) else {start}
+            if start is None:
+                problems.append(f"{where}: MSK event has no StartingPosition")
+            elif allowed is None or not allowed <= STARTING_POSITIONS:
+                problems.append(f"{where}: StartingPosition must be one of {sorted(STARTING_POSITIONS)}, can be {allowed}")
+            elif "AT_TIMESTAMP" in allowed and "StartingPositionTimestamp" not in p:
+                problems.append(f"{where}: AT_TIMESTAMP needs StartingPositionTimestamp")
+            batch = p.get("BatchSize")
+            if isinstance(batch, int) and not 1 <= batch <= 10000:
+                problems.append(f"{where}: BatchSize {batch} is outside 1..10000")
+            if isinstance(batch, Tag) and batch.name == "Ref":
+                spec = params.get(batch.value, {})
+                if not (1 <= int(spec.get("MinValue", 0)) and int(spec.get("MaxValue", 10**9)) <= 10000):
+                    problems.append(f"{where}: BatchSize parameter must be bounded to 1..10000")
+            if not p.get("Stream"):
+                problems.append(f"{where}: MSK event has no Stream (cluster ARN)")
+    return problems
