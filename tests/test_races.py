@@ -35,15 +35,17 @@ def wait_for_line(proc, text: str, timeout: float = 60.0) -> list[str]:
     raise AssertionError(f"never saw {text!r}; stderr so far:\n{''.join(seen)}")
 
 
-def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset):
+def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset, tmp_path):
+    release = tmp_path / "release"
     floe.ingest(dataset.events(only=lambda r: r.offset < 150))
-    slow = floe.start_compact(pause_at="compactor.before_commit=4000")
+    slow = floe.start_compact(pause_at=f"compactor.before_commit=@{release}")
     try:
         # The slow compactor has planned a commit of the first half and is paused before the swap.
         wait_for_line(slow, "paused at compactor.before_commit")
         floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
         fast = floe.compact()
         assert fast[TARGET]["rows"] == len(dataset.good)
+        release.touch()
         out, err = slow.communicate(timeout=120)
     finally:
         if slow.poll() is None:
@@ -82,12 +84,14 @@ def test_glue_swap_with_a_stale_version_is_rejected(moto, tmp_path, dataset):
     home = tmp_path / "home"
     home.mkdir()
     floe = Floe(home, moto)
+    release = tmp_path / "release"
     floe.ingest(dataset.events(only=lambda r: r.offset < 150))
-    slow = floe.start_compact(pause_at="catalog.before_swap=4000")
+    slow = floe.start_compact(pause_at=f"catalog.before_swap=@{release}")
     try:
         wait_for_line(slow, "paused at catalog.before_swap")
         floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
         floe.compact()
+        release.touch()
         out, err = slow.communicate(timeout=120)
     finally:
         if slow.poll() is None:

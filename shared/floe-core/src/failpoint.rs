@@ -1,16 +1,16 @@
-//! Test-only crash points. With the `failpoints` feature, a test arms a named point and the handler stops there
-//! with [`Error::Failpoint`], as if the process died at that step. Without the feature (release builds of the
-//! functions) [`check`] compiles to nothing.
+//! Test-only crash points and pauses. With the `failpoints` feature, a test arms a named point and the handler
+//! stops there with [`Error::Failpoint`](crate::Error::Failpoint), as if the process died at that step, or
+//! pauses there once to open a race window on purpose. Without the feature (release builds of the functions)
+//! [`check`] and [`pause`] compile to nothing.
 
 use crate::error::Result;
 
 /// Ingest: data files are written, the staging transaction has not run.
 pub const INGEST_AFTER_WRITE: &str = "ingest.after_write";
-/// Compactor: about to swap the table metadata.
+/// Compactor: the commit is planned; the metadata swap is next.
 pub const COMPACTOR_BEFORE_COMMIT: &str = "compactor.before_commit";
 /// Compactor: the snapshot is committed, the staged files are not yet marked.
 pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
-
 /// Catalog: new metadata is written and checked against the current table; the pointer swap is next.
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
@@ -25,37 +25,39 @@ pub const ALL: [&str; 4] = [
 #[cfg(feature = "failpoints")]
 mod armed {
     use std::collections::{HashMap, HashSet};
+    use std::path::PathBuf;
     use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
+
+    /// How long an armed pause lasts.
+    #[derive(Debug, Clone)]
+    pub enum Pause {
+        For(Duration),
+        /// Until this file exists (the test creates it once it has done its part of the race); at most 2 minutes.
+        UntilFile(PathBuf),
+    }
 
     fn points() -> &'static Mutex<HashSet<String>> {
         static POINTS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
         POINTS.get_or_init(Default::default)
     }
 
-    fn pauses() -> &'static Mutex<HashMap<String, Duration>> {
-        static PAUSES: OnceLock<Mutex<HashMap<String, Duration>>> = OnceLock::new();
+    fn pauses() -> &'static Mutex<HashMap<String, Pause>> {
+        static PAUSES: OnceLock<Mutex<HashMap<String, Pause>>> = OnceLock::new();
         PAUSES.get_or_init(Default::default)
     }
 
-    /// Pause once, for `duration`, the first time `name` is reached (to open a race window on purpose).
-    pub fn arm_pause(name: &str, duration: Duration) {
-        pauses()
-            .lock()
-            .expect("failpoint lock")
-            .insert(name.to_string(), duration);
-    }
-
-    pub(super) fn take_pause(name: &str) -> Option<Duration> {
-        pauses().lock().expect("failpoint lock").remove(name)
-    }
-
-    /// Arm a point for this process.
+    /// Arm a crash point for this process.
     pub fn arm(name: &str) {
         points().lock().expect("failpoint lock").insert(name.to_string());
     }
 
-    /// Disarm every point.
+    /// Pause once, the first time `name` is reached.
+    pub fn arm_pause(name: &str, pause: Pause) {
+        pauses().lock().expect("failpoint lock").insert(name.to_string(), pause);
+    }
+
+    /// Disarm everything.
     pub fn clear() {
         points().lock().expect("failpoint lock").clear();
         pauses().lock().expect("failpoint lock").clear();
@@ -64,21 +66,14 @@ mod armed {
     pub(super) fn is_armed(name: &str) -> bool {
         points().lock().expect("failpoint lock").contains(name)
     }
+
+    pub(super) fn take_pause(name: &str) -> Option<Pause> {
+        pauses().lock().expect("failpoint lock").remove(name)
+    }
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{arm, arm_pause, clear};
-
-/// Sleep here if a pause is armed for this point (announced on stderr so a test can act during it).
-#[inline]
-pub async fn pause(name: &'static str) {
-    #[cfg(feature = "failpoints")]
-    if let Some(duration) = armed::take_pause(name) {
-        eprintln!("floe: paused at {name} for {} ms", duration.as_millis());
-        tokio::time::sleep(duration).await;
-    }
-    let _ = name;
-}
+pub use armed::{Pause, arm, arm_pause, clear};
 
 /// Stop here if this point is armed.
 #[inline]
@@ -90,4 +85,25 @@ pub fn check(name: &'static str) -> Result<()> {
     }
     let _ = name;
     Ok(())
+}
+
+/// Wait here once if a pause is armed for this point (announced on stderr so a test can act during it).
+#[inline]
+pub async fn pause(name: &'static str) {
+    #[cfg(feature = "failpoints")]
+    match armed::take_pause(name) {
+        Some(Pause::For(duration)) => {
+            eprintln!("floe: paused at {name} for {} ms", duration.as_millis());
+            tokio::time::sleep(duration).await;
+        }
+        Some(Pause::UntilFile(path)) => {
+            eprintln!("floe: paused at {name} until {} exists", path.display());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !path.exists() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        None => {}
+    }
+    let _ = name;
 }

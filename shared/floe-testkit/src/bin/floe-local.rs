@@ -46,9 +46,9 @@ struct Common {
     /// Simulate a crash at this step.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(failpoint::ALL))]
     fail_at: Option<String>,
-    /// Pause once at a step, `<point>=<milliseconds>` (opens a race window on purpose).
+    /// Pause once at a step: `<point>=<milliseconds>` or `<point>=@<file>` (until the file exists).
     #[arg(long, value_parser = parse_pause)]
-    pause_at: Option<(String, u64)>,
+    pause_at: Option<(String, failpoint::Pause)>,
 }
 
 #[derive(Subcommand)]
@@ -83,17 +83,23 @@ enum Command {
     },
 }
 
-fn parse_pause(text: &str) -> Result<(String, u64), String> {
-    let (point, millis) = text.split_once('=').ok_or("expected <point>=<milliseconds>")?;
+fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
+    let (point, how) = text
+        .split_once('=')
+        .ok_or("expected <point>=<milliseconds> or <point>=@<file>")?;
     if !failpoint::ALL.contains(&point) {
         return Err(format!("unknown point `{point}`; one of {:?}", failpoint::ALL));
     }
-    Ok((
-        point.to_string(),
-        millis
-            .parse()
-            .map_err(|_| format!("`{millis}` is not a number of milliseconds"))?,
-    ))
+    let pause = match how.strip_prefix('@') {
+        Some(file) => failpoint::Pause::UntilFile(PathBuf::from(file)),
+        None => {
+            let millis = how
+                .parse()
+                .map_err(|_| format!("`{how}` is not a number of milliseconds"))?;
+            failpoint::Pause::For(std::time::Duration::from_millis(millis))
+        }
+    };
+    Ok((point.to_string(), pause))
 }
 
 fn init_tracing(default: &str) {
@@ -117,8 +123,8 @@ impl Runtime {
         if let Some(point) = &common.fail_at {
             failpoint::arm(point);
         }
-        if let Some((point, millis)) = &common.pause_at {
-            failpoint::arm_pause(point, std::time::Duration::from_millis(*millis));
+        if let Some((point, pause)) = &common.pause_at {
+            failpoint::arm_pause(point, pause.clone());
         }
         let settings = match common.backend.as_str() {
             "aws" => FunctionSettings {
