@@ -35,13 +35,13 @@ def wait_for_line(proc, text: str, timeout: float = 60.0) -> list[str]:
     raise AssertionError(f"never saw {text!r}; stderr so far:\n{''.join(seen)}")
 
 
-def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset, tmp_path):
-    release = tmp_path / "release"
+def race_a_paused_compactor(floe, dataset, point: str, release) -> tuple[dict, str]:
+    """Commit the first half with a compactor paused at `point` while a second compactor commits both halves;
+    then let the paused one finish. Returns its report for the target table and its stderr."""
     floe.ingest(dataset.events(only=lambda r: r.offset < 150))
-    slow = floe.start_compact(pause_at=f"compactor.before_commit=@{release}")
+    slow = floe.start_compact(pause_at=f"{point}=@{release}")
     try:
-        # The slow compactor has planned a commit of the first half and is paused before the swap.
-        wait_for_line(slow, "paused at compactor.before_commit")
+        wait_for_line(slow, f"paused at {point}")
         floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
         fast = floe.compact()
         assert fast[TARGET]["rows"] == len(dataset.good)
@@ -51,11 +51,14 @@ def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset, tmp_path):
         if slow.poll() is None:
             slow.kill()
     assert slow.returncode == 0, err
-    slow_report = {r["table"]: r for r in json.loads(out)}[TARGET]
-    assert slow_report["conflicts"] == 1, slow_report
-    assert slow_report["snapshot_id"] is None, slow_report
-    assert slow_report["recovered"] > 0, slow_report
+    return {r["table"]: r for r in json.loads(out)}[TARGET], err
 
+
+def test_a_stale_compactor_loses_the_swap_and_replans(floe, dataset, tmp_path):
+    # Paused after planning its commit of the first half, before the swap.
+    report, _ = race_a_paused_compactor(floe, dataset, "compactor.before_commit", tmp_path / "release")
+    assert (report["conflicts"], report["snapshot_id"]) == (1, None), report
+    assert report["recovered"] > 0, report
     table = assert_table_is_exact(floe, dataset)
     assert len(list(table.snapshots())) == 1
     assert len(list(floe.table(DEAD).snapshots())) == 1
@@ -84,21 +87,8 @@ def test_glue_swap_with_a_stale_version_is_rejected(moto, tmp_path, dataset):
     home = tmp_path / "home"
     home.mkdir()
     floe = Floe(home, moto)
-    release = tmp_path / "release"
-    floe.ingest(dataset.events(only=lambda r: r.offset < 150))
-    slow = floe.start_compact(pause_at=f"catalog.before_swap=@{release}")
-    try:
-        wait_for_line(slow, "paused at catalog.before_swap")
-        floe.ingest(dataset.events(only=lambda r: r.offset >= 150))
-        floe.compact()
-        release.touch()
-        out, err = slow.communicate(timeout=120)
-    finally:
-        if slow.poll() is None:
-            slow.kill()
-    assert slow.returncode == 0, err
+    report, err = race_a_paused_compactor(floe, dataset, "catalog.before_swap", tmp_path / "release")
     assert "ConcurrentModificationException" in err  # logged by the compactor before it re-planned
-    slow_report = {r["table"]: r for r in json.loads(out)}[TARGET]
-    assert (slow_report["conflicts"], slow_report["snapshot_id"]) == (1, None), slow_report
+    assert (report["conflicts"], report["snapshot_id"]) == (1, None), report
     table = assert_table_is_exact(floe, dataset)
     assert len(list(table.snapshots())) == 1

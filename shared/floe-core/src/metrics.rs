@@ -47,13 +47,12 @@ pub fn emf_line(
     Value::Object(root).to_string()
 }
 
+fn m<'a>(name: &'a str, unit: &'a str, value: u64) -> Metric<'a> {
+    Metric { name, unit, value: value as f64 }
+}
+
 /// The ingest function's metrics for one invocation.
 pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, elapsed_ms: u64) -> String {
-    let m = |name, unit, value: u64| Metric {
-        name,
-        unit,
-        value: value as f64,
-    };
     emf_line(
         timestamp_ms,
         &[("Pipeline", pipeline), ("Function", "ingest")],
@@ -73,11 +72,6 @@ pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, ela
 
 /// The compactor's metrics for one table of one run.
 pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -> String {
-    let m = |name, unit, value: u64| Metric {
-        name,
-        unit,
-        value: value as f64,
-    };
     emf_line(
         timestamp_ms,
         &[
