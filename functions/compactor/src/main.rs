@@ -22,18 +22,13 @@ async fn main() -> Result<(), Error> {
     let compactor = &Compactor::new(pipeline, &b.warehouse, b.catalog.clone(), b.state.clone(), options)?;
     info!(pipeline = %compactor.pipeline().name, "ready");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
         let budget = left.saturating_sub(DEADLINE_MARGIN).max(Duration::from_secs(1));
         match compactor.run_within(budget).await {
             Ok(reports) => {
                 for r in &reports {
-                    println!(
-                        "{}",
-                        metrics::compactor_line(floe_backends::now_ms(), &compactor.pipeline().name, r)
-                    );
+                    println!("{}", metrics::compactor_line(floe_backends::now_ms(), &compactor.pipeline().name, r));
                 }
                 Ok(serde_json::to_value(reports)?)
             }

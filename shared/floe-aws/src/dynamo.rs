@@ -79,13 +79,7 @@ fn fence_key(pipeline: &str, source: &SourcePartition) -> HashMap<String, Attrib
 fn staged_key(table: &str, source: &SourcePartition, first_offset: i64) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (PK.to_string(), s(format!("staged#{table}"))),
-        (
-            SK.to_string(),
-            s(format!(
-                "{}#{:010}#{:020}",
-                source.topic, source.partition, first_offset
-            )),
-        ),
+        (SK.to_string(), s(format!("{}#{:010}#{:020}", source.topic, source.partition, first_offset))),
     ])
 }
 
@@ -101,10 +95,7 @@ fn encode_files(files: &[&StagedFile]) -> Result<Blob> {
     let packed = zstd::encode_all(json.as_slice(), 3).map_err(|e| Error::state(format!("zstd: {e}"), false))?;
     // DynamoDB items are limited to 400 KB; zstd keeps thousands of file descriptions well inside it.
     if packed.len() > 380_000 {
-        return Err(Error::state(
-            format!("{} staged files do not fit one DynamoDB item", files.len()),
-            false,
-        ));
+        return Err(Error::state(format!("{} staged files do not fit one DynamoDB item", files.len()), false));
     }
     Ok(Blob::new(packed))
 }
@@ -116,10 +107,7 @@ fn decode_files(blob: &Blob) -> Result<Vec<StagedFile>> {
 
 impl DynamoStateStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStateStore {
-        DynamoStateStore {
-            client,
-            table: table.into(),
-        }
+        DynamoStateStore { client, table: table.into() }
     }
 
     /// The table name.
@@ -157,11 +145,7 @@ impl StateStore for DynamoStateStore {
                 .condition_expression("next_offset = :expected")
                 .expression_attribute_values(":expected", n(expected)),
         };
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .update(fence.build().map_err(build_error)?)
-                .build(),
-        ];
+        let mut items = vec![TransactWriteItem::builder().update(fence.build().map_err(build_error)?).build()];
 
         let mut by_table: BTreeMap<&str, Vec<&StagedFile>> = BTreeMap::new();
         for f in &request.files {
@@ -188,37 +172,25 @@ impl StateStore for DynamoStateStore {
             items.push(TransactWriteItem::builder().put(put).build());
         }
 
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match result {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
                 let reasons: Vec<String> = match e.err() {
-                    TransactWriteItemsError::TransactionCanceledException(t) => t
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None").to_string())
-                        .collect(),
+                    TransactWriteItemsError::TransactionCanceledException(t) => {
+                        t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect()
+                    }
                     _ => Vec::new(),
                 };
                 let fence_failed = reasons.first().is_some_and(|c| c == "ConditionalCheckFailed");
-                let throttled = reasons
-                    .iter()
-                    .any(|c| c.contains("Throttl") || c == "TransactionConflict");
+                let throttled = reasons.iter().any(|c| c.contains("Throttl") || c == "TransactionConflict");
                 if fence_failed {
                     Err(Error::Conflict(format!(
                         "fence of {}/{} is no longer {:?}",
                         request.pipeline, request.source, request.expected_fence
                     )))
                 } else {
-                    Err(Error::state(
-                        format!("dynamodb TransactWriteItems cancelled: {reasons:?}"),
-                        throttled,
-                    ))
+                    Err(Error::state(format!("dynamodb TransactWriteItems cancelled: {reasons:?}"), throttled))
                 }
             }
             Err(e) => Err(sdk_error("TransactWriteItems", e)),

@@ -44,10 +44,7 @@ fn glue_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError
         "ThrottlingException" | "InternalServiceException" | "OperationTimeoutException" => {
             (ErrorKind::Unexpected, true)
         }
-        _ => (
-            ErrorKind::Unexpected,
-            matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)),
-        ),
+        _ => (ErrorKind::Unexpected, matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))),
     };
     let message = e.message().map(str::to_string).unwrap_or_else(|| format!("{e:?}"));
     Error::new(kind, format!("glue {what}: {code} {message}")).with_retryable(retryable)
@@ -56,10 +53,7 @@ fn glue_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError
 fn single_level(ns: &NamespaceIdent) -> Result<String> {
     match ns.as_ref().as_slice() {
         [name] => Ok(name.clone()),
-        _ => Err(Error::new(
-            ErrorKind::DataInvalid,
-            format!("Glue databases are one level, got {ns:?}"),
-        )),
+        _ => Err(Error::new(ErrorKind::DataInvalid, format!("Glue databases are one level, got {ns:?}"))),
     }
 }
 
@@ -83,19 +77,12 @@ fn glue_type(ty: &Type) -> String {
             PrimitiveType::Fixed(_) | PrimitiveType::Binary => "binary".into(),
         },
         Type::Struct(s) => {
-            let fields: Vec<String> = s
-                .fields()
-                .iter()
-                .map(|f| format!("{}:{}", f.name, glue_type(&f.field_type)))
-                .collect();
+            let fields: Vec<String> =
+                s.fields().iter().map(|f| format!("{}:{}", f.name, glue_type(&f.field_type))).collect();
             format!("struct<{}>", fields.join(","))
         }
         Type::List(l) => format!("array<{}>", glue_type(&l.element_field.field_type)),
-        Type::Map(m) => format!(
-            "map<{},{}>",
-            glue_type(&m.key_field.field_type),
-            glue_type(&m.value_field.field_type)
-        ),
+        Type::Map(m) => format!("map<{},{}>", glue_type(&m.key_field.field_type), glue_type(&m.value_field.field_type)),
     }
 }
 
@@ -117,11 +104,7 @@ fn glue_columns(fields: &[NestedFieldRef]) -> Vec<Column> {
 
 impl GlueCatalog {
     pub fn new(client: Client, file_io: FileIO, catalog_id: Option<String>) -> GlueCatalog {
-        GlueCatalog {
-            client,
-            file_io,
-            catalog_id,
-        }
+        GlueCatalog { client, file_io, catalog_id }
     }
 
     fn table_input(
@@ -163,21 +146,13 @@ impl GlueCatalog {
             .send()
             .await
             .map_err(|e| glue_error("GetTable", e))?;
-        let table = out
-            .table
-            .ok_or_else(|| Error::new(ErrorKind::TableNotFound, format!("{ident} not found")))?;
+        let table = out.table.ok_or_else(|| Error::new(ErrorKind::TableNotFound, format!("{ident} not found")))?;
         let params = table.parameters.clone().unwrap_or_default();
         if !params.get(TABLE_TYPE).is_some_and(|t| t.eq_ignore_ascii_case(ICEBERG)) {
-            return Err(Error::new(
-                ErrorKind::DataInvalid,
-                format!("Glue table {ident} is not an Iceberg table"),
-            ));
+            return Err(Error::new(ErrorKind::DataInvalid, format!("Glue table {ident} is not an Iceberg table")));
         }
         let location = params.get(METADATA_LOCATION).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::DataInvalid,
-                format!("Glue table {ident} has no metadata_location"),
-            )
+            Error::new(ErrorKind::DataInvalid, format!("Glue table {ident} has no metadata_location"))
         })?;
         let version = table.version_id.clone();
         Ok((table, location, version))
@@ -201,12 +176,7 @@ impl Catalog for GlueCatalog {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .get_databases()
-            .set_catalog_id(self.catalog_id.clone())
-            .into_paginator()
-            .send();
+        let mut pages = self.client.get_databases().set_catalog_id(self.catalog_id.clone()).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| glue_error("GetDatabases", e))?;
             out.extend(page.database_list.into_iter().map(|d| NamespaceIdent::new(d.name)));
@@ -228,10 +198,9 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| match glue_error("CreateDatabase", e) {
-                err if err.kind() == ErrorKind::TableAlreadyExists => Error::new(
-                    ErrorKind::NamespaceAlreadyExists,
-                    format!("Glue database {name} exists"),
-                ),
+                err if err.kind() == ErrorKind::TableAlreadyExists => {
+                    Error::new(ErrorKind::NamespaceAlreadyExists, format!("Glue database {name} exists"))
+                }
                 err => err,
             })?;
         Ok(Namespace::with_properties(ns.clone(), properties))
@@ -239,19 +208,14 @@ impl Catalog for GlueCatalog {
 
     async fn get_namespace(&self, ns: &NamespaceIdent) -> Result<Namespace> {
         let name = single_level(ns)?;
-        let out = self
-            .client
-            .get_database()
-            .set_catalog_id(self.catalog_id.clone())
-            .name(&name)
-            .send()
-            .await
-            .map_err(|e| match glue_error("GetDatabase", e) {
+        let out = self.client.get_database().set_catalog_id(self.catalog_id.clone()).name(&name).send().await.map_err(
+            |e| match glue_error("GetDatabase", e) {
                 err if err.kind() == ErrorKind::TableNotFound => {
                     Error::new(ErrorKind::NamespaceNotFound, format!("Glue database {name} not found"))
                 }
                 err => err,
-            })?;
+            },
+        )?;
         let properties = out.database.and_then(|d| d.parameters).unwrap_or_default();
         Ok(Namespace::with_properties(ns.clone(), properties))
     }
@@ -265,10 +229,7 @@ impl Catalog for GlueCatalog {
     }
 
     async fn update_namespace(&self, _ns: &NamespaceIdent, _properties: HashMap<String, String>) -> Result<()> {
-        Err(Error::new(
-            ErrorKind::FeatureUnsupported,
-            "floe does not update Glue databases",
-        ))
+        Err(Error::new(ErrorKind::FeatureUnsupported, "floe does not update Glue databases"))
     }
 
     async fn drop_namespace(&self, ns: &NamespaceIdent) -> Result<()> {
@@ -286,21 +247,11 @@ impl Catalog for GlueCatalog {
     async fn list_tables(&self, ns: &NamespaceIdent) -> Result<Vec<TableIdent>> {
         let db = single_level(ns)?;
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .get_tables()
-            .set_catalog_id(self.catalog_id.clone())
-            .database_name(&db)
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.get_tables().set_catalog_id(self.catalog_id.clone()).database_name(&db).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| glue_error("GetTables", e))?;
-            out.extend(
-                page.table_list
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| TableIdent::new(ns.clone(), t.name)),
-            );
+            out.extend(page.table_list.unwrap_or_default().into_iter().map(|t| TableIdent::new(ns.clone(), t.name)));
         }
         Ok(out)
     }
@@ -360,10 +311,7 @@ impl Catalog for GlueCatalog {
     }
 
     async fn register_table(&self, _ident: &TableIdent, _metadata_location: String) -> Result<Table> {
-        Err(Error::new(
-            ErrorKind::FeatureUnsupported,
-            "floe does not register existing tables",
-        ))
+        Err(Error::new(ErrorKind::FeatureUnsupported, "floe does not register existing tables"))
     }
 
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
@@ -383,13 +331,8 @@ impl Catalog for GlueCatalog {
         // Between reading the current version and swapping: the window the VersionId check protects.
         floe_core::failpoint::pause(floe_core::failpoint::CATALOG_BEFORE_SWAP).await;
         let parameters = glue.parameters.clone().unwrap_or_default();
-        let input = self.table_input(
-            ident.name(),
-            staged.metadata(),
-            parameters,
-            &new_location,
-            Some(&current_location),
-        )?;
+        let input =
+            self.table_input(ident.name(), staged.metadata(), parameters, &new_location, Some(&current_location))?;
         self.client
             .update_table()
             .set_catalog_id(self.catalog_id.clone())
@@ -414,31 +357,14 @@ mod tests {
     fn glue_types_cover_timestamptz_and_nesting() {
         let item = StructType::new(vec![
             Arc::new(NestedField::required(3, "sku", Type::Primitive(PrimitiveType::String))),
-            Arc::new(NestedField::optional(
-                4,
-                "at",
-                Type::Primitive(PrimitiveType::Timestamptz),
-            )),
+            Arc::new(NestedField::optional(4, "at", Type::Primitive(PrimitiveType::Timestamptz))),
         ]);
-        let list = Type::List(ListType::new(Arc::new(NestedField::list_element(
-            2,
-            Type::Struct(item),
-            false,
-        ))));
+        let list = Type::List(ListType::new(Arc::new(NestedField::list_element(2, Type::Struct(item), false))));
         assert_eq!(glue_type(&list), "array<struct<sku:string,at:timestamp>>");
-        assert_eq!(
-            glue_type(&Type::Primitive(PrimitiveType::Decimal {
-                precision: 12,
-                scale: 2
-            })),
-            "decimal(12,2)"
-        );
+        assert_eq!(glue_type(&Type::Primitive(PrimitiveType::Decimal { precision: 12, scale: 2 })), "decimal(12,2)");
         assert_eq!(glue_type(&Type::Primitive(PrimitiveType::Long)), "bigint");
-        let cols = glue_columns(&[Arc::new(NestedField::required(
-            1,
-            "ts",
-            Type::Primitive(PrimitiveType::Timestamptz),
-        ))]);
+        let cols =
+            glue_columns(&[Arc::new(NestedField::required(1, "ts", Type::Primitive(PrimitiveType::Timestamptz)))]);
         assert_eq!(cols[0].r#type(), Some("timestamp"));
         assert_eq!(cols[0].parameters().unwrap()["iceberg.field.id"], "1");
     }

@@ -32,29 +32,23 @@ impl Aws {
     /// `AWS_ENDPOINT_URL`) and build the clients.
     pub async fn open(settings: &AwsSettings) -> Result<Aws> {
         let config = aws_config::load_from_env().await;
-        let region = config.region().map(|r| r.to_string()).ok_or_else(|| Error::Settings {
-            var: "AWS_REGION".into(),
-            message: "is not set".into(),
-        })?;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| Error::Settings { var: "AWS_REGION".into(), message: "is not set".into() })?;
         let mut props = HashMap::from([(S3_REGION.to_string(), region)]);
         if let Some(endpoint) = &settings.endpoint_url {
             props.insert(S3_ENDPOINT.to_string(), endpoint.clone());
         }
         props.insert(S3_PATH_STYLE_ACCESS.to_string(), settings.s3_path_style.to_string());
-        let file_io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {
-            customized_credential_load: None,
-        }))
-        .with_props(props)
-        .build();
+        let file_io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 { customized_credential_load: None }))
+            .with_props(props)
+            .build();
         let dynamo = aws_sdk_dynamodb::Client::new(&config);
         let glue = aws_sdk_glue::Client::new(&config);
         Ok(Aws {
             warehouse: settings.warehouse.trim_end_matches('/').to_string(),
-            catalog: Arc::new(GlueCatalog::new(
-                glue,
-                file_io.clone(),
-                settings.glue_catalog_id.clone(),
-            )),
+            catalog: Arc::new(GlueCatalog::new(glue, file_io.clone(), settings.glue_catalog_id.clone())),
             state: Arc::new(DynamoStateStore::new(dynamo, &settings.state_table)),
             file_io,
         })

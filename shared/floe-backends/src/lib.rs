@@ -26,34 +26,18 @@ pub async fn open(settings: &FunctionSettings) -> Result<(Arc<Pipeline>, Backend
     let backends = match &settings.backend {
         Backend::Embedded { home } => {
             let e = floe_embedded::Embedded::open(home).await?;
-            Backends {
-                warehouse: e.warehouse,
-                file_io: e.file_io,
-                catalog: e.catalog,
-                state: e.state,
-            }
+            Backends { warehouse: e.warehouse, file_io: e.file_io, catalog: e.catalog, state: e.state }
         }
         Backend::Aws(aws) => {
             let a = floe_aws::Aws::open(aws).await?;
-            Backends {
-                warehouse: a.warehouse,
-                file_io: a.file_io,
-                catalog: a.catalog,
-                state: a.state,
-            }
+            Backends { warehouse: a.warehouse, file_io: a.file_io, catalog: a.catalog, state: a.state }
         }
     };
     let path = settings.pipeline_file.to_string_lossy();
     let pipeline = if path.starts_with("s3://") {
-        let config_error = |message: String| Error::Config {
-            file: path.to_string(),
-            message,
-        };
+        let config_error = |message: String| Error::Config { file: path.to_string(), message };
         let bytes = match backends.file_io.new_input(path.as_ref()) {
-            Ok(input) => input
-                .read()
-                .await
-                .map_err(|e| config_error(format!("cannot read: {e}")))?,
+            Ok(input) => input.read().await.map_err(|e| config_error(format!("cannot read: {e}")))?,
             Err(e) => return Err(config_error(format!("cannot read: {e}"))),
         };
         let text = String::from_utf8(bytes.to_vec()).map_err(|_| config_error("is not UTF-8 text".into()))?;
@@ -79,7 +63,5 @@ pub fn init_lambda_tracing() {
 
 /// Milliseconds since the epoch (for metric timestamps).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -38,9 +38,7 @@ pub fn committed_positions(table: &Table, pipeline: &str) -> Result<Positions> {
                 message: format!("snapshot {} has unreadable {key}: {message}", s.snapshot_id()),
             });
         }
-        snapshot = s
-            .parent_snapshot_id()
-            .and_then(|id| metadata.snapshot_by_id(id).cloned());
+        snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
     Ok(Positions::new())
 }
@@ -56,22 +54,14 @@ pub fn decode_positions(text: &str) -> std::result::Result<Positions, String> {
         .map(|(k, v)| {
             let (topic, partition) = k.rsplit_once(':').ok_or_else(|| format!("bad key `{k}`"))?;
             let partition = partition.parse().map_err(|_| format!("bad partition in `{k}`"))?;
-            Ok((
-                SourcePartition {
-                    topic: topic.to_string(),
-                    partition,
-                },
-                v,
-            ))
+            Ok((SourcePartition { topic: topic.to_string(), partition }, v))
         })
         .collect()
 }
 
 /// Split staged files into (already committed, still to commit), given committed positions.
 pub fn plan(staged: Vec<StagedFile>, positions: &Positions) -> (Vec<StagedFile>, Vec<StagedFile>) {
-    staged
-        .into_iter()
-        .partition(|f| positions.get(&f.source).is_some_and(|next| f.last_offset < *next))
+    staged.into_iter().partition(|f| positions.get(&f.source).is_some_and(|next| f.last_offset < *next))
 }
 
 /// Positions after committing `files` on top of `positions`.
@@ -119,10 +109,7 @@ mod tests {
             table: "ns.t".into(),
             path: path.into(),
             pipeline: "p".into(),
-            source: SourcePartition {
-                topic: topic.into(),
-                partition,
-            },
+            source: SourcePartition { topic: topic.into(), partition },
             first_offset: first,
             last_offset: last,
             record_count: 1,
@@ -133,56 +120,21 @@ mod tests {
 
     #[test]
     fn plan_splits_committed_from_pending() {
-        let positions: Positions = [(
-            SourcePartition {
-                topic: "a".into(),
-                partition: 0,
-            },
-            100,
-        )]
-        .into();
-        let staged = vec![
-            file("a", 0, 0, 99, "x"),
-            file("a", 0, 100, 150, "y"),
-            file("a", 1, 0, 10, "z"),
-        ];
+        let positions: Positions = [(SourcePartition { topic: "a".into(), partition: 0 }, 100)].into();
+        let staged = vec![file("a", 0, 0, 99, "x"), file("a", 0, 100, 150, "y"), file("a", 1, 0, 10, "z")];
         let (done, pending) = plan(staged, &positions);
         assert_eq!(done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["x"]);
         assert_eq!(pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["y", "z"]);
         let next = advance(&positions, &pending);
-        assert_eq!(
-            next[&SourcePartition {
-                topic: "a".into(),
-                partition: 0
-            }],
-            151
-        );
-        assert_eq!(
-            next[&SourcePartition {
-                topic: "a".into(),
-                partition: 1
-            }],
-            11
-        );
+        assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 0 }], 151);
+        assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 1 }], 11);
     }
 
     #[test]
     fn positions_round_trip_with_dashes_and_colons_in_topics() {
         let positions: Positions = [
-            (
-                SourcePartition {
-                    topic: "a-b.c".into(),
-                    partition: 12,
-                },
-                7,
-            ),
-            (
-                SourcePartition {
-                    topic: "x:y".into(),
-                    partition: 0,
-                },
-                1,
-            ),
+            (SourcePartition { topic: "a-b.c".into(), partition: 12 }, 7),
+            (SourcePartition { topic: "x:y".into(), partition: 0 }, 1),
         ]
         .into();
         assert_eq!(decode_positions(&encode_positions(&positions)).unwrap(), positions);

@@ -36,11 +36,7 @@ pub struct CompactorOptions {
 
 impl Default for CompactorOptions {
     fn default() -> Self {
-        CompactorOptions {
-            max_files_per_commit: 5_000,
-            max_attempts: 5,
-            time_budget: Duration::from_secs(240),
-        }
+        CompactorOptions { max_files_per_commit: 5_000, max_attempts: 5, time_budget: Duration::from_secs(240) }
     }
 }
 
@@ -81,17 +77,8 @@ impl Compactor {
         state: Arc<dyn StateStore>,
         options: CompactorOptions,
     ) -> Result<Self> {
-        let layouts = vec![
-            TableLayout::target(&pipeline, warehouse)?,
-            TableLayout::dead_letter(&pipeline, warehouse)?,
-        ];
-        Ok(Compactor {
-            pipeline,
-            layouts,
-            catalog,
-            state,
-            options,
-        })
+        let layouts = vec![TableLayout::target(&pipeline, warehouse)?, TableLayout::dead_letter(&pipeline, warehouse)?];
+        Ok(Compactor { pipeline, layouts, catalog, state, options })
     }
 
     /// One scheduled run over the pipeline's tables, retrying conflicts within `options.time_budget`.
@@ -141,10 +128,7 @@ impl Compactor {
 
     async fn compact_table(&self, layout: &TableLayout, deadline: Instant) -> Result<TableReport> {
         let table_name = layout.name.to_string();
-        let mut report = TableReport {
-            table: table_name.clone(),
-            ..Default::default()
-        };
+        let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
         let mut table = self.load_or_create(layout).await?;
         layout.check_matches(&table)?;

@@ -25,16 +25,12 @@ pub fn dead_letter_batch(
     let rows = || rejects.iter().map(|(i, p)| (&records[*i], p));
     let n = rejects.len();
 
-    let tz = match schema
-        .field_with_name(crate::layout::dead_letter_columns::KAFKA_TIMESTAMP)?
-        .data_type()
-    {
+    let tz = match schema.field_with_name(crate::layout::dead_letter_columns::KAFKA_TIMESTAMP)?.data_type() {
         DataType::Timestamp(_, tz) => tz.clone(),
         other => unreachable!("dead-letter timestamp column is {other}"),
     };
-    let timestamps: TimestampMicrosecondArray = rows()
-        .map(|(r, _)| r.timestamp_ms.and_then(|m| m.checked_mul(1000)))
-        .collect();
+    let timestamps: TimestampMicrosecondArray =
+        rows().map(|(r, _)| r.timestamp_ms.and_then(|m| m.checked_mul(1000))).collect();
 
     // Iceberg `binary` is Arrow `LargeBinary`.
     let mut keys = LargeBinaryBuilder::new();
@@ -46,21 +42,15 @@ pub fn dead_letter_batch(
 
     // list<struct<name: string not null, value: binary>>: the builder must carry the schema's exact fields.
     let headers_field = schema.field_with_name(crate::layout::dead_letter_columns::HEADERS)?;
-    let DataType::List(element) = headers_field.data_type() else {
-        unreachable!("headers is a list")
-    };
-    let DataType::Struct(struct_fields) = element.data_type() else {
-        unreachable!("header is a struct")
-    };
+    let DataType::List(element) = headers_field.data_type() else { unreachable!("headers is a list") };
+    let DataType::Struct(struct_fields) = element.data_type() else { unreachable!("header is a struct") };
     let mut headers =
         ListBuilder::new(StructBuilder::from_fields(struct_fields.clone(), n)).with_field(element.clone());
     for (r, _) in rows() {
         let s = headers.values();
         for (name, value) in &r.headers {
             s.field_builder::<StringBuilder>(0).expect("name").append_value(name);
-            s.field_builder::<LargeBinaryBuilder>(1)
-                .expect("value")
-                .append_value(value);
+            s.field_builder::<LargeBinaryBuilder>(1).expect("value").append_value(value);
             s.append(true);
         }
         headers.append(true);
@@ -112,32 +102,14 @@ mod tests {
             },
         ];
         let rejects = vec![
-            (
-                0,
-                Problem {
-                    kind: "json",
-                    reason: "invalid JSON".into(),
-                },
-            ),
-            (
-                1,
-                Problem {
-                    kind: "null_value",
-                    reason: "tombstone".into(),
-                },
-            ),
+            (0, Problem { kind: "json", reason: "invalid JSON".into() }),
+            (1, Problem { kind: "null_value", reason: "tombstone".into() }),
         ];
-        let source = SourcePartition {
-            topic: "t".into(),
-            partition: 2,
-        };
+        let source = SourcePartition { topic: "t".into(), partition: 2 };
         let b = dead_letter_batch(&layout, "clickstream", &source, &records, &rejects).unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!(
-            b.column_by_name("offset")
-                .unwrap()
-                .as_primitive::<arrow_array::types::Int64Type>()
-                .values(),
+            b.column_by_name("offset").unwrap().as_primitive::<arrow_array::types::Int64Type>().values(),
             &[7, 9]
         );
         assert_eq!(b.column_by_name("value").unwrap().as_binary::<i64>().value(0), b"{oops");
@@ -145,10 +117,7 @@ mod tests {
         let headers = b.column_by_name("headers").unwrap().as_list::<i32>();
         assert_eq!(headers.value(0).len(), 2);
         assert_eq!(headers.value(1).len(), 0);
-        assert_eq!(
-            b.column_by_name("reason").unwrap().as_string::<i32>().value(1),
-            "tombstone"
-        );
+        assert_eq!(b.column_by_name("reason").unwrap().as_string::<i32>().value(1), "tombstone");
         assert!(b.column_by_name("kafka_timestamp").unwrap().is_null(1));
     }
 }

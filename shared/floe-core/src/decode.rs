@@ -75,11 +75,7 @@ fn node_fields(node: &Node) -> Vec<FieldRef> {
         .iter()
         .map(|(name, child)| match &child.leaf {
             Some(leaf) => leaf.clone(),
-            None => Arc::new(Field::new(
-                name,
-                DataType::Struct(Fields::from(node_fields(child))),
-                !child.required,
-            )),
+            None => Arc::new(Field::new(name, DataType::Struct(Fields::from(node_fields(child))), !child.required)),
         })
         .collect()
 }
@@ -110,10 +106,7 @@ impl RecordDecoder {
                     if column.required {
                         required_paths.push(path.clone());
                     }
-                    ColumnPlan::Value {
-                        path: path.clone(),
-                        format: *format,
-                    }
+                    ColumnPlan::Value { path: path.clone(), format: *format }
                 }
                 ColumnSource::Key => ColumnPlan::Key,
                 ColumnSource::Timestamp => ColumnPlan::Timestamp,
@@ -124,20 +117,10 @@ impl RecordDecoder {
             });
         }
         let relaxed = Arc::new(Schema::new(
-            target
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
+            target.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
         ));
         let value_schema = Arc::new(Schema::new(node_fields(&root)));
-        Ok(RecordDecoder {
-            target,
-            relaxed,
-            value_schema,
-            columns,
-            required_paths,
-        })
+        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths })
     }
 
     /// Decode the records of one topic-partition. Records that already carry a problem are rejected as such.
@@ -148,13 +131,9 @@ impl RecordDecoder {
             match (&r.problem, &r.value) {
                 (Some(p), _) => rejects.push((i, p.clone())),
                 (None, Some(v)) => inputs.push((i, v)),
-                (None, None) => rejects.push((
-                    i,
-                    Problem {
-                        kind: "null_value",
-                        reason: "record has no value (tombstone)".into(),
-                    },
-                )),
+                (None, None) => {
+                    rejects.push((i, Problem { kind: "null_value", reason: "record has no value (tombstone)".into() }))
+                }
             }
         }
 
@@ -183,21 +162,12 @@ impl RecordDecoder {
                 },
                 ColumnPlan::Offset => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
                 ColumnPlan::Timestamp => timestamp_column(rows.iter().map(|r| r.timestamp_ms), field.data_type()),
-                ColumnPlan::Key => bytes_column(
-                    rows.iter().map(|r| r.key.as_deref()),
-                    field,
-                    "key",
-                    "record key",
-                    &mut row_rejects,
-                ),
+                ColumnPlan::Key => {
+                    bytes_column(rows.iter().map(|r| r.key.as_deref()), field, "key", "record key", &mut row_rejects)
+                }
                 ColumnPlan::Header(name) => {
-                    let values = rows.iter().map(|r| {
-                        r.headers
-                            .iter()
-                            .rev()
-                            .find(|(n, _)| n == name)
-                            .map(|(_, v)| v.as_slice())
-                    });
+                    let values =
+                        rows.iter().map(|r| r.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()));
                     bytes_column(values, field, "header", &format!("header `{name}`"), &mut row_rejects)
                 }
             };
@@ -223,16 +193,11 @@ impl RecordDecoder {
         }
         rejects.sort_by_key(|(i, _)| *i);
         let batch = RecordBatch::try_new(self.target.clone(), batch.columns().to_vec())?;
-        Ok(Decoded {
-            batch: (batch.num_rows() > 0).then_some(batch),
-            rejects,
-        })
+        Ok(Decoded { batch: (batch.num_rows() > 0).then_some(batch), rejects })
     }
 
     fn new_decoder(&self, capacity: usize) -> Result<Decoder> {
-        Ok(ReaderBuilder::new(self.value_schema.clone())
-            .with_batch_size(capacity + 1)
-            .build_decoder()?)
+        Ok(ReaderBuilder::new(self.value_schema.clone()).with_batch_size(capacity + 1).build_decoder()?)
     }
 
     fn decoder_with<'a>(&self, values: impl ExactSizeIterator<Item = &'a [u8]>) -> Result<Decoder> {
@@ -315,16 +280,10 @@ impl RecordDecoder {
                 d.flush()
             });
             if let Err(e) = result {
-                return Problem {
-                    kind: "schema",
-                    reason: format!("field `$.{}`: {e}", field.name()),
-                };
+                return Problem { kind: "schema", reason: format!("field `$.{}`: {e}", field.name()) };
             }
         }
-        Problem {
-            kind: "schema",
-            reason: "value does not match the table schema".into(),
-        }
+        Problem { kind: "schema", reason: "value does not match the table schema".into() }
     }
 }
 
@@ -349,10 +308,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// The array at `path` inside the decoded values; a null parent struct makes the value null.
 fn extract_path(values: &RecordBatch, path: &[String]) -> Result<ArrayRef> {
-    let mut array = values
-        .column_by_name(&path[0])
-        .expect("value schema has every path")
-        .clone();
+    let mut array = values.column_by_name(&path[0]).expect("value schema has every path").clone();
     let mut parent_nulls: Option<NullBuffer> = None;
     for seg in &path[1..] {
         let parent = array.as_struct();
@@ -379,9 +335,7 @@ fn convert_timestamp(
         TimestampFormat::EpochMillis => 1_000,
         TimestampFormat::EpochMicros => 1,
     };
-    let DataType::Timestamp(_, tz) = field.data_type() else {
-        unreachable!("validated: format only on timestamps")
-    };
+    let DataType::Timestamp(_, tz) = field.data_type() else { unreachable!("validated: format only on timestamps") };
     let values = array.as_primitive::<Int64Type>();
     let micros: TimestampMicrosecondArray = values
         .iter()
@@ -390,10 +344,7 @@ fn convert_timestamp(
             let v = v?;
             let m = v.checked_mul(factor);
             if m.is_none() {
-                let reason = format!(
-                    "column `{}`: epoch value {v} is out of the timestamp range",
-                    field.name()
-                );
+                let reason = format!("column `{}`: epoch value {v} is out of the timestamp range", field.name());
                 rejects.push((row, Problem { kind: "schema", reason }));
             }
             m

@@ -64,9 +64,6 @@ impl Error {
 
     /// Convenience constructor for backend errors.
     pub fn state(message: impl Into<String>, retryable: bool) -> Self {
-        Error::State {
-            message: message.into(),
-            retryable,
-        }
+        Error::State { message: message.into(), retryable }
     }
 }

@@ -15,12 +15,7 @@ pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
 /// Every named point, for the test drivers.
-pub const ALL: [&str; 4] = [
-    INGEST_AFTER_WRITE,
-    COMPACTOR_BEFORE_COMMIT,
-    COMPACTOR_AFTER_COMMIT,
-    CATALOG_BEFORE_SWAP,
-];
+pub const ALL: [&str; 4] = [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACTOR_AFTER_COMMIT, CATALOG_BEFORE_SWAP];
 
 #[cfg(feature = "failpoints")]
 mod armed {

@@ -94,11 +94,8 @@ impl Ingestor {
             .iter()
             .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
             .sum();
-        let mut report = IngestReport {
-            records: group.records.len() as u64,
-            input_bytes: input_bytes as u64,
-            ..Default::default()
-        };
+        let mut report =
+            IngestReport { records: group.records.len() as u64, input_bytes: input_bytes as u64, ..Default::default() };
         let fence = self.state.fence(pipeline, &group.source).await?;
         if let Some(next) = fence {
             report.duplicates = group.skip_below(next) as u64;
@@ -156,12 +153,7 @@ impl Ingestor {
                 if now.is_some_and(|n| n > last) {
                     info!(first, last, "a concurrent delivery staged these records");
                     let (records, input_bytes) = (report.records, report.input_bytes);
-                    Ok(IngestReport {
-                        records,
-                        input_bytes,
-                        duplicates: records,
-                        ..Default::default()
-                    })
+                    Ok(IngestReport { records, input_bytes, duplicates: records, ..Default::default() })
                 } else {
                     Err(Error::Conflict(message))
                 }

@@ -62,11 +62,7 @@ impl TableLayout {
             .iter()
             .map(|c| field(&mut ids, &c.name, &c.ty, c.required, c.doc.as_deref()))
             .collect::<Vec<_>>();
-        let partition = pipeline
-            .table
-            .partition
-            .iter()
-            .map(|p| (p.column.as_str(), p.name.as_str(), p.transform));
+        let partition = pipeline.table.partition.iter().map(|p| (p.column.as_str(), p.name.as_str(), p.transform));
         let mut properties: HashMap<String, String> = pipeline.table.properties.clone().into_iter().collect();
         properties
             .entry("write.target-file-size-bytes".into())
@@ -87,35 +83,17 @@ impl TableLayout {
         let mut ids = 0;
         let headers = ColumnType::List {
             element: Box::new(ColumnType::Struct(vec![
-                crate::config::StructField {
-                    name: "name".into(),
-                    ty: ColumnType::String,
-                    required: true,
-                },
-                crate::config::StructField {
-                    name: "value".into(),
-                    ty: ColumnType::Binary,
-                    required: false,
-                },
+                crate::config::StructField { name: "name".into(), ty: ColumnType::String, required: true },
+                crate::config::StructField { name: "value".into(), ty: ColumnType::Binary, required: false },
             ])),
             element_required: true,
         };
         let cols: [(&str, ColumnType, bool, &str); 10] = [
-            (
-                c::PIPELINE,
-                ColumnType::String,
-                true,
-                "pipeline that rejected the record",
-            ),
+            (c::PIPELINE, ColumnType::String, true, "pipeline that rejected the record"),
             (c::TOPIC, ColumnType::String, true, "source topic"),
             (c::PARTITION, ColumnType::Int, true, "source partition"),
             (c::OFFSET, ColumnType::Long, true, "source offset"),
-            (
-                c::KAFKA_TIMESTAMP,
-                ColumnType::Timestamptz,
-                false,
-                "Kafka record timestamp",
-            ),
+            (c::KAFKA_TIMESTAMP, ColumnType::Timestamptz, false, "Kafka record timestamp"),
             (c::KEY, ColumnType::Binary, false, "raw record key"),
             (c::VALUE, ColumnType::Binary, false, "raw record value"),
             (c::HEADERS, headers, false, "record headers"),
@@ -127,10 +105,7 @@ impl TableLayout {
             ),
             (c::REASON, ColumnType::String, true, "why the record was rejected"),
         ];
-        let fields = cols
-            .iter()
-            .map(|(n, t, r, d)| field(&mut ids, n, t, *r, Some(d)))
-            .collect();
+        let fields = cols.iter().map(|(n, t, r, d)| field(&mut ids, n, t, *r, Some(d))).collect();
         let partition = [(c::KAFKA_TIMESTAMP, "kafka_timestamp_day", Transform::Day)];
         Self::build(
             pipeline.dead_letter.clone(),
@@ -153,12 +128,10 @@ impl TableLayout {
         let declared_schema = Schema::builder().with_fields(fields).build()?;
         let mut spec = UnboundPartitionSpec::builder();
         for (column, pname, transform) in partition {
-            let id = declared_schema
-                .field_id_by_name(column)
-                .ok_or_else(|| Error::TableMismatch {
-                    table: name.to_string(),
-                    message: format!("no column {column}"),
-                })?;
+            let id = declared_schema.field_id_by_name(column).ok_or_else(|| Error::TableMismatch {
+                table: name.to_string(),
+                message: format!("no column {column}"),
+            })?;
             spec = spec.add_partition_field(id, pname, transform)?;
         }
         let unbound_spec = spec.build();
@@ -209,10 +182,7 @@ impl TableLayout {
     /// Refuse to commit into a table whose schema or partition spec is not what ingest writes.
     pub fn check_matches(&self, table: &Table) -> Result<()> {
         let metadata: &TableMetadata = table.metadata();
-        let mismatch = |message: String| Error::TableMismatch {
-            table: self.name.to_string(),
-            message,
-        };
+        let mismatch = |message: String| Error::TableMismatch { table: self.name.to_string(), message };
         let current = metadata.current_schema();
         if current.as_struct() != self.schema.as_struct() {
             return Err(mismatch(format!(
@@ -237,11 +207,7 @@ fn field(ids: &mut i32, name: &str, ty: &ColumnType, required: bool, doc: Option
     *ids += 1;
     let id = *ids;
     let ty = iceberg_type(ids, ty);
-    let f = if required {
-        NestedField::required(id, name, ty)
-    } else {
-        NestedField::optional(id, name, ty)
-    };
+    let f = if required { NestedField::required(id, name, ty) } else { NestedField::optional(id, name, ty) };
     Arc::new(match doc {
         Some(d) => f.with_doc(d),
         None => f,
@@ -255,25 +221,18 @@ fn iceberg_type(ids: &mut i32, ty: &ColumnType) -> Type {
         ColumnType::Long => Type::Primitive(PrimitiveType::Long),
         ColumnType::Float => Type::Primitive(PrimitiveType::Float),
         ColumnType::Double => Type::Primitive(PrimitiveType::Double),
-        ColumnType::Decimal { precision, scale } => Type::Primitive(PrimitiveType::Decimal {
-            precision: *precision,
-            scale: *scale,
-        }),
+        ColumnType::Decimal { precision, scale } => {
+            Type::Primitive(PrimitiveType::Decimal { precision: *precision, scale: *scale })
+        }
         ColumnType::Date => Type::Primitive(PrimitiveType::Date),
         ColumnType::Timestamp => Type::Primitive(PrimitiveType::Timestamp),
         ColumnType::Timestamptz => Type::Primitive(PrimitiveType::Timestamptz),
         ColumnType::String => Type::Primitive(PrimitiveType::String),
         ColumnType::Binary => Type::Primitive(PrimitiveType::Binary),
-        ColumnType::Struct(fields) => Type::Struct(StructType::new(
-            fields
-                .iter()
-                .map(|f| field(ids, &f.name, &f.ty, f.required, None))
-                .collect(),
-        )),
-        ColumnType::List {
-            element,
-            element_required,
-        } => {
+        ColumnType::Struct(fields) => {
+            Type::Struct(StructType::new(fields.iter().map(|f| field(ids, &f.name, &f.ty, f.required, None)).collect()))
+        }
+        ColumnType::List { element, element_required } => {
             *ids += 1;
             let id = *ids;
             let inner = iceberg_type(ids, element);
@@ -283,11 +242,7 @@ fn iceberg_type(ids: &mut i32, ty: &ColumnType) -> Type {
                 NestedField::list_element(id, inner, false)
             })))
         }
-        ColumnType::Map {
-            key,
-            value,
-            value_required,
-        } => {
+        ColumnType::Map { key, value, value_required } => {
             *ids += 1;
             let key_id = *ids;
             let key = iceberg_type(ids, key);
@@ -323,10 +278,7 @@ mod tests {
         // Every arrow field carries its Iceberg field id, including nested ones.
         let items = layout.arrow_schema.field_with_name("items").unwrap();
         assert!(items.metadata().contains_key("PARQUET:field_id"));
-        assert_eq!(
-            layout.properties["write.target-file-size-bytes"],
-            (128 * 1024 * 1024).to_string()
-        );
+        assert_eq!(layout.properties["write.target-file-size-bytes"], (128 * 1024 * 1024).to_string());
         // Creating the table from the layout yields the very same schema (ids are deterministic).
         let again = TableLayout::target(&p, "file:///tmp/wh").unwrap();
         assert_eq!(again.schema.as_struct(), layout.schema.as_struct());
@@ -337,13 +289,7 @@ mod tests {
         let p = Pipeline::parse(EXAMPLE, "pipeline.toml").unwrap();
         let layout = TableLayout::dead_letter(&p, "file:///wh").unwrap();
         assert_eq!(layout.location, "file:///wh/analytics/events_dead_letters");
-        assert!(
-            layout
-                .schema
-                .field_by_name(dead_letter_columns::REASON)
-                .unwrap()
-                .required
-        );
+        assert!(layout.schema.field_by_name(dead_letter_columns::REASON).unwrap().required);
         assert_eq!(layout.spec.fields()[0].transform, Transform::Day);
     }
 }

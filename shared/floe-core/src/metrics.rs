@@ -74,11 +74,7 @@ pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, ela
 pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -> String {
     emf_line(
         timestamp_ms,
-        &[
-            ("Pipeline", pipeline),
-            ("Function", "compactor"),
-            ("Table", &report.table),
-        ],
+        &[("Pipeline", pipeline), ("Function", "compactor"), ("Table", &report.table)],
         &[
             m("FilesCommitted", "Count", report.files),
             m("RowsCommitted", "Count", report.rows),
@@ -98,23 +94,13 @@ mod tests {
 
     #[test]
     fn emf_line_has_the_documented_shape() {
-        let report = IngestReport {
-            records: 10,
-            rows: 8,
-            dead_letters: 2,
-            input_bytes: 1234,
-            ..Default::default()
-        };
+        let report = IngestReport { records: 10, rows: 8, dead_letters: 2, input_bytes: 1234, ..Default::default() };
         let line: Value = serde_json::from_str(&ingest_line(1_700_000_000_000, "clicks", &report, 42)).unwrap();
         let spec = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(spec["Namespace"], "floe");
         assert_eq!(spec["Dimensions"][0], json!(["Pipeline", "Function"]));
-        let names: Vec<&str> = spec["Metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["Name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> =
+            spec["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
         // Every declared metric has a value at the root (EMF drops the line otherwise).
         for name in &names {
             assert!(line[name].is_number(), "{name}");
@@ -124,12 +110,7 @@ mod tests {
         assert_eq!(line["Pipeline"], "clicks");
         assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000_i64);
 
-        let t = TableReport {
-            table: "a.b".into(),
-            snapshot_id: Some(7),
-            commit_ms: 12,
-            ..Default::default()
-        };
+        let t = TableReport { table: "a.b".into(), snapshot_id: Some(7), commit_ms: 12, ..Default::default() };
         let line: Value = serde_json::from_str(&compactor_line(1, "clicks", &t)).unwrap();
         assert_eq!(line["Table"], "a.b");
         assert_eq!(line["CommittedSnapshot"], "7");

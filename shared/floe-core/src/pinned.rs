@@ -44,13 +44,7 @@ impl<'a> PinnedCatalog<'a> {
             builder = builder.metadata_location(location);
         }
         let pinned = builder.build()?;
-        Ok((
-            PinnedCatalog {
-                inner,
-                pinned: pinned.clone(),
-            },
-            pinned,
-        ))
+        Ok((PinnedCatalog { inner, pinned: pinned.clone() }, pinned))
     }
 }
 

@@ -56,27 +56,21 @@ impl FunctionSettings {
 
     /// Read from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<FunctionSettings> {
-        let bad = |var: &str, message: String| Error::Settings {
-            var: var.to_string(),
-            message,
-        };
+        let bad = |var: &str, message: String| Error::Settings { var: var.to_string(), message };
         let set = |var: &str| get(var).filter(|v| !v.is_empty());
         let pipeline_file = match set(ENV_PIPELINE_FILE) {
             Some(p) => PathBuf::from(p),
             None => PathBuf::from(set(ENV_LAMBDA_TASK_ROOT).unwrap_or_else(|| ".".into())).join("pipeline.toml"),
         };
         let backend = match set(ENV_BACKEND).as_deref().unwrap_or("embedded") {
-            "embedded" => Backend::Embedded {
-                home: PathBuf::from(set(ENV_HOME).unwrap_or_else(|| "/tmp/floe".into())),
-            },
+            "embedded" => {
+                Backend::Embedded { home: PathBuf::from(set(ENV_HOME).unwrap_or_else(|| "/tmp/floe".into())) }
+            }
             "aws" => {
                 let required = |var: &str| set(var).ok_or_else(|| bad(var, "is required with FLOE_BACKEND=aws".into()));
                 let warehouse = required(ENV_WAREHOUSE)?;
                 if !warehouse.starts_with("s3://") || warehouse.trim_end_matches('/').len() <= "s3://".len() {
-                    return Err(bad(
-                        ENV_WAREHOUSE,
-                        format!("`{warehouse}` is not an s3://bucket[/prefix] URL"),
-                    ));
+                    return Err(bad(ENV_WAREHOUSE, format!("`{warehouse}` is not an s3://bucket[/prefix] URL")));
                 }
                 let s3_path_style = match set(ENV_S3_PATH_STYLE).as_deref() {
                     None | Some("false") => false,
@@ -92,10 +86,7 @@ impl FunctionSettings {
                 })
             }
             other => {
-                return Err(bad(
-                    ENV_BACKEND,
-                    format!("unknown backend `{other}` (expected `embedded` or `aws`)"),
-                ));
+                return Err(bad(ENV_BACKEND, format!("unknown backend `{other}` (expected `embedded` or `aws`)")));
             }
         };
         Ok(FunctionSettings { pipeline_file, backend })
@@ -113,12 +104,7 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::from([(ENV_LAMBDA_TASK_ROOT, "/var/task")]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(s.pipeline_file, PathBuf::from("/var/task/pipeline.toml"));
-        assert_eq!(
-            s.backend,
-            Backend::Embedded {
-                home: "/tmp/floe".into()
-            }
-        );
+        assert_eq!(s.backend, Backend::Embedded { home: "/tmp/floe".into() });
 
         let env: HashMap<&str, &str> = HashMap::from([(ENV_PIPELINE_FILE, "/p.toml"), (ENV_HOME, "/h")]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
@@ -133,9 +119,7 @@ mod tests {
             (ENV_AWS_ENDPOINT_URL, "http://127.0.0.1:5000"),
         ]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        let Backend::Aws(aws) = s.backend else {
-            panic!("not aws")
-        };
+        let Backend::Aws(aws) = s.backend else { panic!("not aws") };
         assert_eq!(
             (aws.warehouse.as_str(), aws.state_table.as_str(), aws.s3_path_style),
             ("s3://bucket/wh", "floe-state", true)
@@ -143,20 +127,14 @@ mod tests {
         assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
 
         let env: HashMap<&str, &str> = HashMap::from([(ENV_BACKEND, "aws"), (ENV_WAREHOUSE, "/tmp/wh")]);
-        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string()))
-            .unwrap_err()
-            .to_string();
+        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert!(e.contains("FLOE_WAREHOUSE") && e.contains("not an s3://"), "{e}");
         let env: HashMap<&str, &str> = HashMap::from([(ENV_BACKEND, "aws"), (ENV_WAREHOUSE, "s3://b")]);
-        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string()))
-            .unwrap_err()
-            .to_string();
+        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert!(e.contains("FLOE_STATE_TABLE") && e.contains("required"), "{e}");
 
         let env: HashMap<&str, &str> = HashMap::from([(ENV_BACKEND, "gcp")]);
-        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string()))
-            .unwrap_err()
-            .to_string();
+        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
         assert!(e.contains("FLOE_BACKEND") && e.contains("unknown backend `gcp`"), "{e}");
     }
 }

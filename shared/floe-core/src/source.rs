@@ -73,9 +73,7 @@ impl From<&KafkaEvent> for MskEvent {
                             .headers
                             .iter()
                             .map(|h| {
-                                h.iter()
-                                    .map(|(n, v)| (n.clone(), v.iter().map(|b| i16::from(*b)).collect()))
-                                    .collect()
+                                h.iter().map(|(n, v)| (n.clone(), v.iter().map(|b| i16::from(*b)).collect())).collect()
                             })
                             .collect(),
                     })
@@ -150,26 +148,16 @@ pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<Partitio
             if decoded.problem.is_none() && !topics.contains(&source.topic) {
                 decoded.problem = Some(Problem {
                     kind: "topic",
-                    reason: format!(
-                        "topic `{}` is not in the pipeline's source.topics {:?}",
-                        source.topic, topics
-                    ),
+                    reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),
                 });
             }
             // A redelivered offset inside one event is the same Kafka record: keep the first.
-            groups
-                .entry(source)
-                .or_default()
-                .entry(record.offset)
-                .or_insert(decoded);
+            groups.entry(source).or_default().entry(record.offset).or_insert(decoded);
         }
     }
     Ok(groups
         .into_iter()
-        .map(|(source, records)| PartitionRecords {
-            source,
-            records: records.into_values().collect(),
-        })
+        .map(|(source, records)| PartitionRecords { source, records: records.into_values().collect() })
         .collect())
 }
 
@@ -185,17 +173,9 @@ fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
     let partition = i32::try_from(record.partition)
         .ok()
         .filter(|p| *p >= 0)
-        .ok_or_else(|| {
-            Error::Event(format!(
-                "partition {} of topic {topic} is out of range",
-                record.partition
-            ))
-        })?;
+        .ok_or_else(|| Error::Event(format!("partition {} of topic {topic} is out of range", record.partition)))?;
     if record.offset < 0 {
-        return Err(Error::Event(format!(
-            "negative offset {} in {topic}:{partition}",
-            record.offset
-        )));
+        return Err(Error::Event(format!("negative offset {} in {topic}:{partition}", record.offset)));
     }
     Ok(SourcePartition { topic, partition })
 }
@@ -220,11 +200,7 @@ fn decode_record(record: &MskRecord) -> SourceRecord {
     let value = b64("value", &record.value);
     let mut headers = Vec::new();
     for (name, bytes) in record.headers.iter().flat_map(|h| h.iter()) {
-        match bytes
-            .iter()
-            .map(|b| u8::try_from(*b).or_else(|_| i8::try_from(*b).map(|s| s as u8)))
-            .collect()
-        {
+        match bytes.iter().map(|b| u8::try_from(*b).or_else(|_| i8::try_from(*b).map(|s| s as u8))).collect() {
             Ok(bytes) => headers.push((name.clone(), bytes)),
             Err(_) => {
                 problem.get_or_insert(Problem {
@@ -234,14 +210,7 @@ fn decode_record(record: &MskRecord) -> SourceRecord {
             }
         }
     }
-    SourceRecord {
-        offset: record.offset,
-        timestamp_ms: Some(record.timestamp),
-        key,
-        value,
-        headers,
-        problem,
-    }
+    SourceRecord { offset: record.offset, timestamp_ms: Some(record.timestamp), key, value, headers, problem }
 }
 
 #[cfg(test)]
@@ -255,13 +224,7 @@ mod tests {
         let event: MskEvent = serde_json::from_str(EVENT).unwrap();
         let groups = group_records(&event, &["mytopic".to_string()]).unwrap();
         assert_eq!(groups.len(), 2);
-        assert_eq!(
-            groups[0].source,
-            SourcePartition {
-                topic: "mytopic".into(),
-                partition: 0
-            }
-        );
+        assert_eq!(groups[0].source, SourcePartition { topic: "mytopic".into(), partition: 0 });
         let r = &groups[0].records[0];
         assert_eq!(r.offset, 15);
         assert_eq!(r.timestamp_ms, Some(1545084650987));

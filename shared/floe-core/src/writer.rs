@@ -32,10 +32,7 @@ pub struct TableWriter {
 
 impl TableWriter {
     pub fn new(layout: TableLayout, file_io: FileIO) -> Result<TableWriter> {
-        let codec = layout
-            .properties
-            .get(COMPRESSION_CODEC_PROPERTY)
-            .map_or("zstd", String::as_str);
+        let codec = layout.properties.get(COMPRESSION_CODEC_PROPERTY).map_or("zstd", String::as_str);
         // Validated when the pipeline file is loaded; checked again for layouts built by hand.
         let compression = match codec {
             "zstd" => Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
@@ -54,11 +51,7 @@ impl TableWriter {
             // Constant writer identity: part of what makes a rewrite byte-identical.
             .set_created_by("floe".into())
             .build();
-        Ok(TableWriter {
-            layout,
-            file_io,
-            properties,
-        })
+        Ok(TableWriter { layout, file_io, properties })
     }
 
     pub fn layout(&self) -> &TableLayout {
@@ -74,11 +67,8 @@ impl TableWriter {
                 self.layout.schema.clone(),
                 self.layout.spec.clone(),
             )?;
-            let mut parts: Vec<(String, PartitionKey, RecordBatch)> = splitter
-                .split(&batch)?
-                .into_iter()
-                .map(|(k, b)| (k.to_path(), k, b))
-                .collect();
+            let mut parts: Vec<(String, PartitionKey, RecordBatch)> =
+                splitter.split(&batch)?.into_iter().map(|(k, b)| (k.to_path(), k, b)).collect();
             // The splitter's order is not specified: sort so file numbering is deterministic.
             parts.sort_by(|a, b| a.0.cmp(&b.0));
             parts.into_iter().map(|(_, k, b)| (Some(k), b)).collect()
@@ -105,11 +95,7 @@ impl TableWriter {
     /// JSON form of a data file (how ingest hands files to the compactor through the state store).
     pub fn data_file_json(&self, file: &DataFile) -> Result<String> {
         let partition_type = self.layout.spec.partition_type(&self.layout.schema)?;
-        Ok(serialize_data_file_to_json(
-            file.clone(),
-            &partition_type,
-            FormatVersion::V2,
-        )?)
+        Ok(serialize_data_file_to_json(file.clone(), &partition_type, FormatVersion::V2)?)
     }
 
     /// Parse a data file handed over as JSON.
@@ -131,7 +117,5 @@ pub fn file_prefix(pipeline: &str, topic: &str, partition: i32, first: i64, last
 
 /// Sum of row counts and sizes.
 pub fn totals(files: &[DataFile]) -> (u64, u64) {
-    files
-        .iter()
-        .fold((0, 0), |(r, s), f| (r + f.record_count(), s + f.file_size_in_bytes()))
+    files.iter().fold((0, 0), |(r, s), f| (r + f.record_count(), s + f.file_size_in_bytes()))
 }

@@ -36,10 +36,7 @@ impl Embedded {
         let warehouse = format!("file://{}", home.join("warehouse").display());
         let file_io = FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
         let props = HashMap::from([
-            (
-                SQL_CATALOG_PROP_URI.to_string(),
-                format!("sqlite:{}?mode=rwc", home.join("catalog.db").display()),
-            ),
+            (SQL_CATALOG_PROP_URI.to_string(), format!("sqlite:{}?mode=rwc", home.join("catalog.db").display())),
             (SQL_CATALOG_PROP_WAREHOUSE.to_string(), warehouse.clone()),
             (SQL_CATALOG_PROP_BIND_STYLE.to_string(), SqlBindStyle::QMark.to_string()),
         ]);
@@ -48,13 +45,7 @@ impl Embedded {
             .load(CATALOG_NAME, props)
             .await?;
         let state = Arc::new(SqliteStateStore::open(&home.join("state.db")).await?);
-        Ok(Embedded {
-            home,
-            warehouse,
-            file_io,
-            catalog: Arc::new(catalog),
-            state,
-        })
+        Ok(Embedded { home, warehouse, file_io, catalog: Arc::new(catalog), state })
     }
 
     /// Path of the SQL catalog database (for readers such as PyIceberg).

@@ -50,10 +50,9 @@ fn db_error(e: sqlx::Error) -> Error {
     // Busy/locked and I/O hiccups can succeed on retry; anything else (constraint, corrupt file) cannot.
     let retryable = match &e {
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes (low byte).
-        sqlx::Error::Database(d) => d
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        sqlx::Error::Database(d) => {
+            d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         _ => false,
     };
@@ -68,11 +67,7 @@ impl SqliteStateStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
         Ok(SqliteStateStore { pool })
     }
@@ -86,18 +81,7 @@ impl SqliteStateStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    SourcePartition {
-                        topic: r.get(0),
-                        partition: r.get(1),
-                    },
-                    r.get(2),
-                )
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (SourcePartition { topic: r.get(0), partition: r.get(1) }, r.get(2))).collect())
     }
 }
 
@@ -115,10 +99,7 @@ impl StateStore for SqliteStateStore {
 
     async fn stage(&self, request: &StageRequest) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
         let result = stage_in_transaction(&mut conn, request).await;
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
@@ -144,10 +125,7 @@ impl StateStore for SqliteStateStore {
                 table: table.to_string(),
                 path: r.get(0),
                 pipeline: r.get(1),
-                source: SourcePartition {
-                    topic: r.get(2),
-                    partition: r.get(3),
-                },
+                source: SourcePartition { topic: r.get(2), partition: r.get(3) },
                 first_offset: r.get(4),
                 last_offset: r.get(5),
                 record_count: r.get::<i64, _>(6) as u64,
@@ -229,10 +207,7 @@ mod tests {
     use super::*;
 
     fn request(expected: Option<i64>, next: i64, path: &str) -> StageRequest {
-        let source = SourcePartition {
-            topic: "t".into(),
-            partition: 0,
-        };
+        let source = SourcePartition { topic: "t".into(), partition: 0 };
         StageRequest {
             pipeline: "p".into(),
             source: source.clone(),
@@ -256,45 +231,24 @@ mod tests {
     async fn fence_is_compare_and_set_and_atomic_with_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
-        let tp = SourcePartition {
-            topic: "t".into(),
-            partition: 0,
-        };
+        let tp = SourcePartition { topic: "t".into(), partition: 0 };
         assert_eq!(store.fence("p", &tp).await.unwrap(), None);
 
         store.stage(&request(None, 10, "a")).await.unwrap();
         assert_eq!(store.fence("p", &tp).await.unwrap(), Some(10));
         // A second "first" delivery loses and changes nothing.
-        assert!(matches!(
-            store.stage(&request(None, 10, "a2")).await,
-            Err(Error::Conflict(_))
-        ));
+        assert!(matches!(store.stage(&request(None, 10, "a2")).await, Err(Error::Conflict(_))));
         // A stale expected fence loses and records no file.
-        assert!(matches!(
-            store.stage(&request(Some(5), 20, "b")).await,
-            Err(Error::Conflict(_))
-        ));
+        assert!(matches!(store.stage(&request(Some(5), 20, "b")).await, Err(Error::Conflict(_))));
         store.stage(&request(Some(10), 20, "c")).await.unwrap();
-        let staged: Vec<String> = store
-            .staged_files("ns.tbl")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let staged: Vec<String> = store.staged_files("ns.tbl").await.unwrap().into_iter().map(|f| f.path).collect();
         assert_eq!(staged, ["a", "c"]);
 
         // A duplicate path fails the whole step: the fence does not move either.
         assert!(store.stage(&request(Some(20), 30, "c")).await.is_err());
         assert_eq!(store.fence("p", &tp).await.unwrap(), Some(20));
 
-        let a = store
-            .staged_files("ns.tbl")
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|f| f.path == "a")
-            .collect::<Vec<_>>();
+        let a = store.staged_files("ns.tbl").await.unwrap().into_iter().filter(|f| f.path == "a").collect::<Vec<_>>();
         store.remove_staged("ns.tbl", &a).await.unwrap();
         assert_eq!(store.staged_files("ns.tbl").await.unwrap().len(), 1);
         assert_eq!(store.fences("p").await.unwrap(), vec![(tp, 20)]);

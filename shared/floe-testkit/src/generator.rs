@@ -80,14 +80,7 @@ impl Rng {
 const COUNTRIES: [&str; 8] = ["DE", "US", "IN", "BR", "FR", "JP", "GB", "NG"];
 const PAGES: [&str; 6] = ["/", "/search", "/product", "/cart", "/checkout", "/account"];
 
-const BAD_KINDS: [&str; 6] = [
-    "truncated",
-    "missing_user",
-    "wrong_type",
-    "not_object",
-    "empty",
-    "bad_base64",
-];
+const BAD_KINDS: [&str; 6] = ["truncated", "missing_user", "wrong_type", "not_object", "empty", "bad_base64"];
 
 fn value(rng: &mut Rng, topic: &str, n: usize, ts_ms: i64) -> serde_json::Value {
     let ts = chrono::DateTime::from_timestamp_millis(ts_ms).expect("valid time");
@@ -118,11 +111,8 @@ fn value(rng: &mut Rng, topic: &str, n: usize, ts_ms: i64) -> serde_json::Value 
 /// Generate `options.records` records round-robin over the topic-partitions and pack them into events.
 pub fn generate(options: &GeneratorOptions) -> Generated {
     let mut rng = Rng(options.seed);
-    let tps: Vec<(String, i32)> = options
-        .topics
-        .iter()
-        .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
-        .collect();
+    let tps: Vec<(String, i32)> =
+        options.topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
     let mut per_tp: Vec<Vec<MskRecord>> = vec![Vec::new(); tps.len()];
     let mut bad = Vec::new();
     for n in 0..options.records {
@@ -174,10 +164,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
     let mut cursors = vec![0usize; tps.len()];
     loop {
         let mut progressed = false;
-        for group in (0..tps.len())
-            .collect::<Vec<_>>()
-            .chunks(options.partitions_per_event.max(1))
-        {
+        for group in (0..tps.len()).collect::<Vec<_>>().chunks(options.partitions_per_event.max(1)) {
             let mut records = BTreeMap::new();
             for &i in group {
                 let end = (cursors[i] + options.batch_size).min(per_tp[i].len());
@@ -204,11 +191,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             break;
         }
     }
-    Generated {
-        events,
-        records: options.records,
-        bad,
-    }
+    Generated { events, records: options.records, bad }
 }
 
 #[cfg(test)]
@@ -217,10 +200,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_complete() {
-        let o = GeneratorOptions {
-            records: 3_000,
-            ..Default::default()
-        };
+        let o = GeneratorOptions { records: 3_000, ..Default::default() };
         let a = generate(&o);
         let b = generate(&o);
         assert_eq!(a.events, b.events);
@@ -231,10 +211,7 @@ mod tests {
         let mut offsets: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for e in &a.events {
             for (k, rs) in &e.records {
-                offsets
-                    .entry(k.clone())
-                    .or_default()
-                    .extend(rs.iter().map(|r| r.offset));
+                offsets.entry(k.clone()).or_default().extend(rs.iter().map(|r| r.offset));
             }
         }
         for o in offsets.values() {

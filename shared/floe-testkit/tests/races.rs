@@ -23,25 +23,14 @@ fn pipeline() -> Arc<Pipeline> {
 }
 
 fn compactor(p: &Arc<Pipeline>, b: &Embedded, catalog: Arc<dyn Catalog>) -> Compactor {
-    Compactor::new(
-        p.clone(),
-        &b.warehouse,
-        catalog,
-        b.state.clone(),
-        CompactorOptions::default(),
-    )
-    .unwrap()
+    Compactor::new(p.clone(), &b.warehouse, catalog, b.state.clone(), CompactorOptions::default()).unwrap()
 }
 
 /// Rows in the target and dead-letter tables.
 async fn table_rows(p: &Pipeline, b: &Embedded) -> (usize, usize) {
     let mut counts = [0; 2];
-    for (i, layout) in [
-        TableLayout::target(p, &b.warehouse),
-        TableLayout::dead_letter(p, &b.warehouse),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, layout) in
+        [TableLayout::target(p, &b.warehouse), TableLayout::dead_letter(p, &b.warehouse)].into_iter().enumerate()
     {
         let table = b.catalog.load_table(&layout.unwrap().ident()).await.unwrap();
         counts[i] = readback::count_rows(&table).await.unwrap();
@@ -69,9 +58,7 @@ impl Racing {
 
 impl std::fmt::Debug for Racing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Racing")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
+        f.debug_struct("Racing").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
@@ -143,11 +130,7 @@ async fn setup(
     let dir = tempfile::tempdir().unwrap();
     let b = Embedded::open(dir.path()).await.unwrap();
     let p = pipeline();
-    let generated = generate(&GeneratorOptions {
-        records,
-        bad_every,
-        ..Default::default()
-    });
+    let generated = generate(&GeneratorOptions { records, bad_every, ..Default::default() });
     let ingestor = Arc::new(Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).unwrap());
     if ingest {
         for event in &generated.events {
@@ -172,27 +155,14 @@ async fn losing_a_commit_race_replans_instead_of_appending_twice() {
     let reports = compactor(&p, &b, Arc::new(racing)).run().await.unwrap();
     let target = &reports[0];
     assert_eq!(target.conflicts, 1, "{target:?}");
-    assert_eq!(
-        target.snapshot_id, None,
-        "nothing left to commit after re-planning: {target:?}"
-    );
+    assert_eq!(target.snapshot_id, None, "nothing left to commit after re-planning: {target:?}");
     assert_eq!(target.files, 0);
     assert!(target.recovered > 0);
 
-    let table = b
-        .catalog
-        .load_table(&TableLayout::target(&p, &b.warehouse).unwrap().ident())
-        .await
-        .unwrap();
+    let table = b.catalog.load_table(&TableLayout::target(&p, &b.warehouse).unwrap().ident()).await.unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
     assert_eq!(table_rows(&p, &b).await, (generated.good(), generated.bad.len()));
-    assert!(
-        b.state
-            .staged_files(&p.table.name.to_string())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(b.state.staged_files(&p.table.name.to_string()).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,10 +106,8 @@ pub const DEFAULT_TARGET_FILE_SIZE_MB: i64 = 128;
 impl Pipeline {
     /// Read and validate a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            file: path.display().to_string(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
         Pipeline::parse(&text, &path.display().to_string())
     }
 
@@ -184,14 +182,9 @@ impl Validator<'_> {
             let v = t.get_ref();
             let ok = !v.is_empty()
                 && v.len() <= 249
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
             if !ok {
-                return self.err(
-                    t.span(),
-                    "source.topics",
-                    format!("`{v}` is not a valid Kafka topic name"),
-                );
+                return self.err(t.span(), "source.topics", format!("`{v}` is not a valid Kafka topic name"));
             }
             if topics.contains(v) {
                 return self.err(t.span(), "source.topics", format!("topic `{v}` is listed twice"));
@@ -229,11 +222,7 @@ impl Validator<'_> {
         for (i, c) in raw.table.columns.get_ref().iter().enumerate() {
             let column = self.column(i, c)?;
             if columns.iter().any(|x| x.name == column.name) {
-                return self.err(
-                    c.name.span(),
-                    &format!("table.columns[{i}].name"),
-                    "column name appears twice",
-                );
+                return self.err(c.name.span(), &format!("table.columns[{i}].name"), "column name appears twice");
             }
             columns.push(column);
         }
@@ -278,24 +267,15 @@ impl Validator<'_> {
             if !partition_names.insert(name.clone()) || columns.iter().any(|c| c.name == name && c.name != column.name)
             {
                 let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
-                return self.err(
-                    span,
-                    &format!("{field}.name"),
-                    format!("partition name `{name}` is already used"),
-                );
+                return self.err(span, &format!("{field}.name"), format!("partition name `{name}` is already used"));
             }
-            partition.push(PartitionField {
-                column: column.name.clone(),
-                transform,
-                name,
-            });
+            partition.push(PartitionField { column: column.name.clone(), transform, name });
         }
 
         let dead_letter = match &raw.dead_letter {
-            None => TableName {
-                namespace: table_name.namespace.clone(),
-                name: format!("{}_dead_letters", table_name.name),
-            },
+            None => {
+                TableName { namespace: table_name.namespace.clone(), name: format!("{}_dead_letters", table_name.name) }
+            }
             Some(d) => TableName {
                 namespace: match &d.namespace {
                     Some(n) => self.identifier(n, "dead_letter.namespace")?,
@@ -308,11 +288,7 @@ impl Validator<'_> {
             },
         };
         if dead_letter == table_name {
-            let span = raw
-                .dead_letter
-                .as_ref()
-                .and_then(|d| d.table.as_ref())
-                .map_or(0..0, |t| t.span());
+            let span = raw.dead_letter.as_ref().and_then(|d| d.table.as_ref()).map_or(0..0, |t| t.span());
             return self.err(span, "dead_letter.table", "must differ from the target table");
         }
 
@@ -338,10 +314,7 @@ impl Validator<'_> {
             Err(msg) => return self.err(c.ty.span(), &field("type"), msg),
         };
         let source = match &c.from {
-            None => ColumnSource::Value {
-                path: vec![name.clone()],
-                format: TimestampFormat::default(),
-            },
+            None => ColumnSource::Value { path: vec![name.clone()], format: TimestampFormat::default() },
             Some(from) => match parse_source(from.get_ref()) {
                 Ok(s) => s,
                 Err(msg) => return self.err(from.span(), &field("from"), msg),
@@ -370,11 +343,7 @@ impl Validator<'_> {
             (s, None) => s,
             (ColumnSource::Value { path, .. }, Some(fmt)) => {
                 if !ty.is_timestamp() {
-                    return self.err(
-                        fmt.span(),
-                        &field("format"),
-                        "`format` applies to timestamp columns only",
-                    );
+                    return self.err(fmt.span(), &field("format"), "`format` applies to timestamp columns only");
                 }
                 let format = match fmt.get_ref().as_str() {
                     "rfc3339" => TimestampFormat::Rfc3339,
@@ -394,20 +363,10 @@ impl Validator<'_> {
                 ColumnSource::Value { path, format }
             }
             (_, Some(fmt)) => {
-                return self.err(
-                    fmt.span(),
-                    &field("format"),
-                    "`format` applies to columns read from the JSON value",
-                );
+                return self.err(fmt.span(), &field("format"), "`format` applies to columns read from the JSON value");
             }
         };
-        Ok(Column {
-            name,
-            ty,
-            required: c.required,
-            source,
-            doc: c.doc.clone(),
-        })
+        Ok(Column { name, ty, required: c.required, source, doc: c.doc.clone() })
     }
 
     /// A JSON path may not be a prefix of another (`$.user` and `$.user.id`): each JSON field feeds one column.
@@ -421,10 +380,7 @@ impl Validator<'_> {
                     continue;
                 };
                 if pa.starts_with(pb) || pb.starts_with(pa) {
-                    let span = raw.get_ref()[i]
-                        .from
-                        .as_ref()
-                        .map_or(raw.get_ref()[i].name.span(), |f| f.span());
+                    let span = raw.get_ref()[i].from.as_ref().map_or(raw.get_ref()[i].name.span(), |f| f.span());
                     return self.err(
                         span,
                         &format!("table.columns[{i}].from"),
@@ -448,10 +404,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
         if parts.iter().any(String::is_empty) {
             return Err(format!("`{from}` has an empty path segment"));
         }
-        return Ok(ColumnSource::Value {
-            path: parts,
-            format: TimestampFormat::default(),
-        });
+        return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
     }
     Ok(match from {
         "@key" => ColumnSource::Key,
@@ -496,13 +449,7 @@ fn transform_accepts(transform: &Transform, ty: &ColumnType) -> Result<(), Strin
         Transform::Truncate(w) => *w > 0 && matches!(ty, T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary),
         _ => false,
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "transform `{transform}` cannot be applied to a column of type `{ty}`"
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("transform `{transform}` cannot be applied to a column of type `{ty}`")) }
 }
 
 fn default_partition_name(column: &str, transform: &Transform) -> String {

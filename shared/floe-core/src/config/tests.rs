@@ -17,22 +17,13 @@ fn example_pipeline_is_valid() {
     let user_id = p.column("user_id").unwrap();
     assert_eq!(
         user_id.source,
-        ColumnSource::Value {
-            path: vec!["user".into(), "id".into()],
-            format: TimestampFormat::Rfc3339
-        }
+        ColumnSource::Value { path: vec!["user".into(), "id".into()], format: TimestampFormat::Rfc3339 }
     );
     assert!(user_id.required);
-    assert_eq!(
-        p.column("trace_id").unwrap().source,
-        ColumnSource::Header("trace-id".into())
-    );
+    assert_eq!(p.column("trace_id").unwrap().source, ColumnSource::Header("trace-id".into()));
     assert_eq!(
         p.column("client_time").unwrap().source,
-        ColumnSource::Value {
-            path: vec!["client_ts".into()],
-            format: TimestampFormat::EpochMillis
-        }
+        ColumnSource::Value { path: vec!["client_ts".into()], format: TimestampFormat::EpochMillis }
     );
     assert_eq!(p.table.partition[0].name, "event_time_day");
     assert_eq!(p.table.partition[1].transform, Transform::Identity);
@@ -56,10 +47,7 @@ fn minimal_pipeline_gets_defaults() {
     assert_eq!(p.dead_letter.to_string(), "ns.tbl_dead_letters");
     assert_eq!(
         p.column("id").unwrap().source,
-        ColumnSource::Value {
-            path: vec!["id".into()],
-            format: TimestampFormat::Rfc3339
-        }
+        ColumnSource::Value { path: vec!["id".into()], format: TimestampFormat::Rfc3339 }
     );
     assert!(p.table.partition.is_empty());
 }
@@ -68,10 +56,7 @@ fn minimal_pipeline_gets_defaults() {
 fn errors_name_line_and_field() {
     let bad_type = MINIMAL.replace(r#"type = "long""#, r#"type = "lnog""#);
     let e = err(&bad_type);
-    assert!(
-        e.contains("p.toml: line 10, column 8: `table.columns[0].type`: expected a type"),
-        "{e}"
-    );
+    assert!(e.contains("p.toml: line 10, column 8: `table.columns[0].type`: expected a type"), "{e}");
 
     let unknown_key = format!("{MINIMAL}colour = \"red\"\n");
     let e = err(&unknown_key);
@@ -82,10 +67,7 @@ fn errors_name_line_and_field() {
 
     let bad_from = format!("{MINIMAL}from = \"@nope\"\n");
     let e = err(&bad_from);
-    assert!(
-        e.contains("`table.columns[0].from`") && e.contains("is not a source"),
-        "{e}"
-    );
+    assert!(e.contains("`table.columns[0].from`") && e.contains("is not a source"), "{e}");
 }
 
 #[test]
@@ -106,10 +88,7 @@ fn rejects_semantic_mistakes() {
     let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"nope\"\ntransform = \"identity\"\n");
     assert!(err(&part).contains("no such column"));
     let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"bucket[16]\"\n");
-    assert_eq!(
-        Pipeline::parse(&part, "p").unwrap().table.partition[0].name,
-        "id_bucket"
-    );
+    assert_eq!(Pipeline::parse(&part, "p").unwrap().table.partition[0].name, "id_bucket");
 
     let dup_col = format!("{MINIMAL}[[table.columns]]\nname = \"id\"\ntype = \"int\"\n");
     assert!(err(&dup_col).contains("column name appears twice"));
@@ -126,10 +105,8 @@ fn rejects_semantic_mistakes() {
     let same = format!("{MINIMAL}[dead_letter]\ntable = \"tbl\"\n");
     assert!(err(&same).contains("must differ from the target table"));
 
-    let codec = MINIMAL.replace(
-        "name = \"tbl\"",
-        "name = \"tbl\"\nproperties = { \"write.parquet.compression-codec\" = \"lzo\" }",
-    );
+    let codec = MINIMAL
+        .replace("name = \"tbl\"", "name = \"tbl\"\nproperties = { \"write.parquet.compression-codec\" = \"lzo\" }");
     assert!(err(&codec).contains("codec `lzo` is not supported"), "{}", err(&codec));
 
     let size = MINIMAL.replace("name = \"tbl\"", "name = \"tbl\"\ntarget_file_size_mb = 0");

@@ -13,25 +13,15 @@ pub enum ColumnType {
     Long,
     Float,
     Double,
-    Decimal {
-        precision: u32,
-        scale: u32,
-    },
+    Decimal { precision: u32, scale: u32 },
     Date,
     Timestamp,
     Timestamptz,
     String,
     Binary,
     Struct(Vec<StructField>),
-    List {
-        element: Box<ColumnType>,
-        element_required: bool,
-    },
-    Map {
-        key: Box<ColumnType>,
-        value: Box<ColumnType>,
-        value_required: bool,
-    },
+    List { element: Box<ColumnType>, element_required: bool },
+    Map { key: Box<ColumnType>, value: Box<ColumnType>, value_required: bool },
 }
 
 /// A field of a `struct<…>` type.
@@ -49,11 +39,7 @@ impl ColumnType {
         let ty = p.ty()?;
         p.ws();
         if p.pos != input.len() {
-            return Err(format!(
-                "unexpected `{}` at character {} of type `{input}`",
-                &input[p.pos..],
-                p.pos + 1
-            ));
+            return Err(format!("unexpected `{}` at character {} of type `{input}`", &input[p.pos..], p.pos + 1));
         }
         Ok(ty)
     }
@@ -89,15 +75,8 @@ impl fmt::Display for ColumnType {
                 }
                 f.write_str(">")
             }
-            ColumnType::List {
-                element,
-                element_required,
-            } => write!(f, "list<{element}{}>", nn(*element_required)),
-            ColumnType::Map {
-                key,
-                value,
-                value_required,
-            } => write!(f, "map<{key}, {value}{}>", nn(*value_required)),
+            ColumnType::List { element, element_required } => write!(f, "list<{element}{}>", nn(*element_required)),
+            ColumnType::Map { key, value, value_required } => write!(f, "map<{key}, {value}{}>", nn(*value_required)),
         }
     }
 }
@@ -116,16 +95,8 @@ impl Parser<'_> {
 
     fn err<T>(&self, expected: &str) -> Result<T, String> {
         let rest = &self.s[self.pos..];
-        let found = if rest.is_empty() {
-            "end of type".to_string()
-        } else {
-            format!("`{rest}`")
-        };
-        Err(format!(
-            "expected {expected} at character {} of type `{}`, found {found}",
-            self.pos + 1,
-            self.s
-        ))
+        let found = if rest.is_empty() { "end of type".to_string() } else { format!("`{rest}`") };
+        Err(format!("expected {expected} at character {} of type `{}`, found {found}", self.pos + 1, self.s))
     }
 
     fn eat(&mut self, token: &str) -> bool {
@@ -139,19 +110,13 @@ impl Parser<'_> {
     }
 
     fn expect(&mut self, token: &str) -> Result<(), String> {
-        if self.eat(token) {
-            Ok(())
-        } else {
-            self.err(&format!("`{token}`"))
-        }
+        if self.eat(token) { Ok(()) } else { self.err(&format!("`{token}`")) }
     }
 
     fn ident(&mut self) -> Result<String, String> {
         self.ws();
         let rest = &self.s[self.pos..];
-        let len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
         if len == 0 {
             return self.err("a name");
         }
@@ -237,10 +202,7 @@ impl Parser<'_> {
                 let element = Box::new(self.ty()?);
                 let element_required = self.not_null()?;
                 self.expect(">")?;
-                ColumnType::List {
-                    element,
-                    element_required,
-                }
+                ColumnType::List { element, element_required }
             }
             "map" => {
                 self.expect("<")?;
@@ -252,16 +214,10 @@ impl Parser<'_> {
                 let value = Box::new(self.ty()?);
                 let value_required = self.not_null()?;
                 self.expect(">")?;
-                ColumnType::Map {
-                    key: Box::new(key),
-                    value,
-                    value_required,
-                }
+                ColumnType::Map { key: Box::new(key), value, value_required }
             }
             "time" | "uuid" | "fixed" | "tinyint" | "smallint" | "char" => {
-                return Err(format!(
-                    "type `{name}` is not supported: Athena cannot read it from Iceberg tables"
-                ));
+                return Err(format!("type `{name}` is not supported: Athena cannot read it from Iceberg tables"));
             }
             _ => {
                 self.pos = start;
@@ -282,32 +238,11 @@ mod tests {
     fn parses_nested_types_and_round_trips() {
         let t = "list<struct<sku: string not null, qty: int, price: decimal(10,2)>>";
         let ty = ColumnType::parse(t).unwrap();
-        let ColumnType::List {
-            element,
-            element_required,
-        } = &ty
-        else {
-            panic!("not a list: {ty:?}")
-        };
+        let ColumnType::List { element, element_required } = &ty else { panic!("not a list: {ty:?}") };
         assert!(!element_required);
-        let ColumnType::Struct(fields) = element.as_ref() else {
-            panic!("not a struct")
-        };
-        assert_eq!(
-            fields[0],
-            StructField {
-                name: "sku".into(),
-                ty: ColumnType::String,
-                required: true
-            }
-        );
-        assert_eq!(
-            fields[2].ty,
-            ColumnType::Decimal {
-                precision: 10,
-                scale: 2
-            }
-        );
+        let ColumnType::Struct(fields) = element.as_ref() else { panic!("not a struct") };
+        assert_eq!(fields[0], StructField { name: "sku".into(), ty: ColumnType::String, required: true });
+        assert_eq!(fields[2].ty, ColumnType::Decimal { precision: 10, scale: 2 });
         assert_eq!(ColumnType::parse(&ty.to_string()).unwrap(), ty);
         assert_eq!(
             ColumnType::parse("map<string, double not null>").unwrap().to_string(),
@@ -319,26 +254,10 @@ mod tests {
     fn rejects_bad_types_with_position() {
         let e = ColumnType::parse("struct<a: int,>").unwrap_err();
         assert!(e.contains("expected a name at character 15"), "{e}");
-        assert!(
-            ColumnType::parse("decimal(40,2)")
-                .unwrap_err()
-                .contains("precision must be 1..=38")
-        );
+        assert!(ColumnType::parse("decimal(40,2)").unwrap_err().contains("precision must be 1..=38"));
         assert!(ColumnType::parse("time").unwrap_err().contains("Athena"));
-        assert!(
-            ColumnType::parse("map<int, string>")
-                .unwrap_err()
-                .contains("map keys must be")
-        );
-        assert!(
-            ColumnType::parse("list<int> extra")
-                .unwrap_err()
-                .contains("unexpected `extra`")
-        );
-        assert!(
-            ColumnType::parse("struct<a: int, a: long>")
-                .unwrap_err()
-                .contains("appears twice")
-        );
+        assert!(ColumnType::parse("map<int, string>").unwrap_err().contains("map keys must be"));
+        assert!(ColumnType::parse("list<int> extra").unwrap_err().contains("unexpected `extra`"));
+        assert!(ColumnType::parse("struct<a: int, a: long>").unwrap_err().contains("appears twice"));
     }
 }

@@ -77,10 +77,7 @@ fn rec(offset: i64, value: &str) -> SourceRecord {
 }
 
 fn source() -> SourcePartition {
-    SourcePartition {
-        topic: "events".into(),
-        partition: 3,
-    }
+    SourcePartition { topic: "events".into(), partition: 3 }
 }
 
 const GOOD: &str = r#"{"id": 1, "user": {"id": 10, "country": "DE"}, "items": [{"sku": "A", "qty": 2}],
@@ -94,37 +91,19 @@ fn decodes_nested_values_and_metadata() {
     assert!(out.rejects.is_empty(), "{:?}", out.rejects);
     let b = out.batch.unwrap();
     assert_eq!(b.num_rows(), 2);
-    assert_eq!(
-        b.column_by_name("user_id")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .values(),
-        &[10, 20]
-    );
+    assert_eq!(b.column_by_name("user_id").unwrap().as_primitive::<Int64Type>().values(), &[10, 20]);
     let country = b.column_by_name("country").unwrap().as_string::<i32>();
     assert_eq!(country.value(0), "DE");
     assert!(country.is_null(1));
     let items = b.column_by_name("items").unwrap().as_list::<i32>();
     assert_eq!(items.value(0).as_struct().column(0).as_string::<i32>().value(0), "A");
     assert!(items.is_null(1));
-    let ts = b
-        .column_by_name("ts")
-        .unwrap()
-        .as_primitive::<TimestampMicrosecondType>();
+    let ts = b.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>();
     assert_eq!(ts.value(0), 1_700_000_000_123_000);
     assert_eq!(b.column_by_name("key").unwrap().as_string::<i32>().value(1), "k6");
     assert_eq!(b.column_by_name("trace").unwrap().as_string::<i32>().value(0), "t-1");
-    assert_eq!(
-        b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(),
-        &[5, 6]
-    );
-    assert_eq!(
-        b.column_by_name("part")
-            .unwrap()
-            .as_primitive::<arrow_array::types::Int32Type>()
-            .value(0),
-        3
-    );
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[5, 6]);
+    assert_eq!(b.column_by_name("part").unwrap().as_primitive::<arrow_array::types::Int32Type>().value(0), 3);
     assert_eq!(b.schema(), d.target);
 }
 
@@ -150,11 +129,8 @@ fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
         rec(11, GOOD),
     ];
     let out = d.decode(&source(), &records).unwrap();
-    let rejected: Vec<(i64, &str, &str)> = out
-        .rejects
-        .iter()
-        .map(|(i, p)| (records[*i].offset, p.kind, p.reason.as_str()))
-        .collect();
+    let rejected: Vec<(i64, &str, &str)> =
+        out.rejects.iter().map(|(i, p)| (records[*i].offset, p.kind, p.reason.as_str())).collect();
     let offsets: Vec<i64> = rejected.iter().map(|r| r.0).collect();
     assert_eq!(offsets, [1, 3, 4, 5, 6, 7, 8, 9, 10], "{rejected:#?}");
     let reason = |o: i64| rejected.iter().find(|r| r.0 == o).unwrap();
@@ -166,26 +142,16 @@ fn every_bad_record_is_rejected_with_a_reason_and_good_ones_survive() {
     assert!(reason(6).2.starts_with("field `$.id`:"), "{:?}", reason(6));
     assert_eq!(reason(7).2, "required field `$.user.id` is missing or null");
     assert!(reason(8).2.starts_with("field `$.items`:"), "{:?}", reason(8));
-    assert!(
-        reason(9).2.contains("record key for column `key` is not valid UTF-8"),
-        "{:?}",
-        reason(9)
-    );
+    assert!(reason(9).2.contains("record key for column `key` is not valid UTF-8"), "{:?}", reason(9));
     assert_eq!(reason(10).1, "null_value");
     let b = out.batch.unwrap();
-    assert_eq!(
-        b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(),
-        &[0, 2, 11]
-    );
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[0, 2, 11]);
 }
 
 #[test]
 fn epoch_overflow_is_rejected() {
     let d = decoder();
-    let records = vec![
-        rec(0, r#"{"id": 1, "user": {"id": 1}, "ts": 9223372036854775807}"#),
-        rec(1, GOOD),
-    ];
+    let records = vec![rec(0, r#"{"id": 1, "user": {"id": 1}, "ts": 9223372036854775807}"#), rec(1, GOOD)];
     let out = d.decode(&source(), &records).unwrap();
     assert_eq!(out.rejects.len(), 1);
     assert!(out.rejects[0].1.reason.contains("out of the timestamp range"));

@@ -84,18 +84,14 @@ enum Command {
 }
 
 fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
-    let (point, how) = text
-        .split_once('=')
-        .ok_or("expected <point>=<milliseconds> or <point>=@<file>")?;
+    let (point, how) = text.split_once('=').ok_or("expected <point>=<milliseconds> or <point>=@<file>")?;
     if !failpoint::ALL.contains(&point) {
         return Err(format!("unknown point `{point}`; one of {:?}", failpoint::ALL));
     }
     let pause = match how.strip_prefix('@') {
         Some(file) => failpoint::Pause::UntilFile(PathBuf::from(file)),
         None => {
-            let millis = how
-                .parse()
-                .map_err(|_| format!("`{how}` is not a number of milliseconds"))?;
+            let millis = how.parse().map_err(|_| format!("`{how}` is not a number of milliseconds"))?;
             failpoint::Pause::For(std::time::Duration::from_millis(millis))
         }
     };
@@ -105,10 +101,7 @@ fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 struct Runtime {
@@ -127,15 +120,10 @@ impl Runtime {
             failpoint::arm_pause(point, pause.clone());
         }
         let settings = match common.backend.as_str() {
-            "aws" => FunctionSettings {
-                pipeline_file: common.pipeline.clone(),
-                ..FunctionSettings::from_env()?
-            },
+            "aws" => FunctionSettings { pipeline_file: common.pipeline.clone(), ..FunctionSettings::from_env()? },
             _ => FunctionSettings {
                 pipeline_file: common.pipeline.clone(),
-                backend: Backend::Embedded {
-                    home: common.home.clone(),
-                },
+                backend: Backend::Embedded { home: common.home.clone() },
             },
         };
         let (pipeline, backend) = floe_backends::open(&settings).await?;
@@ -143,33 +131,18 @@ impl Runtime {
             Backend::Embedded { home } => format!("embedded, home {}", home.display()),
             Backend::Aws(aws) => format!("aws, warehouse {}, state table {}", aws.warehouse, aws.state_table),
         };
-        Ok(Runtime {
-            pipeline,
-            backend,
-            place,
-        })
+        Ok(Runtime { pipeline, backend, place })
     }
 
     fn ingestor(&self) -> anyhow::Result<Ingestor> {
         let b = &self.backend;
-        Ok(Ingestor::new(
-            self.pipeline.clone(),
-            &b.warehouse,
-            b.file_io.clone(),
-            b.state.clone(),
-        )?)
+        Ok(Ingestor::new(self.pipeline.clone(), &b.warehouse, b.file_io.clone(), b.state.clone())?)
     }
 
     fn compactor(&self) -> anyhow::Result<Compactor> {
         let b = &self.backend;
         let options = CompactorOptions::default();
-        Ok(Compactor::new(
-            self.pipeline.clone(),
-            &b.warehouse,
-            b.catalog.clone(),
-            b.state.clone(),
-            options,
-        )?)
+        Ok(Compactor::new(self.pipeline.clone(), &b.warehouse, b.catalog.clone(), b.state.clone(), options)?)
     }
 }
 
@@ -185,20 +158,8 @@ async fn main() -> anyhow::Result<()> {
             init_tracing("error");
             demo(&common, records).await
         }
-        Command::Gen {
-            out,
-            records,
-            batch_size,
-            bad_every,
-            seed,
-        } => {
-            let options = GeneratorOptions {
-                records,
-                batch_size,
-                bad_every,
-                seed,
-                ..Default::default()
-            };
+        Command::Gen { out, records, batch_size, bad_every, seed } => {
+            let options = GeneratorOptions { records, batch_size, bad_every, seed, ..Default::default() };
             let generated = generate(&options);
             std::fs::create_dir_all(&out)?;
             for (i, event) in generated.events.iter().enumerate() {
@@ -249,15 +210,8 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let generated = generate(&GeneratorOptions {
-        records,
-        ..Default::default()
-    });
-    let bytes: usize = generated
-        .events
-        .iter()
-        .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
-        .sum();
+    let generated = generate(&GeneratorOptions { records, ..Default::default() });
+    let bytes: usize = generated.events.iter().map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())).sum();
     println!(
         "\n1. generated {} records ({} malformed) in {} MSK events, {:.1} MB of event JSON ({:.1} MB avg per event)",
         generated.records,
@@ -308,16 +262,8 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         }
     }
 
-    let target = rt
-        .backend
-        .catalog
-        .load_table(&TableLayout::target(p, &rt.backend.warehouse)?.ident())
-        .await?;
-    let dead = rt
-        .backend
-        .catalog
-        .load_table(&TableLayout::dead_letter(p, &rt.backend.warehouse)?.ident())
-        .await?;
+    let target = rt.backend.catalog.load_table(&TableLayout::target(p, &rt.backend.warehouse)?.ident()).await?;
+    let dead = rt.backend.catalog.load_table(&TableLayout::dead_letter(p, &rt.backend.warehouse)?.ident()).await?;
     let rows = readback::count_rows(&target).await?;
     let dead_rows = readback::count_rows(&dead).await?;
     let snapshots = target.metadata().snapshots().count();
@@ -326,11 +272,7 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         p.table.name, p.dead_letter
     );
     if rows != generated.good() || dead_rows != generated.bad.len() {
-        bail!(
-            "expected {} rows and {} dead letters",
-            generated.good(),
-            generated.bad.len()
-        );
+        bail!("expected {} rows and {} dead letters", generated.good(), generated.bad.len());
     }
     println!(
         "   exactly the {} valid records once each, and the {} malformed ones kept with reasons",
@@ -355,10 +297,7 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         )
         .await?
     );
-    println!(
-        "{}",
-        readback::preview(&dead, &["topic", "partition", "offset", "error_kind", "reason"], 6).await?
-    );
+    println!("{}", readback::preview(&dead, &["topic", "partition", "offset", "error_kind", "reason"], 6).await?);
     println!(
         "\ndone in {:.2}s. Run `make demo` again: every record is recognised as already staged, nothing is duplicated.",
         started.elapsed().as_secs_f64()
