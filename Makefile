@@ -28,8 +28,10 @@ demo: build
 ## embedded default and on moto for S3/DynamoDB/Glue) and the template checks (cfn-lint, sam validate, floe's own)
 test: lint rust-test py-test
 
+# The whole workspace with all targets: the same feature set as `cargo test --workspace`, so dependencies compiled
+# for the tests are reused instead of being compiled again with other features.
 build:
-	cargo build --locked -p floe-testkit --bin floe-local
+	cargo build --locked --workspace --all-targets
 
 lint:
 	cargo fmt --all -- --check
