@@ -60,7 +60,7 @@ package: tools
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
 	@for f in $(FUNCTIONS); do \
 	  z=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
-	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MB  %s\n", f, $$1 / 1048576, z }'; \
+	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
 	done
 
 clean:
