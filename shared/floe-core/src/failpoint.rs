@@ -52,12 +52,6 @@ mod armed {
         pauses().lock().expect("failpoint lock").insert(name.to_string(), pause);
     }
 
-    /// Disarm everything.
-    pub fn clear() {
-        points().lock().expect("failpoint lock").clear();
-        pauses().lock().expect("failpoint lock").clear();
-    }
-
     pub(super) fn is_armed(name: &str) -> bool {
         points().lock().expect("failpoint lock").contains(name)
     }
@@ -68,7 +62,7 @@ mod armed {
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{Pause, arm, arm_pause, clear};
+pub use armed::{Pause, arm, arm_pause};
 
 /// Stop here if this point is armed.
 #[inline]

@@ -26,6 +26,8 @@ pub struct TableLayout {
     pub location: String,
     pub schema: SchemaRef,
     pub spec: PartitionSpecRef,
+    /// The spec's partition struct type (derived once: every data file handed over is encoded with it).
+    pub partition_type: StructType,
     pub arrow_schema: arrow_schema::SchemaRef,
     pub target_file_size: usize,
     pub properties: HashMap<String, String>,
@@ -149,10 +151,13 @@ impl TableLayout {
         .metadata;
         let schema = metadata.current_schema().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        let spec = metadata.default_partition_spec().clone();
+        let partition_type = spec.partition_type(&schema)?;
         Ok(TableLayout {
             name,
             location,
-            spec: metadata.default_partition_spec().clone(),
+            spec,
+            partition_type,
             schema,
             arrow_schema,
             target_file_size,

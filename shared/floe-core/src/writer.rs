@@ -4,6 +4,8 @@
 //! source offset range, and partitions are written in sorted order. A retried invocation over the same records
 //! therefore rewrites the very same objects (with the very same bytes) instead of leaving duplicates behind.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::io::FileIO;
@@ -23,11 +25,19 @@ use crate::layout::TableLayout;
 pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
 
 /// Writes data files for one table.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TableWriter {
     layout: TableLayout,
     file_io: FileIO,
     properties: WriterProperties,
+    /// Computes partition values; `None` for an unpartitioned table.
+    splitter: Option<Arc<RecordBatchPartitionSplitter>>,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter").field("table", &self.layout.name).finish_non_exhaustive()
+    }
 }
 
 impl TableWriter {
@@ -51,7 +61,14 @@ impl TableWriter {
             // Constant writer identity: part of what makes a rewrite byte-identical.
             .set_created_by("floe".into())
             .build();
-        Ok(TableWriter { layout, file_io, properties })
+        let splitter = match layout.spec.is_unpartitioned() {
+            true => None,
+            false => Some(Arc::new(RecordBatchPartitionSplitter::try_new_with_computed_values(
+                layout.schema.clone(),
+                layout.spec.clone(),
+            )?)),
+        };
+        Ok(TableWriter { layout, file_io, properties, splitter })
     }
 
     pub fn layout(&self) -> &TableLayout {
@@ -60,18 +77,14 @@ impl TableWriter {
 
     /// Write `batch`, split by partition, as data files named `<prefix>-NNNNN.parquet`.
     pub async fn write(&self, batch: RecordBatch, prefix: &str) -> Result<Vec<DataFile>> {
-        let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if self.layout.spec.is_unpartitioned() {
-            vec![(None, batch)]
-        } else {
-            let splitter = RecordBatchPartitionSplitter::try_new_with_computed_values(
-                self.layout.schema.clone(),
-                self.layout.spec.clone(),
-            )?;
+        let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if let Some(splitter) = &self.splitter {
             let mut parts: Vec<(String, PartitionKey, RecordBatch)> =
                 splitter.split(&batch)?.into_iter().map(|(k, b)| (k.to_path(), k, b)).collect();
             // The splitter's order is not specified: sort so file numbering is deterministic.
             parts.sort_by(|a, b| a.0.cmp(&b.0));
             parts.into_iter().map(|(_, k, b)| (Some(k), b)).collect()
+        } else {
+            vec![(None, batch)]
         };
         let names = DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
         let locations = DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
@@ -94,17 +107,15 @@ impl TableWriter {
 
     /// JSON form of a data file (how ingest hands files to the compactor through the state store).
     pub fn data_file_json(&self, file: &DataFile) -> Result<String> {
-        let partition_type = self.layout.spec.partition_type(&self.layout.schema)?;
-        Ok(serialize_data_file_to_json(file.clone(), &partition_type, FormatVersion::V2)?)
+        Ok(serialize_data_file_to_json(file.clone(), &self.layout.partition_type, FormatVersion::V2)?)
     }
 
     /// Parse a data file handed over as JSON.
     pub fn data_file_from_json(layout: &TableLayout, json: &str) -> Result<DataFile> {
-        let partition_type = layout.spec.partition_type(&layout.schema)?;
         Ok(iceberg::spec::deserialize_data_file_from_json(
             json,
             layout.spec.spec_id(),
-            &partition_type,
+            &layout.partition_type,
             &layout.schema,
         )?)
     }
@@ -113,9 +124,4 @@ impl TableWriter {
 /// File-name prefix for the rows of one source range: stable across retries, unique per range and table.
 pub fn file_prefix(pipeline: &str, topic: &str, partition: i32, first: i64, last: i64) -> String {
     format!("{pipeline}-{topic}-{partition}-{first:020}-{last:020}")
-}
-
-/// Sum of row counts and sizes.
-pub fn totals(files: &[DataFile]) -> (u64, u64) {
-    files.iter().fold((0, 0), |(r, s), f| (r + f.record_count(), s + f.file_size_in_bytes()))
 }
