@@ -18,7 +18,7 @@ FUNCTIONS := floe-ingest floe-compactor
 FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
 DEMO_HOME ?= .floe/demo
 
-.PHONY: demo test lint rust-test py-test build venv tools package clean
+.PHONY: demo test lint rust-test py-test build venv tools tansu local package clean
 
 ## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
 demo: build
@@ -40,7 +40,7 @@ lint:
 rust-test:
 	cargo test --locked --workspace
 
-py-test: build venv tools
+py-test: build venv tools tansu
 	FLOE_LOCAL=$(FLOE_LOCAL) FLOE_TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -q -p no:cacheprovider tests
 
 venv: $(VENV)/.installed
@@ -54,6 +54,17 @@ $(TOOLS)/.installed: infra/tools-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check -r infra/tools-requirements.txt
 	touch $@
+
+## local: Kafka in the loop — tansu + moto, the local event source mapping and the compactor on a schedule; produces
+## a stream of sample events and prints progress until the table has caught up (LOCAL_ARGS: see infra/local/stack.py)
+LOCAL_ARGS ?=
+local: build venv tansu
+	$(PY) infra/local/stack.py --floe-local $(FLOE_LOCAL) $(LOCAL_ARGS)
+
+## tansu: the Kafka-compatible broker, built once into ~/.cache/floe (about 11 minutes the first time)
+tansu:
+	@test -x $(HOME)/.cache/floe/tansu-0.6.0/bin/tansu || echo "building tansu 0.6.0 once into ~/.cache/floe (about 11 minutes on 2 cores) …"
+	infra/local/tansu.sh install
 
 ## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size
 package: tools

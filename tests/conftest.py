@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "infra" / "local"))  # the local stack: moto, tansu, poller, compactor
 
 PIPELINE = ROOT / "examples" / "pipeline.toml"
 

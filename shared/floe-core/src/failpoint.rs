@@ -19,7 +19,7 @@ pub const ALL: [&str; 4] = [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACT
 
 #[cfg(feature = "failpoints")]
 mod armed {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     use std::path::PathBuf;
     use std::sync::{Mutex, OnceLock};
     use std::time::Duration;
@@ -32,8 +32,9 @@ mod armed {
         UntilFile(PathBuf),
     }
 
-    fn points() -> &'static Mutex<HashSet<String>> {
-        static POINTS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    /// Armed crash points and how many more times each fires (`None`: every time).
+    fn points() -> &'static Mutex<HashMap<String, Option<u32>>> {
+        static POINTS: OnceLock<Mutex<HashMap<String, Option<u32>>>> = OnceLock::new();
         POINTS.get_or_init(Default::default)
     }
 
@@ -44,7 +45,12 @@ mod armed {
 
     /// Arm a crash point for this process.
     pub fn arm(name: &str) {
-        points().lock().expect("failpoint lock").insert(name.to_string());
+        points().lock().expect("failpoint lock").insert(name.to_string(), None);
+    }
+
+    /// Arm a crash point that fires `times` times, then lets the step pass (a transient failure).
+    pub fn arm_times(name: &str, times: u32) {
+        points().lock().expect("failpoint lock").insert(name.to_string(), Some(times));
     }
 
     /// Pause once, the first time `name` is reached.
@@ -52,8 +58,18 @@ mod armed {
         pauses().lock().expect("failpoint lock").insert(name.to_string(), pause);
     }
 
-    pub(super) fn is_armed(name: &str) -> bool {
-        points().lock().expect("failpoint lock").contains(name)
+    /// Whether the point fires now (counting down a limited one).
+    pub(super) fn fires(name: &str) -> bool {
+        let mut points = points().lock().expect("failpoint lock");
+        match points.get_mut(name) {
+            None => false,
+            Some(None) => true,
+            Some(Some(0)) => false,
+            Some(Some(left)) => {
+                *left -= 1;
+                true
+            }
+        }
     }
 
     pub(super) fn take_pause(name: &str) -> Option<Pause> {
@@ -62,13 +78,13 @@ mod armed {
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{Pause, arm, arm_pause};
+pub use armed::{Pause, arm, arm_pause, arm_times};
 
 /// Stop here if this point is armed.
 #[inline]
 pub fn check(name: &'static str) -> Result<()> {
     #[cfg(feature = "failpoints")]
-    if armed::is_armed(name) {
+    if armed::fires(name) {
         tracing::warn!(failpoint = name, "failpoint fired");
         return Err(crate::error::Error::Failpoint(name));
     }
@@ -95,4 +111,22 @@ pub async fn pause(name: &'static str) {
         None => {}
     }
     let _ = name;
+}
+
+#[cfg(all(test, feature = "failpoints"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counted_point_fires_that_many_times_then_passes() {
+        const POINT: &str = "test.counted";
+        assert!(check(POINT).is_ok());
+        arm_times(POINT, 2);
+        assert!(check(POINT).is_err());
+        assert!(check(POINT).is_err());
+        assert!(check(POINT).is_ok());
+        assert!(check(POINT).is_ok());
+        arm(POINT);
+        assert!((0..5).all(|_| check(POINT).is_err()));
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod esm;
 pub mod generator;
+pub mod kafka;
 pub mod readback;
 
 pub use generator::{Generated, GeneratorOptions, generate};

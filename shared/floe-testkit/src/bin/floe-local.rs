@@ -5,6 +5,12 @@
 //! - `ingest`: run the ingest handler on MSK event JSON files (what the Lambda receives).
 //! - `compact`: run one compactor pass.
 //!
+//! - `topics`, `produce`: create topics on a Kafka broker and produce generated records to it.
+//! - `poll`: the local MSK event source mapping (see `floe_testkit::esm`), invoking the ingest handler in
+//!   process or a function under `cargo lambda watch` through the Lambda invoke API.
+//! - `compact --every <seconds>`: the compactor on a fixed-rate schedule, like its EventBridge rule.
+//! - `status`: produced, delivered and committed positions, lag, and table row counts, as one JSON line.
+//!
 //! `--fail-at <point>` simulates a crash at a named step (see `floe_core::failpoint`). `--backend aws` runs on
 //! DynamoDB, Glue and S3 configured exactly as the Lambda functions are (`FLOE_WAREHOUSE`, `FLOE_STATE_TABLE`,
 //! `AWS_ENDPOINT_URL`, … in the environment), e.g. against moto.
@@ -23,7 +29,10 @@ use floe_core::ingest::{IngestReport, Ingestor};
 use floe_core::layout::TableLayout;
 use floe_core::settings::{Backend, FunctionSettings};
 use floe_core::source::MskEvent;
-use floe_testkit::{GeneratorOptions, generate, readback};
+use floe_testkit::{GeneratorOptions, generate, kafka, readback};
+
+#[path = "floe-local/local.rs"]
+mod local;
 
 #[derive(Parser)]
 #[command(about = "Run floe on the embedded default (no cloud)")]
@@ -46,6 +55,9 @@ struct Common {
     /// Simulate a crash at this step.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(failpoint::ALL))]
     fail_at: Option<String>,
+    /// With `--fail-at`: fail this many times, then let the step pass (a transient failure).
+    #[arg(long, requires = "fail_at")]
+    fail_times: Option<u32>,
     /// Pause once at a step: `<point>=<milliseconds>` or `<point>=@<file>` (until the file exists).
     #[arg(long, value_parser = parse_pause)]
     pause_at: Option<(String, failpoint::Pause)>,
@@ -80,7 +92,93 @@ enum Command {
     Compact {
         #[command(flatten)]
         common: Common,
+        /// Run on a fixed-rate schedule, every this many seconds, until interrupted.
+        #[arg(long)]
+        every: Option<f64>,
     },
+    /// Create topics (`name:partitions`) on a Kafka broker; existing ones are left alone.
+    Topics {
+        #[arg(long)]
+        brokers: String,
+        #[arg(required = true, value_parser = parse_topic)]
+        topics: Vec<(String, i32)>,
+    },
+    /// Produce generated sample records (the demo's data) to a Kafka broker.
+    Produce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        #[arg(long, default_value_t = 1_000)]
+        bad_every: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Records per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Records per produce request and partition.
+        #[arg(long, default_value_t = 100)]
+        chunk: usize,
+        /// Stamp records with the time they are produced (for freshness), not the generated event time.
+        #[arg(long)]
+        stamp_now: bool,
+    },
+    /// The local MSK event source mapping: poll the broker, invoke the ingest handler.
+    Poll {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        esm: EsmArgs,
+    },
+    /// Positions and row counts of the local stack, as JSON.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        brokers: String,
+        /// The poller's directory (its stored positions).
+        #[arg(long, default_value = ".floe/local/esm")]
+        esm_dir: PathBuf,
+    },
+}
+
+/// The event source mapping's settings, named as in the SAM template.
+#[derive(clap::Args)]
+struct EsmArgs {
+    #[arg(long)]
+    brokers: String,
+    /// Stored positions, invocation log, on-failure destination and status.
+    #[arg(long, default_value = ".floe/local/esm")]
+    esm_dir: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 500)]
+    batching_window_ms: u64,
+    #[arg(long, default_value = "TRIM_HORIZON", value_parser = ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])]
+    starting_position: String,
+    /// Milliseconds since the epoch, with AT_TIMESTAMP.
+    #[arg(long)]
+    starting_timestamp_ms: Option<i64>,
+    /// -1: retry until success (the mapping's default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    max_retry_attempts: i64,
+    #[arg(long, default_value_t = floe_testkit::esm::MAX_PAYLOAD_BYTES)]
+    max_payload_bytes: usize,
+    /// Invoke a function through the Lambda invoke API at this endpoint (e.g. `cargo lambda watch`'s
+    /// http://127.0.0.1:9000) instead of the handler in this process.
+    #[arg(long)]
+    invoke_endpoint: Option<String>,
+    #[arg(long, default_value = "floe-ingest")]
+    function_name: String,
+}
+
+fn parse_topic(text: &str) -> Result<(String, i32), String> {
+    let (name, partitions) = text.split_once(':').ok_or("expected <name>:<partitions>")?;
+    let partitions = partitions.parse().map_err(|_| format!("`{partitions}` is not a number of partitions"))?;
+    if name.is_empty() || partitions < 1 {
+        return Err(format!("`{text}`: a topic needs a name and at least one partition"));
+    }
+    Ok((name.to_string(), partitions))
 }
 
 fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
@@ -101,7 +199,8 @@ fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 struct Runtime {
@@ -113,8 +212,10 @@ struct Runtime {
 
 impl Runtime {
     async fn open(common: &Common) -> anyhow::Result<Runtime> {
-        if let Some(point) = &common.fail_at {
-            failpoint::arm(point);
+        match (&common.fail_at, common.fail_times) {
+            (Some(point), Some(times)) => failpoint::arm_times(point, times),
+            (Some(point), None) => failpoint::arm(point),
+            _ => {}
         }
         if let Some((point, pause)) = &common.pause_at {
             failpoint::arm_pause(point, pause.clone());
@@ -186,11 +287,49 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&total)?);
             Ok(())
         }
-        Command::Compact { common } => {
+        Command::Compact { common, every: None } => {
             init_tracing("warn");
             let rt = Runtime::open(&common).await?;
             let reports = rt.compactor()?.run().await?;
             println!("{}", serde_json::to_string(&reports)?);
+            Ok(())
+        }
+        Command::Compact { common, every: Some(seconds) } => {
+            init_tracing("info");
+            let rt = Runtime::open(&common).await?;
+            local::compact_every(rt.compactor()?, seconds).await
+        }
+        Command::Topics { brokers, topics } => {
+            init_tracing("warn");
+            let client = kafka::connect(&brokers).await?;
+            kafka::create_topics(&client, &topics).await?;
+            println!(
+                "{}",
+                serde_json::json!({"created": topics.iter().map(|(t, p)| format!("{t}:{p}")).collect::<Vec<_>>()})
+            );
+            Ok(())
+        }
+        Command::Produce { brokers, records, bad_every, seed, rate, chunk, stamp_now } => {
+            init_tracing("warn");
+            let options = GeneratorOptions {
+                records,
+                bad_every,
+                seed,
+                batch_size: chunk.max(1),
+                partitions_per_event: 1,
+                ..Default::default()
+            };
+            local::produce(&brokers, &generate(&options), kafka::ProduceOptions { rate, stamp_now }).await
+        }
+        Command::Poll { common, esm } => {
+            init_tracing("info");
+            let rt = Runtime::open(&common).await?;
+            local::poll(&rt, &esm).await
+        }
+        Command::Status { common, brokers, esm_dir } => {
+            init_tracing("error");
+            let rt = Runtime::open(&common).await?;
+            println!("{}", local::status(&rt, &brokers, &esm_dir).await?);
             Ok(())
         }
     }

@@ -1,4 +1,4 @@
-"""A local AWS stand-in for the integration tests: moto server on 127.0.0.1 (S3, DynamoDB, Glue), started and
+"""A local AWS stand-in for the integration tests and `make local`: moto server on 127.0.0.1 (S3, DynamoDB, Glue), started and
 stopped by PID, plus the resources floe's SAM template creates (warehouse bucket, state table)."""
 
 from __future__ import annotations
