@@ -71,14 +71,15 @@ pub async fn produce(
         for records in event.records.values() {
             let Some(first) = records.first() else { continue };
             let (topic, partition) = (first.topic.clone().unwrap_or_default(), first.partition as i32);
-            if !partitions.contains_key(&(topic.clone(), partition)) {
-                let pc = client
-                    .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
-                    .await
-                    .with_context(|| format!("partition {topic}-{partition}"))?;
-                partitions.insert((topic.clone(), partition), pc);
-            }
-            let pc = &partitions[&(topic.clone(), partition)];
+            let pc = match partitions.entry((topic.clone(), partition)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                    client
+                        .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                        .await
+                        .with_context(|| format!("partition {topic}-{partition}"))?,
+                ),
+            };
             let now = chrono::Utc::now().timestamp_millis();
             let batch =
                 records.iter().map(|r| kafka_record(r, if options.stamp_now { now } else { r.timestamp })).collect();
