@@ -181,6 +181,7 @@ impl Compactor {
                     let snapshot_id = committed.metadata().current_snapshot_id();
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = batch.len(), commit_ms = millis, "committed");
+                    failpoint::pause(failpoint::COMPACTOR_AFTER_COMMIT).await;
                     failpoint::check(failpoint::COMPACTOR_AFTER_COMMIT)?;
                     self.state.remove_staged(&table_name, &batch).await?;
                     report.files = batch.len() as u64;

@@ -14,8 +14,12 @@ pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
 /// Catalog: new metadata is written and checked against the current table; the pointer swap is next.
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
+/// Local event source mapping (floe-testkit): the invocation succeeded; the stored position has not moved.
+pub const ESM_AFTER_INVOKE: &str = "esm.after_invoke";
+
 /// Every named point, for the test drivers.
-pub const ALL: [&str; 4] = [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACTOR_AFTER_COMMIT, CATALOG_BEFORE_SWAP];
+pub const ALL: [&str; 5] =
+    [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACTOR_AFTER_COMMIT, CATALOG_BEFORE_SWAP, ESM_AFTER_INVOKE];
 
 #[cfg(feature = "failpoints")]
 mod armed {

@@ -27,6 +27,10 @@ const IDLE_FETCH_WAIT: Duration = Duration::from_millis(500);
 /// How often new topics and partitions are looked for.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Bytes per fetch. Independent of the payload limit: a broker may return nothing when its next record batch is
+/// larger than the fetch size, and a record too large for any payload must still be read to be sent to the
+/// on-failure destination. Above Kafka's largest common `message.max.bytes`.
+const FETCH_MAX_BYTES: i32 = 16 * 1024 * 1024;
 
 /// The record as the mapping puts it in the event: base64 key and value, signed header bytes, millisecond time.
 /// The broker's record batches carry the timestamp type, which rskafka does not expose; records are reported
@@ -224,7 +228,7 @@ impl Shared {
         let m = &self.mapping;
         let mut pending: VecDeque<MskRecord> = VecDeque::new();
         let mut fetch_at = next;
-        let fetch_bytes = 1..(m.max_payload_bytes.min(i32::MAX as usize) as i32);
+        let fetch_bytes = 1..FETCH_MAX_BYTES;
         loop {
             let mut batch = Batch::new(&m.origin, &topic, partition, m.batch_size, m.max_payload_bytes);
             let mut opened: Option<Instant> = None;
@@ -324,6 +328,7 @@ impl Shared {
             if !self.deliver(&topic, partition, &payload, (first, last, count), &stop).await? {
                 return Ok(()); // stopped while retrying: the position stays, the batch is redelivered on restart
             }
+            floe_core::failpoint::pause(floe_core::failpoint::ESM_AFTER_INVOKE).await;
             next = last + 1;
             self.offsets.store(&topic, partition, next)?;
             self.update(&topic, partition, |s| {

@@ -1,0 +1,318 @@
+"""Kafka in the loop: records produced to a real Kafka-protocol broker (tansu) by an independent client
+(confluent-kafka / librdkafka), delivered by the local event source mapping (`floe-local poll`) to the real ingest
+handler, committed by the compactor on a schedule, and read back through PyIceberg's GlueCatalog on moto.
+Processes are crashed with SIGKILL mid-stream and mid-commit; the table must come out the same."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import msk
+from conftest import ROOT, floe_local_path
+from stack import DEAD, TARGET, Stack, Tansu, freshness, percentiles
+from test_slice import assert_table_is_exact
+
+MAX_PAYLOAD = 6 * 1024 * 1024
+
+
+class Reader:
+    """What assert_table_is_exact needs: tables by name, through PyIceberg's Glue catalog on moto."""
+
+    def __init__(self, moto):
+        self.catalog = moto.pyiceberg_catalog()
+
+    def table(self, name: str):
+        return self.catalog.load_table(name)
+
+
+def kafka_dataset(records_per_tp: int) -> msk.Dataset:
+    """The oracle's records as a producer sends them. A Kafka record has raw bytes, so the oracle's "not valid
+    base64" case (only possible in a hand-made event) arrives as those bytes and is rejected as JSON."""
+    ds = msk.build(records_per_tp=records_per_tp)
+    for r in ds.records:
+        if r.bad_kind == "base64":
+            r.value_b64 = base64.b64encode(r.value_b64.encode()).decode()
+            r.bad_kind, r.bad_reason = "json", "invalid JSON"
+    return ds
+
+
+def produce(bootstrap: str, records: list[msk.Record]):
+    """Produce in offset order per partition and check the broker assigned the offsets the oracle expects."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "max.in.flight.requests.per.connection": 1}
+    )
+    errors, wrong = [], []
+
+    def delivered(err, msg, r: msk.Record):
+        if err is not None:
+            errors.append(err)
+        elif (msg.partition(), msg.offset()) != (r.partition, r.offset):
+            wrong.append((r.topic, r.partition, r.offset, msg.offset()))
+
+    for r in records:
+        producer.produce(
+            r.topic,
+            value=r.raw_value,
+            key=r.key,
+            partition=r.partition,
+            timestamp=r.timestamp_ms,
+            headers=r.headers,
+            on_delivery=lambda err, msg, r=r: delivered(err, msg, r),
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0, "records left unsent"
+    assert not errors, errors
+    assert not wrong, f"the broker assigned other offsets than the oracle's: {wrong[:5]}"
+
+
+@pytest.fixture
+def stack(moto, tmp_path: Path):
+    moto.reset()
+    kafka = Tansu(tmp_path / "kafka")
+    s = Stack(floe_local_path(), tmp_path, moto, kafka)
+    try:
+        s.create_topics()
+        yield s
+    finally:
+        s.stop()
+        kafka.stop()
+
+
+def stored_positions(esm_dir: Path) -> dict[str, int]:
+    path = esm_dir / "offsets.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def assert_mapping_semantics(invocations: list[dict], batch_size: int, positions: dict[str, int]):
+    """What the event source mapping guarantees, checked from the outside on the invocation log."""
+    by_tp: dict[str, list[dict]] = {}
+    for inv in invocations:
+        assert inv["records"] <= batch_size and inv["payload_bytes"] <= MAX_PAYLOAD, inv
+        assert inv["last"] - inv["first"] + 1 == inv["records"], inv  # no gaps inside a batch
+        by_tp.setdefault(f"{inv['topic']}:{inv['partition']}", []).append(inv)
+    assert by_tp.keys() == positions.keys()
+    for tp, invs in by_tp.items():
+        # At most one invocation in flight per partition.
+        spans = sorted((i["started_ms"], i["ended_ms"]) for i in invs)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"{tp}: overlapping invocations"
+        # Successful batches cover the partition in order; a failed batch is retried with the same records before
+        # anything later is sent.
+        expect = 0
+        for inv in invs:
+            assert inv["first"] == expect, (tp, inv)
+            if inv["ok"]:
+                expect = inv["last"] + 1
+        assert expect == positions[tp], tp
+
+
+def test_records_produced_to_kafka_land_exactly_once(stack, moto):
+    ds = kafka_dataset(records_per_tp=600)  # 3,000 records over 5 partitions, ~4% malformed
+    positions = ds.positions()
+    # Three transient failures after the data files are written: the mapping retries the same records.
+    stack.start_poller("--batch-size", "100", "--batching-window-ms", "200", "--fail-at", "ingest.after_write", "--fail-times", "3")
+    stack.start_compactor(2)
+    produce(stack.kafka.bootstrap, ds.records)
+    status = stack.wait_committed(positions, timeout=180)
+
+    assert_table_is_exact(Reader(moto), ds)
+    assert status["tables"][TARGET]["rows"] == len(ds.good)
+    assert status["tables"][DEAD]["rows"] == len(ds.bad)
+    invocations = stack.invocations()
+    assert_mapping_semantics(invocations, 100, positions)
+    failed = [i for i in invocations if not i["ok"]]
+    assert len(failed) == 3 and all("ingest.after_write" in i["error"] for i in failed)
+    for f in failed:  # each retried with the same batch
+        retry = next(i for i in invocations if i["ok"] and (i["topic"], i["partition"], i["first"]) == (f["topic"], f["partition"], f["first"]))
+        assert (retry["last"], retry["payload_bytes"]) == (f["last"], f["payload_bytes"])
+    assert stack.on_failure() == []
+
+
+def test_kill_poller_and_compactor_mid_stream(stack, moto, tmp_path):
+    ds = kafka_dataset(records_per_tp=600)
+    positions = ds.positions()
+    first_half = [r for r in ds.records if r.offset < 300]
+    second_half = [r for r in ds.records if r.offset >= 300]
+    never = tmp_path / "never"
+
+    # A compactor that will be killed inside the commit: metadata written, catalog swap next.
+    compactor = stack.start_compactor(2, "--pause-at", f"catalog.before_swap=@{never}", name="compactor-1")
+    produce(stack.kafka.bootstrap, first_half)
+
+    # Poller 1 dies at an arbitrary moment mid-stream.
+    poller = stack.start_poller("--batch-size", "50", "--batching-window-ms", "100", name="poller-1")
+    deadline = time.time() + 120
+    while sum(stored_positions(stack.esm_dir).values()) < 500:
+        assert time.time() < deadline, poller.log()[-2000:]
+        time.sleep(0.05)
+    poller.kill()
+
+    # Poller 2 dies after an invocation succeeded but before its position was stored: the batch is redelivered.
+    poller = stack.start_poller("--batch-size", "50", "--batching-window-ms", "100", "--pause-at", f"esm.after_invoke=@{never}", name="poller-2")
+    poller.wait_for("floe: paused at esm.after_invoke")
+    poller.kill()
+
+    compactor.wait_for("floe: paused at catalog.before_swap")
+    compactor.kill()
+    # A second compactor dies after its commit, before marking the files committed.
+    compactor = stack.start_compactor(2, "--pause-at", f"compactor.after_commit=@{never}", name="compactor-2")
+    compactor.wait_for("floe: paused at compactor.after_commit")
+    compactor.kill()
+
+    final = stack.start_compactor(2, name="compactor")
+    stack.start_poller("--batch-size", "50", "--batching-window-ms", "100", name="poller")
+    produce(stack.kafka.bootstrap, second_half)
+    stack.wait_committed(positions, timeout=240)
+
+    assert_table_is_exact(Reader(moto), ds)
+    invocations = [i for i in stack.invocations() if i["ok"]]
+    redelivered = [i for i in invocations if i["response"]["duplicates"] > 0]
+    assert redelivered, "the batch in flight when poller-2 died was not redelivered"
+    assert all(i["response"]["duplicates"] == i["records"] for i in redelivered)
+    reports = [r for line in final.log().splitlines() if line.startswith("[") for r in json.loads(line)]
+    assert sum(r["recovered"] for r in reports) > 0, "the last compactor did not recover compactor-2's commit"
+
+
+def test_starting_positions(stack, tmp_path):
+    ds = kafka_dataset(records_per_tp=40)
+    early = [r for r in ds.records if r.offset < 20]
+    late = [r for r in ds.records if r.offset >= 20]
+    produce(stack.kafka.bootstrap, early)
+
+    def delivered(esm_dir: Path) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        path = esm_dir / "invocations.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            inv = json.loads(line)
+            if inv["ok"]:
+                out.setdefault(f"{inv['topic']}:{inv['partition']}", set()).update(range(inv["first"], inv["last"] + 1))
+        return out
+
+    def run(name: str, *args: str) -> object:
+        esm_dir = tmp_path / name
+        return stack.start(name, "poll", *stack._common(), "--brokers", stack.kafka.bootstrap, "--esm-dir", str(esm_dir), *args), esm_dir
+
+    # AT_TIMESTAMP: from the first record at or after the timestamp of record offset 10, per partition.
+    cut = {(r.topic, r.partition): r.timestamp_ms for r in ds.records if r.offset == 10}
+    at = min(cut.values())
+    expected_at = {f"{r.topic}:{r.partition}" for r in early}
+    expected_at = {tp: {r.offset for r in early if f"{r.topic}:{r.partition}" == tp and r.timestamp_ms >= at} for tp in expected_at}
+    poller, at_dir = run("poller-at", "--starting-position", "AT_TIMESTAMP", "--starting-timestamp-ms", str(at))
+    deadline = time.time() + 60
+    while delivered(at_dir) != expected_at:
+        assert time.time() < deadline, (delivered(at_dir), expected_at)
+        time.sleep(0.2)
+
+    # LATEST: nothing produced before the mapping first saw the partition, everything after.
+    poller, latest_dir = run("poller-latest", "--starting-position", "LATEST")
+    deadline = time.time() + 60
+    while len(stored_positions(latest_dir)) < 5:
+        assert time.time() < deadline, poller.log()[-2000:]
+        time.sleep(0.2)
+    assert set(stored_positions(latest_dir).values()) == {20}
+    produce(stack.kafka.bootstrap, late)
+    expected_latest = {tp: set(range(20, 40)) for tp in expected_at}
+    deadline = time.time() + 60
+    while delivered(latest_dir) != expected_latest:
+        assert time.time() < deadline, (delivered(latest_dir), expected_latest)
+        time.sleep(0.2)
+
+    # TRIM_HORIZON: everything.
+    poller, all_dir = run("poller-all", "--starting-position", "TRIM_HORIZON")
+    expected_all = {tp: set(range(40)) for tp in expected_at}
+    deadline = time.time() + 60
+    while delivered(all_dir) != expected_all:
+        assert time.time() < deadline, (delivered(all_dir), expected_all)
+        time.sleep(0.2)
+
+
+def test_payload_cap_window_and_on_failure_destination(stack, tmp_path):
+    """Batches close at the payload limit (a small one here) and at the window; a record too large for any
+    payload, and a batch that exhausts its retries, go to the on-failure destination with their offsets."""
+    from confluent_kafka import Producer
+
+    cap = 20_000
+    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap, "linger.ms": 0})
+    value = json.dumps({"event_id": "x", "pad": "p" * 900}).encode()
+    for _ in range(60):
+        producer.produce("clicks", value=value, partition=0)
+    producer.produce("clicks", value=b"{" + b" " * 30_000 + b"}", partition=0)  # offset 60: too large
+    producer.produce("clicks", value=value, partition=0)
+    assert producer.flush(30) == 0
+
+    poller = stack.start_poller(
+        "--batch-size", "10000", "--max-payload-bytes", str(cap), "--batching-window-ms", "1000",
+        # Every invocation fails at the handler: after one retry each batch goes to the on-failure destination.
+        "--fail-at", "ingest.after_write", "--max-retry-attempts", "1",
+    )
+    deadline = time.time() + 60
+    while sum(f["last_offset"] - f["first_offset"] + 1 for f in stack.on_failure()) < 62:
+        assert time.time() < deadline and poller.alive(), poller.log()[-3000:]
+        time.sleep(0.2)
+    invocations = stack.invocations()
+    assert invocations and all(i["payload_bytes"] <= cap for i in invocations)
+    assert max(i["records"] for i in invocations) >= 10  # filled up to the cap, not one record at a time
+    assert all(i["attempt"] <= 2 for i in invocations)
+    failures = stack.on_failure()
+    covered = sorted(o for f in failures for o in range(f["first_offset"], f["last_offset"] + 1))
+    assert covered == list(range(62)), covered
+    too_large = [f for f in failures if f["first_offset"] == 60]
+    assert too_large and "payload limit" in too_large[0]["reason"]
+    assert json.loads((stack.esm_dir / "offsets.json").read_text())["clicks:0"] == 62
+
+    # The batching window: records arriving within it travel in one invocation.
+    poller.stop()
+    before = len(stack.invocations())
+    stack.start_poller("--batch-size", "100", "--batching-window-ms", "1500", name="poller-window")
+    time.sleep(1)  # the poller is waiting on an empty partition
+    for _ in range(5):
+        producer.produce("clicks", value=value, partition=1)
+        producer.flush(10)
+        time.sleep(0.1)
+    deadline = time.time() + 30
+    while len([i for i in stack.invocations()[before:] if i["ok"] and i["partition"] == 1]) < 1:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    windowed = [i for i in stack.invocations()[before:] if i["partition"] == 1]
+    assert windowed[0]["records"] == 5, windowed
+
+
+@pytest.mark.skipif(os.environ.get("FLOE_SKIP_FRESHNESS") == "1", reason="FLOE_SKIP_FRESHNESS=1")
+def test_freshness_with_a_one_minute_compactor(stack, moto):
+    """Produce → queryable latency with the template's default schedule (rate(1 minute)): a steady stream for a
+    little over two schedule periods. Reported in .floe/freshness.json; bounded by the schedule plus slack."""
+    stack.start_poller("--batch-size", "100", "--batching-window-ms", "500")
+    compactor = stack.start_compactor(60)
+    started = time.time()
+    producer = stack.start_producer(13_000, 100, "--stamp-now", "--chunk", "20")
+    while producer.alive():
+        time.sleep(1)
+    assert producer.popen.returncode == 0, producer.log()
+    summary = json.loads(producer.log().strip().splitlines()[-1])
+    produced, malformed = summary["produced"], summary["malformed"]
+    deadline = time.time() + 150
+    while True:
+        s = stack.status()
+        if s["tables"].get(TARGET, {}).get("rows", 0) + s["tables"].get(DEAD, {}).get("rows", 0) >= produced:
+            break
+        assert time.time() < deadline and compactor.alive(), s
+        time.sleep(2)
+    table = moto.pyiceberg_catalog().load_table(TARGET)
+    latencies = freshness(table)
+    fresh = percentiles(latencies)
+    report = {"compact_every_s": 60, "rate_per_s": 100, "duration_s": round(time.time() - started), **fresh}
+    out = ROOT / ".floe"
+    out.mkdir(exist_ok=True)
+    (out / "freshness.json").write_text(json.dumps(report) + "\n")
+    assert fresh["rows"] == produced - malformed
+    assert min(latencies) >= 0
+    # Each row waits at most one schedule period plus ingest and commit time.
+    assert fresh["max_s"] <= 60 + 20, fresh
+    assert 0 < fresh["p50_s"] <= 60, fresh
