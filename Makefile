@@ -57,8 +57,9 @@ $(TOOLS)/.installed: infra/tools-requirements.txt
 
 ## local: Kafka in the loop — tansu + moto, the local event source mapping and the compactor on a schedule; produces
 ## a stream of sample events and prints progress until the table has caught up (LOCAL_ARGS: see infra/local/stack.py)
+## (LOCAL_ARGS="--lambda-api $(CURDIR)/.venv-tools/bin" runs the ingest binary behind cargo lambda's invoke API)
 LOCAL_ARGS ?=
-local: build venv tansu
+local: build venv tools tansu
 	$(PY) infra/local/stack.py --floe-local $(FLOE_LOCAL) $(LOCAL_ARGS)
 
 ## tansu: the Kafka-compatible broker, built once into ~/.cache/floe (about 11 minutes the first time)

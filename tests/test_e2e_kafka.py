@@ -180,6 +180,25 @@ def test_kill_poller_and_compactor_mid_stream(stack, moto, tmp_path):
     assert sum(r["recovered"] for r in reports) > 0, "the last compactor did not recover compactor-2's commit"
 
 
+def test_through_the_lambda_invoke_api(stack, moto):
+    """The mapping invokes the real floe-ingest binary (its lambda_runtime loop, settings, JSON logs and metrics)
+    through the Lambda Invoke API that `cargo lambda watch` serves."""
+    tools = os.environ.get("FLOE_TOOLS_BIN")
+    if not tools or not (Path(tools) / "cargo-lambda").exists():
+        pytest.skip("cargo-lambda not installed (make test installs it into .venv-tools)")
+    ds = kafka_dataset(records_per_tp=200)
+    endpoint = stack.start_lambda_api(Path(tools))
+    stack.start_poller("--batch-size", "100", "--invoke-endpoint", endpoint, "--function-name", "_")
+    stack.start_compactor(2)
+    produce(stack.kafka.bootstrap, ds.records)
+    stack.wait_committed(ds.positions(), timeout=180)
+    assert_table_is_exact(Reader(moto), ds)
+    function_log = next(p for p in stack.procs if p.name == "floe-ingest").log()
+    metrics = [json.loads(line) for line in function_log.splitlines() if '"CloudWatchMetrics"' in line]
+    assert sum(m["RecordsIn"] for m in metrics) >= len(ds.records)
+    assert len(metrics) == sum(1 for i in stack.invocations() if i["ok"])
+
+
 def test_starting_positions(stack, tmp_path):
     ds = kafka_dataset(records_per_tp=40)
     early = [r for r in ds.records if r.offset < 20]

@@ -48,11 +48,11 @@ class Tansu:
 class Proc:
     """A floe-local process in the background, its output in `<folder>/<name>.log`."""
 
-    def __init__(self, cmd: list[str], env: dict, folder: Path, name: str):
+    def __init__(self, cmd: list[str], env: dict, folder: Path, name: str, cwd: Path | None = None):
         self.name = name
         self.log_path = folder / f"{name}.log"
         self._log = open(self.log_path, "a")
-        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True)
+        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True, cwd=cwd)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -114,13 +114,41 @@ class Stack:
         return self.run("topics", "--brokers", self.kafka.bootstrap, *topics)
 
     def start(self, name: str, *args: str) -> Proc:
-        proc = Proc([self.bin, *args], self.env, self.folder, name)
-        self.procs.append(proc)
-        return proc
+        return self.start_with_env(name, self.env, [self.bin, *args])
 
     def start_poller(self, *extra: str, name: str = "poller") -> Proc:
         args = ["poll", *self._common(), "--brokers", self.kafka.bootstrap, "--esm-dir", str(self.esm_dir), *extra]
         return self.start(name, *args)
+
+    def start_lambda_api(self, tools_bin: Path) -> str:
+        """The ingest function behind the Lambda invoke API: `cargo lambda watch --only-lambda-apis` emulates the
+        Invoke and Runtime APIs, and the real `floe-ingest` binary (built beside floe-local) runs its
+        lambda_runtime loop against them, configured by the same environment as on AWS. Returns the endpoint."""
+        port = free_port()
+        env = {**self.env, "PATH": f"{tools_bin}:{os.environ.get('PATH', '')}"}
+        emulator = self.start_with_env(
+            "lambda-api",
+            env,
+            [str(tools_bin / "cargo-lambda"), "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port)],
+            cwd=ROOT,
+        )
+        emulator.wait_for("starting Runtime server", timeout=60)
+        function_env = {
+            **self.env,
+            "FLOE_PIPELINE_FILE": str(self.pipeline),
+            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt",
+            "AWS_LAMBDA_FUNCTION_NAME": "_",  # the emulator's name for a function it does not start itself
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        }
+        function = self.start_with_env("floe-ingest", function_env, [str(Path(self.bin).with_name("floe-ingest"))])
+        function.wait_for('"message":"ready"', timeout=60)
+        return f"http://127.0.0.1:{port}"
+
+    def start_with_env(self, name: str, env: dict, cmd: list[str], cwd: Path | None = None) -> Proc:
+        proc = Proc(cmd, env, self.folder, name, cwd=cwd)
+        self.procs.append(proc)
+        return proc
 
     def start_compactor(self, every: float, *extra: str, name: str = "compactor") -> Proc:
         return self.start(name, "compact", *self._common(), "--every", str(every), *extra)
@@ -200,6 +228,12 @@ def main() -> int:
     parser.add_argument("--compact-every", type=float, default=60, help="compactor schedule, seconds")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batching-window-ms", type=int, default=500)
+    parser.add_argument(
+        "--lambda-api",
+        type=Path,
+        metavar="TOOLS_BIN",
+        help="invoke the floe-ingest binary through the Lambda invoke API (cargo lambda watch from TOOLS_BIN)",
+    )
     args = parser.parse_args()
 
     folder = args.dir
@@ -217,7 +251,14 @@ def main() -> int:
         stack = Stack(args.floe_local, folder, moto, kafka)
         stack.create_topics()
         print(f"  moto {moto.endpoint}  kafka {kafka.bootstrap}  topics {' '.join(TOPICS)}")
-        stack.start_poller("--batch-size", str(args.batch_size), "--batching-window-ms", str(args.batching_window_ms))
+        invoke = []
+        if args.lambda_api:
+            endpoint = stack.start_lambda_api(args.lambda_api)
+            invoke = ["--invoke-endpoint", endpoint, "--function-name", "_"]
+            print(f"  ingest: the floe-ingest binary behind the Lambda invoke API at {endpoint} (cargo lambda watch)")
+        stack.start_poller(
+            "--batch-size", str(args.batch_size), "--batching-window-ms", str(args.batching_window_ms), *invoke
+        )
         stack.start_compactor(args.compact_every)
         print(
             f"poller: BatchSize {args.batch_size}, window {args.batching_window_ms} ms, TRIM_HORIZON; "
