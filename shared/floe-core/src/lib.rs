@@ -20,6 +20,7 @@ mod pinned;
 pub mod settings;
 pub mod source;
 pub mod state;
+pub mod window;
 pub mod writer;
 
 pub use error::{Error, Result};
