@@ -15,7 +15,7 @@ import pytest
 
 import msk
 from conftest import ROOT, floe_local_path
-from stack import DEAD, TARGET, Stack, Tansu, freshness, percentiles
+from stack import DEAD, TARGET, Stack, Tansu, committed_rows, freshness, percentiles
 from test_slice import assert_table_is_exact
 
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -86,11 +86,6 @@ def stack(moto, tmp_path: Path):
         kafka.stop()
 
 
-def stored_positions(esm_dir: Path) -> dict[str, int]:
-    path = esm_dir / "offsets.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def assert_mapping_semantics(invocations: list[dict], batch_size: int, positions: dict[str, int]):
     """What the event source mapping guarantees, checked from the outside on the invocation log."""
     by_tp: dict[str, list[dict]] = {}
@@ -149,7 +144,7 @@ def test_kill_poller_and_compactor_mid_stream(stack, moto, tmp_path):
     # Poller 1 dies at an arbitrary moment mid-stream.
     poller = stack.start_poller("--batch-size", "50", "--batching-window-ms", "100", name="poller-1")
     deadline = time.time() + 120
-    while sum(stored_positions(stack.esm_dir).values()) < 500:
+    while sum(stack.stored_positions().values()) < 500:
         assert time.time() < deadline, poller.log()[-2000:]
         time.sleep(0.05)
     poller.kill()
@@ -207,16 +202,14 @@ def test_starting_positions(stack, tmp_path):
 
     def delivered(esm_dir: Path) -> dict[str, set[int]]:
         out: dict[str, set[int]] = {}
-        path = esm_dir / "invocations.jsonl"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            inv = json.loads(line)
+        for inv in stack.invocations(esm_dir):
             if inv["ok"]:
                 out.setdefault(f"{inv['topic']}:{inv['partition']}", set()).update(range(inv["first"], inv["last"] + 1))
         return out
 
-    def run(name: str, *args: str) -> object:
+    def run(name: str, *args: str) -> tuple:
         esm_dir = tmp_path / name
-        return stack.start(name, "poll", *stack._common(), "--brokers", stack.kafka.bootstrap, "--esm-dir", str(esm_dir), *args), esm_dir
+        return stack.start_poller(*args, name=name, esm_dir=esm_dir), esm_dir
 
     # AT_TIMESTAMP: from the first record at or after the timestamp of record offset 10, per partition.
     cut = {(r.topic, r.partition): r.timestamp_ms for r in ds.records if r.offset == 10}
@@ -232,10 +225,10 @@ def test_starting_positions(stack, tmp_path):
     # LATEST: nothing produced before the mapping first saw the partition, everything after.
     poller, latest_dir = run("poller-latest", "--starting-position", "LATEST")
     deadline = time.time() + 60
-    while len(stored_positions(latest_dir)) < 5:
+    while len(stack.stored_positions(latest_dir)) < 5:
         assert time.time() < deadline, poller.log()[-2000:]
         time.sleep(0.2)
-    assert set(stored_positions(latest_dir).values()) == {20}
+    assert set(stack.stored_positions(latest_dir).values()) == {20}
     produce(stack.kafka.bootstrap, late)
     expected_latest = {tp: set(range(20, 40)) for tp in expected_at}
     deadline = time.time() + 60
@@ -284,7 +277,7 @@ def test_payload_cap_window_and_on_failure_destination(stack, tmp_path):
     assert covered == list(range(62)), covered
     too_large = [f for f in failures if f["first_offset"] == 60]
     assert too_large and "payload limit" in too_large[0]["reason"]
-    assert json.loads((stack.esm_dir / "offsets.json").read_text())["clicks:0"] == 62
+    assert stack.stored_positions()["clicks:0"] == 62
 
     # The batching window: records arriving within it travel in one invocation.
     poller.stop()
@@ -319,7 +312,7 @@ def test_freshness_with_a_one_minute_compactor(stack, moto):
     deadline = time.time() + 150
     while True:
         s = stack.status()
-        if s["tables"].get(TARGET, {}).get("rows", 0) + s["tables"].get(DEAD, {}).get("rows", 0) >= produced:
+        if committed_rows(s) >= produced:
             break
         assert time.time() < deadline and compactor.alive(), s
         time.sleep(2)

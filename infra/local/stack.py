@@ -29,6 +29,15 @@ TARGET = "analytics.events"
 DEAD = "analytics.events_dead_letters"
 
 
+def _json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def committed_rows(status: dict) -> int:
+    """Rows committed to the target and dead-letter tables, from a `floe-local status` answer."""
+    return sum(status["tables"].get(name, {}).get("rows", 0) for name in (TARGET, DEAD))
+
+
 class Tansu:
     """The broker, with SQLite storage in `folder`."""
 
@@ -116,8 +125,9 @@ class Stack:
     def start(self, name: str, *args: str) -> Proc:
         return self.start_with_env(name, self.env, [self.bin, *args])
 
-    def start_poller(self, *extra: str, name: str = "poller") -> Proc:
-        args = ["poll", *self._common(), "--brokers", self.kafka.bootstrap, "--esm-dir", str(self.esm_dir), *extra]
+    def start_poller(self, *extra: str, name: str = "poller", esm_dir: Path | None = None) -> Proc:
+        esm_dir = esm_dir or self.esm_dir
+        args = ["poll", *self._common(), "--brokers", self.kafka.bootstrap, "--esm-dir", str(esm_dir), *extra]
         return self.start(name, *args)
 
     def start_lambda_api(self, tools_bin: Path) -> str:
@@ -160,13 +170,18 @@ class Stack:
     def status(self) -> dict:
         return self.run("status", *self._common(), "--brokers", self.kafka.bootstrap, "--esm-dir", str(self.esm_dir))
 
-    def invocations(self) -> list[dict]:
-        path = self.esm_dir / "invocations.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    def invocations(self, esm_dir: Path | None = None) -> list[dict]:
+        """Every invocation attempt the poller logged."""
+        return _json_lines((esm_dir or self.esm_dir) / "invocations.jsonl")
 
     def on_failure(self) -> list[dict]:
-        path = self.esm_dir / "on-failure.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        """What the poller sent to its on-failure destination."""
+        return _json_lines(self.esm_dir / "on-failure.jsonl")
+
+    def stored_positions(self, esm_dir: Path | None = None) -> dict[str, int]:
+        """The poller's stored positions: next offset per `topic:partition`."""
+        path = (esm_dir or self.esm_dir) / "offsets.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def wait_committed(self, positions: dict[str, int], timeout: float, progress=None) -> dict:
         """Until the tables' committed positions reach `positions` (`topic:partition` → next offset)."""
@@ -289,8 +304,7 @@ def main() -> int:
         while True:
             s = stack.status()
             show(s)
-            rows = s["tables"].get(TARGET, {}).get("rows", 0) + s["tables"].get(DEAD, {}).get("rows", 0)
-            if rows >= produced["produced"] and s["lag"] == 0:
+            if committed_rows(s) >= produced["produced"] and s["lag"] == 0:
                 break
             time.sleep(2)
         table = moto.pyiceberg_catalog().load_table(TARGET)

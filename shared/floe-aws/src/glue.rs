@@ -329,7 +329,9 @@ impl Catalog for GlueCatalog {
         staged.metadata().write_to(&self.file_io, &parsed).await?;
 
         // Between reading the current version and swapping: the window the VersionId check protects.
-        floe_core::failpoint::pause(floe_core::failpoint::CATALOG_BEFORE_SWAP).await;
+        floe_core::failpoint::hit(floe_core::failpoint::CATALOG_BEFORE_SWAP)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
         let parameters = glue.parameters.clone().unwrap_or_default();
         let input =
             self.table_input(ident.name(), staged.metadata(), parameters, &new_location, Some(&current_location))?;

@@ -161,8 +161,7 @@ impl Compactor {
             properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
 
-            failpoint::pause(failpoint::COMPACTOR_BEFORE_COMMIT).await;
-            failpoint::check(failpoint::COMPACTOR_BEFORE_COMMIT)?;
+            failpoint::hit(failpoint::COMPACTOR_BEFORE_COMMIT).await?;
             let commit_started = Instant::now();
             let (view, pinned) = crate::pinned::PinnedCatalog::new(self.catalog.as_ref(), &table)?;
             let tx = Transaction::new(&pinned);
@@ -181,8 +180,7 @@ impl Compactor {
                     let snapshot_id = committed.metadata().current_snapshot_id();
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = batch.len(), commit_ms = millis, "committed");
-                    failpoint::pause(failpoint::COMPACTOR_AFTER_COMMIT).await;
-                    failpoint::check(failpoint::COMPACTOR_AFTER_COMMIT)?;
+                    failpoint::hit(failpoint::COMPACTOR_AFTER_COMMIT).await?;
                     self.state.remove_staged(&table_name, &batch).await?;
                     report.files = batch.len() as u64;
                     report.rows = batch.iter().map(|f| f.record_count).sum();

@@ -96,6 +96,13 @@ pub fn check(name: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// A named step: pause here if a pause is armed, then stop here if the point is armed. Every step calls this,
+/// so each point can both open a race window and simulate a crash.
+pub async fn hit(name: &'static str) -> Result<()> {
+    pause(name).await;
+    check(name)
+}
+
 /// Wait here once if a pause is armed for this point (announced on stderr so a test can act during it).
 #[inline]
 pub async fn pause(name: &'static str) {

@@ -126,8 +126,7 @@ impl Ingestor {
         }
         report.files = staged.len() as u64;
         report.bytes = staged.iter().map(|f| f.file_size).sum();
-        failpoint::pause(failpoint::INGEST_AFTER_WRITE).await;
-        failpoint::check(failpoint::INGEST_AFTER_WRITE)?;
+        failpoint::hit(failpoint::INGEST_AFTER_WRITE).await?;
 
         let request = StageRequest {
             pipeline: pipeline.clone(),

@@ -1,9 +1,9 @@
 //! The poller: one task per topic-partition, each fetching, batching and invoking strictly in order.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,26 +53,12 @@ pub fn msk_record(topic: &str, partition: i32, record: &RecordAndOffset) -> MskR
     }
 }
 
-/// Progress of one partition, for the status file.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-struct PartitionStatus {
-    /// Next offset to deliver (stored position).
-    next: i64,
-    /// The broker's high watermark at the last fetch.
-    high_watermark: i64,
-    invocations: u64,
-    failed_attempts: u64,
-    records: u64,
-}
-
 struct Shared {
     mapping: Mapping,
     invoker: Arc<dyn Invoke>,
     offsets: Arc<OffsetStore>,
     invocations: Mutex<File>,
     on_failure: Mutex<File>,
-    status: Mutex<BTreeMap<String, PartitionStatus>>,
-    status_path: PathBuf,
 }
 
 pub struct Poller {
@@ -93,7 +79,7 @@ fn append(file: &Mutex<File>, line: serde_json::Value) {
 
 impl Poller {
     /// A poller keeping its stored positions, invocation log (`invocations.jsonl`), on-failure destination
-    /// (`on-failure.jsonl`) and status (`status.json`) in `dir`.
+    /// (`on-failure.jsonl`) in `dir`.
     pub fn new(client: Arc<Client>, mapping: Mapping, invoker: Arc<dyn Invoke>, dir: &Path) -> anyhow::Result<Poller> {
         mapping.validate().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -110,8 +96,6 @@ impl Poller {
             offsets: Arc::new(OffsetStore::open(&dir.join("offsets.json"))?),
             invocations: open("invocations.jsonl")?,
             on_failure: open("on-failure.jsonl")?,
-            status: Mutex::new(BTreeMap::new()),
-            status_path: dir.join("status.json"),
             mapping,
             invoker,
         };
@@ -122,7 +106,6 @@ impl Poller {
     pub async fn run(&self, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut started: BTreeSet<(String, i32)> = BTreeSet::new();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut last_status = Instant::now();
         let mut next_discovery = Instant::now();
         loop {
             if *stop.borrow() {
@@ -150,10 +133,6 @@ impl Poller {
                     Err(e) => warn!(error = %e, "listing topics failed; retrying"),
                 }
             }
-            if last_status.elapsed() >= Duration::from_secs(1) {
-                last_status = Instant::now();
-                self.shared.write_status();
-            }
             // A partition task only ends on stop or on a fatal error (e.g. the offsets file cannot be written).
             tokio::select! {
                 Some(done) = tasks.join_next() => done??,
@@ -163,7 +142,6 @@ impl Poller {
         while let Some(done) = tasks.join_next().await {
             done??;
         }
-        self.shared.write_status();
         Ok(())
     }
 }
@@ -177,19 +155,6 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Shared {
-    fn write_status(&self) {
-        let status = self.status.lock().expect("status lock").clone();
-        let tmp = self.status_path.with_extension("tmp");
-        let doc = json!({"updated_ms": now_ms(), "partitions": status});
-        if std::fs::write(&tmp, doc.to_string()).and_then(|_| std::fs::rename(&tmp, &self.status_path)).is_err() {
-            warn!(path = %self.status_path.display(), "could not write the status file");
-        }
-    }
-
-    fn update(&self, topic: &str, partition: i32, f: impl FnOnce(&mut PartitionStatus)) {
-        f(self.status.lock().expect("status lock").entry(format!("{topic}:{partition}")).or_default());
-    }
-
     async fn resolve_start(&self, pc: &PartitionClient) -> anyhow::Result<i64> {
         let at = match self.mapping.starting_position {
             StartingPosition::TrimHorizon => OffsetAt::Earliest,
@@ -224,7 +189,6 @@ impl Shared {
                 start
             }
         };
-        self.update(&topic, partition, |s| s.next = next);
         let m = &self.mapping;
         let mut pending: VecDeque<MskRecord> = VecDeque::new();
         let mut fetch_at = next;
@@ -274,8 +238,7 @@ impl Shared {
                     .fetch_records(fetch_at, fetch_bytes.clone(), wait.as_millis().min(i32::MAX as u128) as i32)
                     .await
                 {
-                    Ok((records, high_watermark)) => {
-                        self.update(&topic, partition, |s| s.high_watermark = high_watermark);
+                    Ok((records, _high_watermark)) => {
                         for r in records.iter().filter(|r| r.offset >= fetch_at) {
                             pending.push_back(msk_record(&topic, partition, r));
                         }
@@ -312,7 +275,6 @@ impl Shared {
                 );
                 next = record.offset + 1;
                 self.offsets.store(&topic, partition, next)?;
-                self.update(&topic, partition, |s| s.next = next);
                 continue;
             }
             if batch.is_empty() {
@@ -328,14 +290,9 @@ impl Shared {
             if !self.deliver(&topic, partition, &payload, (first, last, count), &stop).await? {
                 return Ok(()); // stopped while retrying: the position stays, the batch is redelivered on restart
             }
-            floe_core::failpoint::pause(floe_core::failpoint::ESM_AFTER_INVOKE).await;
+            floe_core::failpoint::hit(floe_core::failpoint::ESM_AFTER_INVOKE).await?;
             next = last + 1;
             self.offsets.store(&topic, partition, next)?;
-            self.update(&topic, partition, |s| {
-                s.next = next;
-                s.invocations += 1;
-                s.records += count as u64;
-            });
             tracing::debug!(%topic, partition, first, last, count, bytes, "delivered");
         }
     }
@@ -368,14 +325,17 @@ impl Shared {
                     return Ok(true);
                 }
                 Err(e) => {
-                    line["error"] = json!(format!("{e:#}"));
+                    let error = format!("{e:#}");
+                    line["error"] = json!(error);
                     append(&self.invocations, line);
-                    self.update(topic, partition, |s| s.failed_attempts += 1);
-                    warn!(topic, partition, first, last, attempt, error = %format!("{e:#}"), "invocation failed; retrying the same records");
+                    warn!(
+                        topic,
+                        partition, first, last, attempt, error, "invocation failed; retrying the same records"
+                    );
                     if let Some(max) = self.mapping.max_retry_attempts
                         && attempt > max
                     {
-                        self.fail_batch(topic, partition, first, last, &format!("{e:#}"), attempt);
+                        self.fail_batch(topic, partition, first, last, &error, attempt);
                         return Ok(true);
                     }
                     if *stop.borrow() {
