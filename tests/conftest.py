@@ -79,12 +79,14 @@ class Floe:
             paths.append(path)
         return paths
 
-    def ingest(self, events: list[dict], fail_at: str | None = None, check: bool = True):
-        proc = self._run(["ingest", *map(str, self.write_events(events))], fail_at, check)
+    def ingest(self, events: list[dict], fail_at: str | None = None, check: bool = True, now_ms: int | None = None):
+        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        proc = self._run(["ingest", *now, *map(str, self.write_events(events))], fail_at, check)
         return json.loads(proc.stdout) if proc.returncode == 0 else proc
 
-    def compact(self, fail_at: str | None = None, check: bool = True):
-        proc = self._run(["compact"], fail_at, check)
+    def compact(self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None):
+        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        proc = self._run(["compact", *now], fail_at, check)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
     def catalog(self):

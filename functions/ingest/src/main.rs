@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     floe_backends::init_lambda_tracing();
     let settings = FunctionSettings::from_env()?;
     let (pipeline, b) = floe_backends::open(&settings).await?;
-    let ingestor = &Ingestor::new(pipeline, &b.warehouse, b.file_io.clone(), b.state.clone())?;
+    let ingestor = &Ingestor::new(pipeline, &b.warehouse, b.file_io.clone(), b.state.clone()).await?;
     info!(pipeline = %ingestor.pipeline().name, table = %ingestor.pipeline().table.name, "ready");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<MskEvent>| async move {
         let started = Instant::now();

@@ -35,7 +35,7 @@ pub struct DynamoStateStore {
 }
 
 /// Map an SDK error: throttling, timeouts, 5xx and transport problems are retryable; the rest are not.
-fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> Error {
+pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> Error {
     let code = e.code().unwrap_or_default().to_string();
     let retryable = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
@@ -113,6 +113,10 @@ impl DynamoStateStore {
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -238,6 +242,6 @@ impl StateStore for DynamoStateStore {
     }
 }
 
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> Error {
+pub(crate) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> Error {
     Error::state(format!("building a DynamoDB request: {e}"), false)
 }

@@ -5,6 +5,7 @@
 //! - warehouse: S3 through iceberg's OpenDAL `FileIO` (endpoint override and path-style access for stand-ins).
 
 mod dynamo;
+mod dynamo_stream;
 mod glue;
 
 use std::collections::HashMap;

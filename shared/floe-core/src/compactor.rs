@@ -16,7 +16,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::commit::{advance, committed_positions, encode_positions, limit, plan, positions_key};
-use crate::config::Pipeline;
+use crate::config::{Output, Pipeline};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::layout::TableLayout;
@@ -63,7 +63,10 @@ pub struct TableReport {
 /// Compactor handler; build once per process.
 pub struct Compactor {
     pipeline: Arc<Pipeline>,
+    /// Tables that receive staged files.
     layouts: Vec<TableLayout>,
+    /// Windowed outputs and their window tables (emitted by the compactor itself).
+    windows: Vec<(Output, TableLayout)>,
     catalog: Arc<dyn Catalog>,
     state: Arc<dyn StateStore>,
     options: CompactorOptions,
@@ -77,8 +80,19 @@ impl Compactor {
         state: Arc<dyn StateStore>,
         options: CompactorOptions,
     ) -> Result<Self> {
-        let layouts = vec![TableLayout::target(&pipeline, warehouse)?, TableLayout::dead_letter(&pipeline, warehouse)?];
-        Ok(Compactor { pipeline, layouts, catalog, state, options })
+        let mut layouts =
+            vec![TableLayout::target(&pipeline, warehouse)?, TableLayout::dead_letter(&pipeline, warehouse)?];
+        let mut windows = Vec::new();
+        for o in &pipeline.outputs {
+            match &o.window {
+                None => layouts.push(TableLayout::output(&pipeline, o, warehouse)?),
+                Some(_) => {
+                    layouts.push(TableLayout::late(&pipeline, o, warehouse)?);
+                    windows.push((o.clone(), TableLayout::output(&pipeline, o, warehouse)?));
+                }
+            }
+        }
+        Ok(Compactor { pipeline, layouts, windows, catalog, state, options })
     }
 
     /// One scheduled run over the pipeline's tables, retrying conflicts within `options.time_budget`.
@@ -88,10 +102,30 @@ impl Compactor {
 
     /// One run that starts no commit attempt after `budget` (e.g. the Lambda deadline minus a margin).
     pub async fn run_within(&self, budget: Duration) -> Result<Vec<TableReport>> {
+        self.run_at(chrono::Utc::now().timestamp_millis(), budget).await
+    }
+
+    /// A run at processing time `now_ms` (decides which source partitions are idle for window watermarks).
+    pub async fn run_at(&self, now_ms: i64, budget: Duration) -> Result<Vec<TableReport>> {
         let deadline = Instant::now() + budget;
         let mut reports = Vec::new();
         for layout in &self.layouts {
             reports.push(self.compact_table(layout, deadline).await?);
+        }
+        // After the late tables: a record that ingest found late is staged before its window is emitted.
+        for (output, layout) in &self.windows {
+            let attempts = self.options.max_attempts;
+            let report = crate::emit::emit_windows(
+                &self.catalog,
+                self.state.as_ref(),
+                &self.pipeline.name,
+                output,
+                layout,
+                now_ms,
+                attempts,
+            )
+            .await?;
+            reports.push(report);
         }
         Ok(reports)
     }
@@ -99,38 +133,41 @@ impl Compactor {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+}
 
-    async fn load_or_create(&self, layout: &TableLayout) -> Result<iceberg::table::Table> {
-        let ident = layout.ident();
-        match self.catalog.load_table(&ident).await {
-            Ok(table) => return Ok(table),
-            Err(e) if e.kind() == ErrorKind::TableNotFound || e.kind() == ErrorKind::NamespaceNotFound => {}
+/// Load a table, creating its namespace and the table from the layout when missing.
+pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) -> Result<iceberg::table::Table> {
+    let ident = layout.ident();
+    match catalog.load_table(&ident).await {
+        Ok(table) => return Ok(table),
+        Err(e) if e.kind() == ErrorKind::TableNotFound || e.kind() == ErrorKind::NamespaceNotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let namespace = NamespaceIdent::new(layout.name.namespace.clone());
+    if !catalog.namespace_exists(&namespace).await? {
+        match catalog.create_namespace(&namespace, HashMap::new()).await {
+            Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
+            Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
-        let namespace = NamespaceIdent::new(layout.name.namespace.clone());
-        if !self.catalog.namespace_exists(&namespace).await? {
-            match self.catalog.create_namespace(&namespace, HashMap::new()).await {
-                Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
-                Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        match self.catalog.create_table(&namespace, layout.creation()).await {
-            Ok(table) => {
-                info!(table = %layout.name, location = %layout.location, "created table");
-                Ok(table)
-            }
-            // Another compactor created it first.
-            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok(self.catalog.load_table(&ident).await?),
-            Err(e) => Err(e.into()),
-        }
     }
+    match catalog.create_table(&namespace, layout.creation()).await {
+        Ok(table) => {
+            info!(table = %layout.name, location = %layout.location, "created table");
+            Ok(table)
+        }
+        // Another compactor created it first.
+        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok(catalog.load_table(&ident).await?),
+        Err(e) => Err(e.into()),
+    }
+}
 
+impl Compactor {
     async fn compact_table(&self, layout: &TableLayout, deadline: Instant) -> Result<TableReport> {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
-        let mut table = self.load_or_create(layout).await?;
+        let mut table = load_or_create(self.catalog.as_ref(), layout).await?;
         layout.check_matches(&table)?;
         if staged.is_empty() {
             return Ok(report);
@@ -205,6 +242,6 @@ impl Compactor {
     }
 }
 
-fn is_conflict(e: &iceberg::Error) -> bool {
+pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {
     e.kind() == ErrorKind::CatalogCommitConflicts || e.retryable()
 }

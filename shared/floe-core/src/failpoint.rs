@@ -11,6 +11,12 @@ pub const INGEST_AFTER_WRITE: &str = "ingest.after_write";
 pub const COMPACTOR_BEFORE_COMMIT: &str = "compactor.before_commit";
 /// Compactor: the snapshot is committed, the staged files are not yet marked.
 pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
+/// Ingest: dedup and window state are updated for a partition batch; its files are not written yet.
+pub const INGEST_AFTER_STATE: &str = "ingest.after_state";
+/// Compactor: the closed watermark has moved and the window file is written; its commit is next.
+pub const EMIT_BEFORE_COMMIT: &str = "emit.before_commit";
+/// Compactor: final windows are committed; their state is not cleaned up yet.
+pub const EMIT_AFTER_COMMIT: &str = "emit.after_commit";
 /// Catalog: new metadata is written and checked against the current table; the pointer swap is next.
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
@@ -18,8 +24,16 @@ pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 pub const ESM_AFTER_INVOKE: &str = "esm.after_invoke";
 
 /// Every named point, for the test drivers.
-pub const ALL: [&str; 5] =
-    [INGEST_AFTER_WRITE, COMPACTOR_BEFORE_COMMIT, COMPACTOR_AFTER_COMMIT, CATALOG_BEFORE_SWAP, ESM_AFTER_INVOKE];
+pub const ALL: [&str; 8] = [
+    INGEST_AFTER_STATE,
+    INGEST_AFTER_WRITE,
+    COMPACTOR_BEFORE_COMMIT,
+    COMPACTOR_AFTER_COMMIT,
+    EMIT_BEFORE_COMMIT,
+    EMIT_AFTER_COMMIT,
+    CATALOG_BEFORE_SWAP,
+    ESM_AFTER_INVOKE,
+];
 
 #[cfg(feature = "failpoints")]
 mod armed {

@@ -14,7 +14,8 @@ use crate::decode::RecordDecoder;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::layout::TableLayout;
-use crate::source::{MskEvent, PartitionRecords, SourcePartition, group_records};
+use crate::outputs::Outputs;
+use crate::source::{MskEvent, PartitionRecords, Problem, SourcePartition, group_records};
 use crate::state::{StageRequest, StagedFile, StateStore};
 use crate::writer::{TableWriter, file_prefix};
 
@@ -31,6 +32,10 @@ pub struct IngestReport {
     pub rows: u64,
     /// Records written to the dead-letter table.
     pub dead_letters: u64,
+    /// Rows dropped by output deduplication (records already seen within the horizon).
+    pub deduplicated: u64,
+    /// Rows that missed their window (written to late-records tables).
+    pub late: u64,
     /// Data files staged (both tables) and their bytes.
     pub files: u64,
     pub bytes: u64,
@@ -44,6 +49,8 @@ impl IngestReport {
         self.duplicates += other.duplicates;
         self.rows += other.rows;
         self.dead_letters += other.dead_letters;
+        self.deduplicated += other.deduplicated;
+        self.late += other.late;
         self.files += other.files;
         self.bytes += other.bytes;
     }
@@ -55,14 +62,24 @@ pub struct Ingestor {
     decoder: RecordDecoder,
     target: TableWriter,
     dead_letter: TableWriter,
+    outputs: Outputs,
     state: Arc<dyn StateStore>,
 }
 
 impl Ingestor {
-    pub fn new(pipeline: Arc<Pipeline>, warehouse: &str, file_io: FileIO, state: Arc<dyn StateStore>) -> Result<Self> {
+    /// Build the handler: table layouts, the JSON decoder, and the outputs' SQL plans with their reference
+    /// tables loaded (the only I/O).
+    pub async fn new(
+        pipeline: Arc<Pipeline>,
+        warehouse: &str,
+        file_io: FileIO,
+        state: Arc<dyn StateStore>,
+    ) -> Result<Self> {
         let target = TableLayout::target(&pipeline, warehouse)?;
         let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
+        let outputs = Outputs::new(&pipeline, warehouse, &file_io, &target).await?;
         Ok(Ingestor {
+            outputs,
             decoder: RecordDecoder::new(&pipeline, &target)?,
             target: TableWriter::new(target, file_io.clone())?,
             dead_letter: TableWriter::new(dead_letter, file_io)?,
@@ -78,16 +95,21 @@ impl Ingestor {
     /// Handle one MSK event. An error means the whole event should be redelivered (it is then a no-op for
     /// every topic-partition already staged).
     pub async fn handle(&self, event: &MskEvent) -> Result<IngestReport> {
+        self.handle_at(event, chrono::Utc::now().timestamp_millis()).await
+    }
+
+    /// [`Ingestor::handle`] at processing time `now_ms` (recorded for window watermarks' idle detection).
+    pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<IngestReport> {
         let mut report = IngestReport::default();
         for group in group_records(event, &self.pipeline.topics)? {
             let span = info_span!("partition", topic = %group.source.topic, partition = group.source.partition);
-            let part = self.ingest_partition(group).instrument(span).await?;
+            let part = self.ingest_partition(group, now_ms).instrument(span).await?;
             report.add(&part);
         }
         Ok(report)
     }
 
-    async fn ingest_partition(&self, mut group: PartitionRecords) -> Result<IngestReport> {
+    async fn ingest_partition(&self, mut group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
         let pipeline = &self.pipeline.name;
         let input_bytes: usize = group
             .records
@@ -106,11 +128,37 @@ impl Ingestor {
         };
         let (first, last) = (first.offset, last.offset);
 
-        let decoded = self.decoder.decode(&group.source, &group.records)?;
+        let mut decoded = self.decoder.decode(&group.source, &group.records)?;
         let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
             report.rows = batch.num_rows() as u64;
+            if !self.outputs.runners.is_empty() {
+                // Dedup and window state are updated here, before staging; a crash in between is harmless
+                // because every state item is fenced by source position (see `stream_state`).
+                let rejected: std::collections::HashSet<usize> = decoded.rejects.iter().map(|(i, _)| *i).collect();
+                let rows_records: Vec<usize> = (0..group.records.len()).filter(|i| !rejected.contains(i)).collect();
+                let result = self
+                    .outputs
+                    .run(self.state.as_ref(), &group.source, &group.records, &batch, &rows_records, last, now_ms)
+                    .await?;
+                failpoint::hit(failpoint::INGEST_AFTER_STATE).await?;
+                report.deduplicated = result.duplicates;
+                report.late = result.late;
+                for (index, rows) in result.batches {
+                    let writer = &self.outputs.runners[index].writer;
+                    let files = writer.write(rows, &prefix).await?;
+                    staged.extend(self.staged(writer, &group.source, first, last, files)?);
+                }
+                let index_of: std::collections::HashMap<i64, usize> =
+                    group.records.iter().enumerate().map(|(i, r)| (r.offset, i)).collect();
+                for (offset, reason) in result.failures {
+                    if let Some(i) = index_of.get(&offset) {
+                        decoded.rejects.push((*i, Problem { kind: "transform", reason }));
+                    }
+                }
+                decoded.rejects.sort_by_key(|(i, _)| *i);
+            }
             let files = self.target.write(batch, &prefix).await?;
             staged.extend(self.staged(&self.target, &group.source, first, last, files)?);
         }

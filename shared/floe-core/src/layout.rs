@@ -16,7 +16,7 @@ use iceberg::spec::{
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
 
-use crate::config::{ColumnType, Pipeline, TableName};
+use crate::config::{ColumnType, Output, Pipeline, TableName};
 use crate::error::{Error, Result};
 
 /// Everything needed to write files for, create, and check one table.
@@ -119,6 +119,37 @@ impl TableLayout {
         )
     }
 
+    /// The table a derived output writes (its SQL rows, or its window aggregates). Columns are optional: SQL
+    /// results carry no reliable nullability.
+    pub fn output(pipeline: &Pipeline, output: &Output, warehouse: &str) -> Result<TableLayout> {
+        let mut ids = 0;
+        let fields = output.table_columns().iter().map(|(n, t)| field(&mut ids, n, t, false, None)).collect();
+        let partition = output.partition.iter().map(|p| (p.column.as_str(), p.name.as_str(), p.transform));
+        Self::build(output.table.clone(), warehouse, fields, partition, pipeline.table.target_file_size, HashMap::new())
+    }
+
+    /// The late-records table of a windowed output: the SQL row, its source position and why it was late.
+    pub fn late(pipeline: &Pipeline, output: &Output, warehouse: &str) -> Result<TableLayout> {
+        let window = output.window.as_ref().ok_or_else(|| Error::TableMismatch {
+            table: output.table.to_string(),
+            message: "only windowed outputs have a late-records table".into(),
+        })?;
+        let mut ids = 0;
+        let mut fields: Vec<NestedFieldRef> =
+            output.sql_columns.iter().map(|(n, t)| field(&mut ids, n, t, false, None)).collect();
+        for (name, ty, doc) in late_columns() {
+            fields.push(field(&mut ids, name, &ty, true, Some(doc)));
+        }
+        Self::build(
+            window.late_table.clone(),
+            warehouse,
+            fields,
+            std::iter::empty(),
+            pipeline.table.target_file_size,
+            HashMap::new(),
+        )
+    }
+
     fn build<'a>(
         name: TableName,
         warehouse: &str,
@@ -206,6 +237,24 @@ impl TableLayout {
         }
         Ok(())
     }
+}
+
+/// Columns a late-records table adds to the SQL row.
+pub fn late_columns() -> [(&'static str, ColumnType, &'static str); 4] {
+    [
+        ("late_topic", ColumnType::String, "source topic"),
+        ("late_partition", ColumnType::Int, "source partition"),
+        ("late_offset", ColumnType::Long, "source offset"),
+        ("late_reason", ColumnType::String, "why the record missed its window"),
+    ]
+}
+
+/// Arrow schema (with Iceberg field ids) of flat (name, type) columns, all optional.
+pub fn arrow_schema_of(columns: &[(String, ColumnType)]) -> Result<arrow_schema::SchemaRef> {
+    let mut ids = 0;
+    let fields = columns.iter().map(|(n, t)| field(&mut ids, n, t, false, None)).collect::<Vec<_>>();
+    let schema = Schema::builder().with_fields(fields).build()?;
+    Ok(Arc::new(schema_to_arrow_schema(&schema)?))
 }
 
 fn field(ids: &mut i32, name: &str, ty: &ColumnType, required: bool, doc: Option<&str>) -> NestedFieldRef {

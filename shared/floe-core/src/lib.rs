@@ -6,20 +6,27 @@
 //! topic-partition's offset fence; [`compactor::Compactor`] commits staged files as Iceberg snapshots that record
 //! the committed source positions.
 
+pub mod aggregate;
 pub mod commit;
 pub mod compactor;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod emit;
 pub mod error;
 pub mod failpoint;
+pub mod hll;
 pub mod ingest;
 pub mod layout;
 pub mod metrics;
+pub mod outputs;
 mod pinned;
 pub mod settings;
 pub mod source;
 pub mod state;
+pub mod stream;
+pub mod stream_state;
+pub mod transform;
 pub mod window;
 pub mod writer;
 

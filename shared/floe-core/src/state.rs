@@ -41,9 +41,10 @@ pub struct StageRequest {
     pub files: Vec<StagedFile>,
 }
 
-/// Where fences and staged files live (SQLite embedded, DynamoDB on AWS).
+/// Where fences and staged files live (SQLite embedded, DynamoDB on AWS); stores also hold the state of
+/// stateful outputs ([`crate::stream_state::StreamStore`]).
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait StateStore: crate::stream_state::StreamStore + Send + Sync {
     /// Next offset to process for a topic-partition of a pipeline, if any was staged.
     async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>>;
 

@@ -7,6 +7,7 @@
 
 mod backend;
 mod state;
+mod stream;
 
 pub use backend::{CATALOG_NAME, Embedded};
 pub use state::SqliteStateStore;

@@ -46,7 +46,7 @@ pub struct SqliteStateStore {
     pool: SqlitePool,
 }
 
-fn db_error(e: sqlx::Error) -> Error {
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
     // Busy/locked and I/O hiccups can succeed on retry; anything else (constraint, corrupt file) cannot.
     let retryable = match &e {
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including their extended codes (low byte).
@@ -69,7 +69,12 @@ impl SqliteStateStore {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
+        sqlx::raw_sql(crate::stream::STREAM_SCHEMA).execute(&pool).await.map_err(db_error)?;
         Ok(SqliteStateStore { pool })
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// All fences of a pipeline (for reports and tests).

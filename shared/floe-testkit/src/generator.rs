@@ -21,6 +21,9 @@ pub struct GeneratorOptions {
     pub partitions_per_event: usize,
     /// One record in `bad_every` is malformed (0: none).
     pub bad_every: usize,
+    /// One record in `duplicate_every` repeats the previous value of its partition, like a producer retry
+    /// (0: none). Duplicates are good records: the raw table keeps them, a deduplicated output drops them.
+    pub duplicate_every: usize,
     pub seed: u64,
     /// Event time of the first record, epoch milliseconds.
     pub start_ms: i64,
@@ -34,6 +37,7 @@ impl Default for GeneratorOptions {
             batch_size: 500,
             partitions_per_event: 2,
             bad_every: 1_000,
+            duplicate_every: 0,
             seed: 42,
             start_ms: 1_763_683_200_000, // 2025-11-21T00:00:00Z
         }
@@ -47,6 +51,8 @@ pub struct Generated {
     pub records: usize,
     /// (topic, partition, offset, kind) of every malformed record.
     pub bad: Vec<(String, i32, i64, &'static str)>,
+    /// Records that repeat an earlier value (see [`GeneratorOptions::duplicate_every`]).
+    pub duplicates: usize,
 }
 
 impl Generated {
@@ -115,6 +121,8 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
         options.topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
     let mut per_tp: Vec<Vec<MskRecord>> = vec![Vec::new(); tps.len()];
     let mut bad = Vec::new();
+    let mut previous: Vec<Option<String>> = vec![None; tps.len()];
+    let mut duplicates = 0;
     for n in 0..options.records {
         let i = n % tps.len();
         let (topic, partition) = &tps[i];
@@ -134,7 +142,16 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             )])],
         };
         let mut text = value(&mut rng, topic, n, ts_ms).to_string();
-        if options.bad_every > 0 && n % options.bad_every == options.bad_every / 2 {
+        let is_bad = options.bad_every > 0 && n % options.bad_every == options.bad_every / 2;
+        let repeat =
+            !is_bad && options.duplicate_every > 0 && n % options.duplicate_every == options.duplicate_every / 3;
+        if let Some(prev) = previous[i].as_ref().filter(|_| repeat) {
+            text = prev.clone();
+            duplicates += 1;
+        } else {
+            previous[i] = Some(text.clone());
+        }
+        if is_bad {
             let kind = BAD_KINDS[(n / options.bad_every) % BAD_KINDS.len()];
             text = match kind {
                 "truncated" => text[..text.len() / 2].to_string(),
@@ -191,7 +208,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
             break;
         }
     }
-    Generated { events, records: options.records, bad }
+    Generated { events, records: options.records, bad, duplicates }
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ async fn setup(
     let b = Embedded::open(dir.path()).await.unwrap();
     let p = pipeline();
     let generated = generate(&GeneratorOptions { records, bad_every, ..Default::default() });
-    let ingestor = Arc::new(Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).unwrap());
+    let ingestor = Arc::new(Ingestor::new(p.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).await.unwrap());
     if ingest {
         for event in &generated.events {
             ingestor.handle(event).await.unwrap();

@@ -2,6 +2,7 @@
 //! sources, partition spec, file size) and the dead-letter table. It is validated completely when loaded, and
 //! every error names the file, line, column and field at fault.
 
+mod outputs;
 mod raw;
 mod types;
 
@@ -13,10 +14,14 @@ use std::str::FromStr;
 use iceberg::spec::Transform;
 use toml::Spanned;
 
+pub use outputs::{
+    Aggregate, AggregateFn, Dedup, Output, Reference, ReferenceFormat, WINDOW_END, WINDOW_START, WindowOutput,
+    parse_duration,
+};
 pub use types::{ColumnType, StructField};
 
 use crate::error::{Error, Result};
-use raw::{RawColumn, RawPipeline};
+use raw::{RawColumn, RawPartitionField, RawPipeline};
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
@@ -26,6 +31,10 @@ pub struct Pipeline {
     pub topics: Vec<String>,
     pub table: TableSpec,
     pub dead_letter: TableName,
+    /// Static tables the output SQL may join.
+    pub references: Vec<Reference>,
+    /// Derived tables (SQL transforms, deduplicated streams, window aggregates).
+    pub outputs: Vec<Output>,
 }
 
 /// Namespace and table name.
@@ -231,46 +240,8 @@ impl Validator<'_> {
         }
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
 
-        let mut partition = Vec::new();
-        let mut partition_names = HashSet::new();
-        for (i, p) in raw.table.partition.iter().enumerate() {
-            let field = format!("table.partition[{i}]");
-            let Some(column) = columns.iter().find(|c| &c.name == p.column.get_ref()) else {
-                return self.err(p.column.span(), &format!("{field}.column"), "no such column");
-            };
-            let transform = match Transform::from_str(p.transform.get_ref()) {
-                Ok(
-                    t @ (Transform::Identity
-                    | Transform::Year
-                    | Transform::Month
-                    | Transform::Day
-                    | Transform::Hour
-                    | Transform::Bucket(_)
-                    | Transform::Truncate(_)),
-                ) => t,
-                _ => {
-                    return self.err(
-                        p.transform.span(),
-                        &format!("{field}.transform"),
-                        "must be identity, year, month, day, hour, bucket[N] or truncate[W]",
-                    );
-                }
-            };
-            let result = transform_accepts(&transform, &column.ty);
-            if let Err(msg) = result {
-                return self.err(p.transform.span(), &format!("{field}.transform"), msg);
-            }
-            let name = match &p.name {
-                Some(n) => self.identifier(n, &format!("{field}.name"))?,
-                None => default_partition_name(&column.name, &transform),
-            };
-            if !partition_names.insert(name.clone()) || columns.iter().any(|c| c.name == name && c.name != column.name)
-            {
-                let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
-                return self.err(span, &format!("{field}.name"), format!("partition name `{name}` is already used"));
-            }
-            partition.push(PartitionField { column: column.name.clone(), transform, name });
-        }
+        let typed: Vec<(String, ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
+        let partition = self.partition(&raw.table.partition, "table.partition", &typed)?;
 
         let dead_letter = match &raw.dead_letter {
             None => {
@@ -292,18 +263,79 @@ impl Validator<'_> {
             return self.err(span, "dead_letter.table", "must differ from the target table");
         }
 
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             name,
             topics,
             table: TableSpec {
-                name: table_name,
+                name: table_name.clone(),
                 columns,
                 partition,
                 target_file_size,
                 properties: raw.table.properties,
             },
-            dead_letter,
-        })
+            dead_letter: dead_letter.clone(),
+            references: Vec::new(),
+            outputs: Vec::new(),
+        };
+        if !raw.output.is_empty() || !raw.reference.is_empty() {
+            pipeline.references = self.references(&raw.reference)?;
+            let raw_schema = crate::layout::TableLayout::target(&pipeline, "file:///floe")
+                .map_err(|e| Error::Config { file: self.file.to_string(), message: e.to_string() })?
+                .arrow_schema;
+            let input = crate::transform::input_schema(&raw_schema);
+            let mut used = vec![table_name.clone(), dead_letter];
+            pipeline.outputs =
+                self.outputs(&raw.output, input, &pipeline.references, &table_name.namespace, &mut used)?;
+        }
+        Ok(pipeline)
+    }
+
+    /// Partition fields over `columns` (name, type), validated; `field` names the list in errors.
+    fn partition(
+        &self,
+        raw: &[RawPartitionField],
+        field: &str,
+        columns: &[(String, ColumnType)],
+    ) -> Result<Vec<PartitionField>> {
+        let mut partition = Vec::new();
+        let mut partition_names = HashSet::new();
+        for (i, p) in raw.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            let Some((column_name, column_ty)) = columns.iter().find(|(n, _)| n == p.column.get_ref()) else {
+                return self.err(p.column.span(), &format!("{field}.column"), "no such column");
+            };
+            let transform = match Transform::from_str(p.transform.get_ref()) {
+                Ok(
+                    t @ (Transform::Identity
+                    | Transform::Year
+                    | Transform::Month
+                    | Transform::Day
+                    | Transform::Hour
+                    | Transform::Bucket(_)
+                    | Transform::Truncate(_)),
+                ) => t,
+                _ => {
+                    return self.err(
+                        p.transform.span(),
+                        &format!("{field}.transform"),
+                        "must be identity, year, month, day, hour, bucket[N] or truncate[W]",
+                    );
+                }
+            };
+            if let Err(msg) = transform_accepts(&transform, column_ty) {
+                return self.err(p.transform.span(), &format!("{field}.transform"), msg);
+            }
+            let name = match &p.name {
+                Some(n) => self.identifier(n, &format!("{field}.name"))?,
+                None => default_partition_name(column_name, &transform),
+            };
+            if !partition_names.insert(name.clone()) || columns.iter().any(|(c, _)| *c == name && c != column_name) {
+                let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
+                return self.err(span, &format!("{field}.name"), format!("partition name `{name}` is already used"));
+            }
+            partition.push(PartitionField { column: column_name.clone(), transform, name });
+        }
+        Ok(partition)
     }
 
     fn column(&self, i: usize, c: &RawColumn) -> Result<Column> {

@@ -88,6 +88,9 @@ enum Command {
         common: Common,
         /// MSK event JSON files, processed in order.
         events: Vec<PathBuf>,
+        /// Processing time to record for window watermarks (milliseconds; default: the clock).
+        #[arg(long)]
+        now_ms: Option<i64>,
     },
     Compact {
         #[command(flatten)]
@@ -95,6 +98,9 @@ enum Command {
         /// Run on a fixed-rate schedule, every this many seconds, until interrupted.
         #[arg(long)]
         every: Option<f64>,
+        /// Processing time for idle-partition detection (milliseconds; default: the clock).
+        #[arg(long, conflicts_with = "every")]
+        now_ms: Option<i64>,
     },
     /// Create topics (`name:partitions`) on a Kafka broker; existing ones are left alone.
     Topics {
@@ -235,9 +241,9 @@ impl Runtime {
         Ok(Runtime { pipeline, backend, place })
     }
 
-    fn ingestor(&self) -> anyhow::Result<Ingestor> {
+    async fn ingestor(&self) -> anyhow::Result<Ingestor> {
         let b = &self.backend;
-        Ok(Ingestor::new(self.pipeline.clone(), &b.warehouse, b.file_io.clone(), b.state.clone())?)
+        Ok(Ingestor::new(self.pipeline.clone(), &b.warehouse, b.file_io.clone(), b.state.clone()).await?)
     }
 
     fn compactor(&self) -> anyhow::Result<Compactor> {
@@ -272,29 +278,33 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Ingest { common, events } => {
+        Command::Ingest { common, events, now_ms } => {
             init_tracing("warn");
             let rt = Runtime::open(&common).await?;
-            let ingestor = rt.ingestor()?;
+            let ingestor = rt.ingestor().await?;
             let mut total = IngestReport::default();
             for path in &events {
-                let report = ingestor
-                    .handle(&read_event(path)?)
-                    .await
-                    .with_context(|| format!("ingesting {}", path.display()))?;
+                let event = read_event(path)?;
+                let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let report =
+                    ingestor.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
                 total.add(&report);
             }
             println!("{}", serde_json::to_string(&total)?);
             Ok(())
         }
-        Command::Compact { common, every: None } => {
+        Command::Compact { common, every: None, now_ms } => {
             init_tracing("warn");
             let rt = Runtime::open(&common).await?;
-            let reports = rt.compactor()?.run().await?;
+            let compactor = rt.compactor()?;
+            let reports = match now_ms {
+                Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
+                None => compactor.run().await?,
+            };
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
         }
-        Command::Compact { common, every: Some(seconds) } => {
+        Command::Compact { common, every: Some(seconds), .. } => {
             init_tracing("info");
             let rt = Runtime::open(&common).await?;
             local::compact_every(rt.compactor()?, seconds).await
@@ -360,7 +370,7 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         bytes as f64 / 1e6 / generated.events.len() as f64
     );
 
-    let ingestor = rt.ingestor()?;
+    let ingestor = rt.ingestor().await?;
     let t = Instant::now();
     let mut total = IngestReport::default();
     for event in &generated.events {

@@ -63,7 +63,7 @@ pub async fn poll(rt: &Runtime, args: &EsmArgs) -> anyhow::Result<()> {
     };
     let invoker: Arc<dyn Invoke> = match &args.invoke_endpoint {
         Some(endpoint) => Arc::new(LambdaApi::new(endpoint, &args.function_name, Duration::from_secs(900))?),
-        None => Arc::new(InProcess::new(Arc::new(rt.ingestor()?))),
+        None => Arc::new(InProcess::new(Arc::new(rt.ingestor().await?))),
     };
     let client = Arc::new(kafka::connect(&args.brokers).await?);
     let poller = Poller::new(client, mapping, invoker, &args.esm_dir)?;
