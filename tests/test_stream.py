@@ -28,6 +28,7 @@ T0 = 1_700_000_000_000  # event time origin (ms), a multiple of 10 s
 USERS = {"u0": "emea", "u1": "emea", "u2": "amer", "u3": "apac", "u4": "amer", "u5": "apac"}  # u6, u7: no region
 OOO, IDLE, LATENESS = 5_000, 30_000, 2_000
 HORIZON = 3_600_000
+WINDOWED = ["per_user_10s", "per_user_hop", "sessions"]  # in pipeline order: the order the compactor emits them
 
 
 @dataclass
@@ -134,7 +135,7 @@ class Reference:
     def __init__(self):
         self.delivered = defaultdict(lambda: -1)
         self.records: list[Rec] = []
-        self.closed = None
+        self.closed = dict.fromkeys(WINDOWED)  # per windowed output: the compactor moves each in turn
         self.clocks = {}  # partition -> [max_event_ms, last_seen_ms]
         self.claims = {}
         self.unique = []
@@ -168,13 +169,15 @@ class Reference:
                     "per_user_hop": hopping(t, 10_000, 5_000),
                 }
                 for name, ws in windows.items():
-                    missed = [w for w in ws if self.closed is not None and w[1] + LATENESS <= self.closed]
+                    closed = self.closed[name]
+                    missed = [w for w in ws if closed is not None and w[1] + LATENESS <= closed]
                     for w in ws:
                         if w not in missed:
                             self.counted[name].append((w, r))
                     if missed:
                         self.late[name].add((r.partition, r.offset))
-                if self.closed is not None and t + LATENESS <= self.closed:
+                closed = self.closed["sessions"]
+                if closed is not None and t + LATENESS <= closed:
                     self.late["sessions"].add((r.partition, r.offset))
                 else:
                     self.counted["sessions"].append((None, r))
@@ -182,14 +185,16 @@ class Reference:
             clock[0] = max(clock[0], max(r.payload["ts"] for r in good))
             clock[1] = max(clock[1], now_ms)
 
-    def compact(self, now_ms: int):
+    def compact(self, now_ms: int, outputs=WINDOWED):
+        """A compactor run; one that crashes while emitting has moved only the outputs before and at the crash."""
         if not self.clocks:
             return
         wms = {p: c[0] - OOO for p, c in self.clocks.items()}
         active = [wms[p] for p, c in self.clocks.items() if now_ms - c[1] < IDLE]
         wm = min(active) if active else max(wms.values())
-        if self.closed is None or wm > self.closed:
-            self.closed = wm
+        for name in outputs:
+            if self.closed[name] is None or wm > self.closed[name]:
+                self.closed[name] = wm
 
     # expected tables
 
@@ -230,7 +235,8 @@ class Reference:
         else:
             for w, r in self.counted[name]:
                 groups[(w[0], w[1], r.payload["user"])].append(r)
-        return {k: v for k, v in groups.items() if self.closed is not None and k[1] + LATENESS <= self.closed}
+        closed = self.closed[name]
+        return {k: v for k, v in groups.items() if closed is not None and k[1] + LATENESS <= closed}
 
 
 # ---------------------------------------------------------------- reading floe's tables
@@ -261,15 +267,15 @@ def run_scenario(floe: Floe, seed: int) -> Reference:
     def ingest(records: list[Rec], fail_at: str | None = None):
         now[0] += 1_000
         result = floe.ingest([event(records)], fail_at=fail_at, check=fail_at is None, now_ms=now[0])
-        if fail_at is None:
-            ref.ingest(records, now[0])
+        # Both crash points come after the state update: its decisions stand, and a redelivery only stages them.
+        ref.ingest(records, now[0])
         return result
 
     def compact(fail_at: str | None = None, at: int | None = None):
         now[0] = at if at is not None else now[0] + 1_000
         result = floe.compact(fail_at=fail_at, check=fail_at is None, now_ms=now[0])
-        if fail_at is None:
-            ref.compact(now[0])
+        # The emit crash points come after the first windowed output's closed watermark moved.
+        ref.compact(now[0], WINDOWED if fail_at is None else WINDOWED[:1])
         return result
 
     # Phase A: four partitions; partition 3 goes idle after this phase.
@@ -291,9 +297,14 @@ def run_scenario(floe: Floe, seed: int) -> Reference:
     for _ in range(2):
         for p in range(3):
             ingest(stream.batch(p, 30))
+    # A crash after the state update, then the compactor closes windows, then the redelivery: records the crashed
+    # attempt counted stay counted (and out of the late table) even where their windows are now final.
+    crashed = stream.batch(1, 30)
+    ingest(crashed, fail_at="ingest.after_state")
     compact(fail_at="emit.after_commit")  # commits windows, then dies before cleaning up their state
+    ingest(crashed + stream.batch(1, 5))
     compact()
-    closed = ref.closed
+    closed = ref.closed["sessions"]
     assert closed is not None and closed > T0 + 20_000, closed
     # Late data: windows that are already emitted get records now; a duplicate far beyond the horizon too.
     late = [stream.late(1, T0 + 1_000), stream.late(1, closed - LATENESS - 1), stream.late(1, closed - LATENESS + 500)]

@@ -67,7 +67,7 @@ impl Outputs {
             let key_plan = match &o.dedup {
                 None => None,
                 Some(d) => Some(
-                    SqlPlan::new(&ctx, &format!("SELECT {} AS __floe_key FROM {INPUT_TABLE}", d.key))
+                    SqlPlan::new(&ctx, &format!("SELECT {} AS dedup_key FROM {INPUT_TABLE}", d.key))
                         .map_err(|m| config_err(format!("output {} dedup key: {m}", o.table)))?,
                 ),
             };

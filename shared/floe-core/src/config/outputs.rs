@@ -220,7 +220,7 @@ impl Validator<'_> {
             let dedup = match &o.dedup {
                 None => None,
                 Some(d) => {
-                    let key_sql = format!("SELECT {} AS __floe_key FROM {INPUT_TABLE}", d.key.get_ref());
+                    let key_sql = format!("SELECT {} AS dedup_key FROM {INPUT_TABLE}", d.key.get_ref());
                     if let Err(m) = SqlPlan::new(&ctx, &key_sql) {
                         return self.err(d.key.span(), &field("dedup.key"), m);
                     }
