@@ -41,7 +41,9 @@ pub async fn open(settings: &FunctionSettings) -> Result<(Arc<Pipeline>, Backend
             Err(e) => return Err(config_error(format!("cannot read: {e}"))),
         };
         let text = String::from_utf8(bytes.to_vec()).map_err(|_| config_error("is not UTF-8 text".into()))?;
-        Pipeline::parse(&text, &path)?
+        let mut pipeline = Pipeline::parse(&text, &path)?;
+        pipeline.base = path.rsplit_once('/').map(|(dir, _)| dir.to_string());
+        pipeline
     } else {
         Pipeline::load(&settings.pipeline_file)?
     };

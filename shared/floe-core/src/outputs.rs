@@ -58,7 +58,7 @@ impl Outputs {
         let config_err = |m: String| Error::Config { file: "pipeline".into(), message: m };
         transform::register(&ctx, INPUT_TABLE, input.clone(), vec![]).map_err(config_err)?;
         for r in &pipeline.references {
-            let batches = load_reference(r, warehouse, file_io).await?;
+            let batches = load_reference(r, warehouse, pipeline.base.as_deref(), file_io).await?;
             transform::register(&ctx, &r.name, r.schema.clone(), batches).map_err(config_err)?;
         }
         let mut runners = Vec::new();
@@ -260,17 +260,41 @@ fn internal(message: String) -> Error {
     Error::State { message: format!("transform: {message}"), retryable: false }
 }
 
+/// Where a reference table is: `{warehouse}/…` under the warehouse, an absolute path or URI as written, and
+/// anything else relative to the pipeline file's location.
+pub fn reference_location(location: &str, warehouse: &str, base: Option<&str>) -> std::result::Result<String, String> {
+    if let Some(rest) = location.strip_prefix("{warehouse}/") {
+        return Ok(format!("{}/{rest}", warehouse.trim_end_matches('/')));
+    }
+    if location.contains("://") || location.starts_with('/') {
+        return Ok(location.to_string());
+    }
+    let base =
+        base.ok_or("a relative location needs the pipeline file's location; use {warehouse}/… or an absolute one")?;
+    Ok(format!("{}/{location}", base.trim_end_matches('/')))
+}
+
 /// Read a reference table into memory with its declared schema.
-async fn load_reference(r: &Reference, warehouse: &str, file_io: &FileIO) -> Result<Vec<RecordBatch>> {
-    let location = if r.location.contains("://") {
-        r.location.clone()
-    } else {
-        format!("{}/{}", warehouse.trim_end_matches('/'), r.location.trim_start_matches('/'))
-    };
-    let bytes = file_io.new_input(&location)?.read().await.map_err(|e| Error::Config {
+async fn load_reference(
+    r: &Reference,
+    warehouse: &str,
+    base: Option<&str>,
+    file_io: &FileIO,
+) -> Result<Vec<RecordBatch>> {
+    let config_error = |message: String| Error::Config {
         file: "pipeline".into(),
-        message: format!("reference table `{}`: cannot read {location}: {e}", r.name),
-    })?;
+        message: format!("reference table `{}`: {message}", r.name),
+    };
+    let location = reference_location(&r.location, warehouse, base).map_err(config_error)?;
+    let local = location.strip_prefix("file://").or_else(|| (!location.contains("://")).then_some(location.as_str()));
+    let read = match local {
+        Some(path) => tokio::fs::read(path).await.map(bytes::Bytes::from).map_err(|e| e.to_string()),
+        None => match file_io.new_input(&location) {
+            Ok(input) => input.read().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let bytes = read.map_err(|e| config_error(format!("cannot read {location}: {e}")))?;
     let bad = |e: String| Error::Config {
         file: "pipeline".into(),
         message: format!("reference table `{}` ({location}): {e}", r.name),

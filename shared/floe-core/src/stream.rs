@@ -75,10 +75,7 @@ fn final_at(end_ms: i64, lateness_ms: i64, closed: Option<i64>) -> bool {
 
 /// Add a session `[start, end)` to partial sessions, merging every partial it overlaps.
 fn add_session(partials: &mut Vec<Partial>, mut new: Partial) -> std::result::Result<(), String> {
-    loop {
-        let Some(i) = partials.iter().position(|p| p.start_ms < new.end_ms && new.start_ms < p.end_ms) else {
-            break;
-        };
+    while let Some(i) = partials.iter().position(|p| p.start_ms < new.end_ms && new.start_ms < p.end_ms) {
         let p = partials.remove(i);
         new.start_ms = new.start_ms.min(p.start_ms);
         new.end_ms = new.end_ms.max(p.end_ms);
@@ -293,13 +290,13 @@ pub fn final_windows(
     Ok(out)
 }
 
+/// Cells to delete (each with the `last_offset` it must still have, or `None`: unconditionally) and session
+/// cells to rewrite without their emitted partial sessions.
+pub type Cleanup = (Vec<(String, Option<i64>)>, Vec<CellWrite>);
+
 /// After windows through `emitted` are committed: the cells to delete, and session cells to rewrite without the
 /// emitted partial sessions (each with the `last_offset` it must still have).
-pub fn cleanup(
-    window: &WindowOutput,
-    cells: &[Cell],
-    emitted: i64,
-) -> std::result::Result<(Vec<(String, Option<i64>)>, Vec<CellWrite>), String> {
+pub fn cleanup(window: &WindowOutput, cells: &[Cell], emitted: i64) -> std::result::Result<Cleanup, String> {
     let lateness = window.watermark.allowed_lateness_ms;
     if !matches!(window.spec, WindowSpec::Session { .. }) {
         let delete = cells.iter().filter(|c| c.close_ms(lateness) <= emitted).map(|c| (c.id.clone(), None)).collect();

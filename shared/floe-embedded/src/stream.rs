@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS dedup_keys (
     expires_ms INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 );
-CREATE INDEX IF NOT EXISTS dedup_keys_expiry ON dedup_keys (expires_ms);
+CREATE INDEX IF NOT EXISTS dedup_keys_expiry ON dedup_keys (scope, expires_ms);
 CREATE TABLE IF NOT EXISTS window_progress (
     scope      TEXT PRIMARY KEY,
     closed_ms  INTEGER,
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS window_clocks (
     PRIMARY KEY (scope, topic, partition)
 );
 ";
+
+/// Keys per statement (SQLite allows 32,766 bound parameters).
+const CHUNK: usize = 500;
 
 /// Claims whose horizon ended this long ago (record time) are deleted when keys are claimed: SQLite has no TTL.
 const EXPIRED_GRACE_MS: i64 = 60_000;
@@ -81,31 +84,37 @@ impl StreamStore for SqliteStateStore {
         let claims = claims.to_vec();
         self.immediate(move |conn| {
             Box::pin(async move {
-                let mut granted = Vec::with_capacity(claims.len());
-                for c in &claims {
-                    let row = sqlx::query("SELECT owner, expires_ms FROM dedup_keys WHERE scope = ? AND key = ?")
-                        .bind(&scope)
-                        .bind(&c.key)
-                        .fetch_optional(&mut **conn)
-                        .await
-                        .map_err(db_error)?;
-                    let ok = match &row {
-                        None => true,
-                        Some(r) => r.get::<String, _>(0) == c.owner || r.get::<i64, _>(1) <= c.event_ms,
-                    };
-                    if ok {
-                        sqlx::query(
-                            "INSERT OR REPLACE INTO dedup_keys (scope, key, owner, expires_ms) VALUES (?, ?, ?, ?)",
-                        )
-                        .bind(&scope)
-                        .bind(&c.key)
-                        .bind(&c.owner)
-                        .bind(c.expires_ms)
-                        .execute(&mut **conn)
-                        .await
-                        .map_err(db_error)?;
+                // One query per few hundred keys, not per record.
+                let mut held: std::collections::HashMap<String, (String, i64)> = std::collections::HashMap::new();
+                for chunk in claims.chunks(CHUNK) {
+                    let marks = vec!["?"; chunk.len()].join(", ");
+                    let sql =
+                        format!("SELECT key, owner, expires_ms FROM dedup_keys WHERE scope = ? AND key IN ({marks})");
+                    let mut query = sqlx::query(&sql).bind(&scope);
+                    for c in chunk {
+                        query = query.bind(&c.key);
                     }
-                    granted.push(ok);
+                    for r in query.fetch_all(&mut **conn).await.map_err(db_error)? {
+                        held.insert(r.get(0), (r.get(1), r.get(2)));
+                    }
+                }
+                let granted: Vec<bool> = claims
+                    .iter()
+                    .map(|c| {
+                        held.get(&c.key).is_none_or(|(owner, expires)| *owner == c.owner || *expires <= c.event_ms)
+                    })
+                    .collect();
+                let winners: Vec<&KeyClaim> =
+                    claims.iter().zip(&granted).filter(|(_, g)| **g).map(|(c, _)| c).collect();
+                for chunk in winners.chunks(CHUNK / 2) {
+                    let rows = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+                    let sql =
+                        format!("INSERT OR REPLACE INTO dedup_keys (scope, key, owner, expires_ms) VALUES {rows}");
+                    let mut query = sqlx::query(&sql);
+                    for c in chunk {
+                        query = query.bind(&scope).bind(&c.key).bind(&c.owner).bind(c.expires_ms);
+                    }
+                    query.execute(&mut **conn).await.map_err(db_error)?;
                 }
                 // Stand-in for DynamoDB's TTL: forget claims long expired relative to the newest record time.
                 if let Some(newest) = claims.iter().map(|c| c.event_ms).max() {

@@ -148,7 +148,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
         if let Some(prev) = previous[i].as_ref().filter(|_| repeat) {
             text = prev.clone();
             duplicates += 1;
-        } else {
+        } else if !is_bad {
             previous[i] = Some(text.clone());
         }
         if is_bad {

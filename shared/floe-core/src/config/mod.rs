@@ -35,6 +35,9 @@ pub struct Pipeline {
     pub references: Vec<Reference>,
     /// Derived tables (SQL transforms, deduplicated streams, window aggregates).
     pub outputs: Vec<Output>,
+    /// Where the pipeline file was loaded from (a directory path or an `s3://` prefix): relative reference-table
+    /// locations resolve against it, so small tables can ship beside the pipeline file.
+    pub base: Option<String>,
 }
 
 /// Namespace and table name.
@@ -117,7 +120,10 @@ impl Pipeline {
     pub fn load(path: &Path) -> Result<Pipeline> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
-        Pipeline::parse(&text, &path.display().to_string())
+        let mut pipeline = Pipeline::parse(&text, &path.display().to_string())?;
+        let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(|d| d.display().to_string()));
+        pipeline.base = dir;
+        Ok(pipeline)
     }
 
     /// Validate pipeline text; `file` names it in errors.
@@ -276,6 +282,7 @@ impl Validator<'_> {
             dead_letter: dead_letter.clone(),
             references: Vec::new(),
             outputs: Vec::new(),
+            base: None,
         };
         if !raw.output.is_empty() || !raw.reference.is_empty() {
             pipeline.references = self.references(&raw.reference)?;

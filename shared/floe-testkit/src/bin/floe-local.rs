@@ -359,12 +359,14 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let generated = generate(&GeneratorOptions { records, ..Default::default() });
+    // One record in 40 repeats the previous value of its partition, like a producer retry.
+    let generated = generate(&GeneratorOptions { records, duplicate_every: 40, ..Default::default() });
     let bytes: usize = generated.events.iter().map(|e| serde_json::to_vec(e).map_or(0, |v| v.len())).sum();
     println!(
-        "\n1. generated {} records ({} malformed) in {} MSK events, {:.1} MB of event JSON ({:.1} MB avg per event)",
+        "\n1. generated {} records ({} malformed, {} producer retries) in {} MSK events, {:.1} MB of event JSON ({:.1} MB avg per event)",
         generated.records,
         generated.bad.len(),
+        generated.duplicates,
         generated.events.len(),
         bytes as f64 / 1e6,
         bytes as f64 / 1e6 / generated.events.len() as f64
@@ -395,6 +397,12 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         "   redelivered event #0 ({} records): {} rows staged, {} skipped as duplicates",
         again.records, again.rows, again.duplicates
     );
+    if !p.outputs.is_empty() {
+        println!(
+            "   outputs:   {} retried records dropped by deduplication, {} records too late for their window",
+            total.deduplicated, total.late
+        );
+    }
 
     let t = Instant::now();
     let reports = rt.compactor()?.run().await?;
@@ -447,9 +455,54 @@ async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
         .await?
     );
     println!("{}", readback::preview(&dead, &["topic", "partition", "offset", "error_kind", "reason"], 6).await?);
+    demo_outputs(&rt, &generated).await?;
     println!(
         "\ndone in {:.2}s. Run `make demo` again: every record is recognised as already staged, nothing is duplicated.",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The derived outputs next to the raw table: the deduplicated stream and the window aggregates.
+async fn demo_outputs(rt: &Runtime, generated: &floe_testkit::Generated) -> anyhow::Result<()> {
+    let p = &rt.pipeline;
+    for o in &p.outputs {
+        let table = rt.backend.catalog.load_table(&TableLayout::output(p, o, &rt.backend.warehouse)?.ident()).await?;
+        let rows = readback::count_rows(&table).await?;
+        match (&o.window, &o.dedup) {
+            (Some(w), _) => {
+                println!(
+                    "\n5. {}: {rows} final {} windows of `{}` (emitted once the watermark passed their end)",
+                    o.table,
+                    match w.spec {
+                        floe_core::window::WindowSpec::Tumbling { .. } => "tumbling",
+                        floe_core::window::WindowSpec::Hopping { .. } => "hopping",
+                        floe_core::window::WindowSpec::Session { .. } => "session",
+                    },
+                    w.time_column
+                );
+                let mut columns = vec![floe_core::config::WINDOW_START, floe_core::config::WINDOW_END];
+                columns.extend(w.group_by.iter().map(|(n, _)| n.as_str()));
+                columns.extend(w.aggregates.iter().map(|a| a.name.as_str()));
+                println!("{}", readback::preview(&table, &columns, 8).await?);
+            }
+            (None, Some(d)) => {
+                println!(
+                    "\n5. {}: {rows} rows = {} valid records - {} producer retries (dedup by `{}` within {} ms)",
+                    o.table,
+                    generated.good(),
+                    generated.duplicates,
+                    d.key,
+                    d.horizon_ms
+                );
+                if rows != generated.good() - generated.duplicates {
+                    bail!("expected {} deduplicated rows", generated.good() - generated.duplicates);
+                }
+                let columns: Vec<&str> = o.sql_columns.iter().map(|(n, _)| n.as_str()).take(7).collect();
+                println!("{}", readback::preview(&table, &columns, 5).await?);
+            }
+            (None, None) => println!("\n5. {}: {rows} rows", o.table),
+        }
+    }
     Ok(())
 }
