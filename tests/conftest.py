@@ -104,10 +104,20 @@ class Floe:
         return self.catalog().load_table(name)
 
     def data_files(self) -> dict[str, bytes]:
-        """Every Parquet object in the warehouse (committed or not): name → bytes."""
+        """Every Parquet object in the warehouse (committed or not): path under the warehouse → bytes."""
         if self.moto:
             return self.moto.objects(".parquet")
-        return {p.name: p.read_bytes() for p in (self.home / "warehouse").rglob("*.parquet")}
+        warehouse = self.home / "warehouse"
+        return {str(p.relative_to(warehouse)): p.read_bytes() for p in warehouse.rglob("*.parquet")}
+
+    def committed_files(self, namespace: str) -> set[str]:
+        """Paths under the warehouse of the data files in the current snapshots of every table of a namespace."""
+        catalog = self.catalog()
+        paths = set()
+        for ident in catalog.list_tables(namespace):
+            for f in catalog.load_table(ident).inspect.files().to_pylist():
+                paths.add(f["file_path"].split("/warehouse/", 1)[-1])
+        return paths
 
 
 @pytest.fixture(scope="session")

@@ -110,5 +110,7 @@ class Moto:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith(suffix):
-                    out[obj["Key"].rsplit("/", 1)[1]] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+                    # Keyed by the path under the warehouse: tables may hold files of the same name.
+                    name = obj["Key"].split("warehouse/", 1)[-1]
+                    out[name] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
         return out

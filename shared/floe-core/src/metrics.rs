@@ -62,6 +62,8 @@ pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, ela
             m("DuplicatesSkipped", "Count", report.duplicates),
             m("RowsWritten", "Count", report.rows),
             m("DeadLetters", "Count", report.dead_letters),
+            m("Deduplicated", "Count", report.deduplicated),
+            m("LateRecords", "Count", report.late),
             m("FilesWritten", "Count", report.files),
             m("BytesWritten", "Bytes", report.bytes),
             m("IngestLatency", "Milliseconds", elapsed_ms),

@@ -322,3 +322,57 @@ async fn load_reference(
     };
     Ok(batches)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use iceberg::io::{FileIOBuilder, LocalFsStorageFactory};
+
+    use crate::config::ColumnType;
+
+    fn reference(location: &str, format: ReferenceFormat) -> Reference {
+        let columns = vec![("code".to_string(), ColumnType::String), ("rank".to_string(), ColumnType::Int)];
+        let schema = crate::layout::arrow_schema_of(&columns).unwrap();
+        Reference { name: "r".into(), location: location.into(), format, columns, schema }
+    }
+
+    #[test]
+    fn reference_locations() {
+        let wh = "s3://b/warehouse/";
+        assert_eq!(reference_location("{warehouse}/ref/a.csv", wh, None).unwrap(), "s3://b/warehouse/ref/a.csv");
+        assert_eq!(reference_location("ref/a.csv", wh, Some("s3://b/floe")).unwrap(), "s3://b/floe/ref/a.csv");
+        assert_eq!(reference_location("/data/a.csv", wh, Some("s3://b/floe")).unwrap(), "/data/a.csv");
+        assert_eq!(reference_location("s3://c/a.parquet", wh, None).unwrap(), "s3://c/a.parquet");
+        assert!(reference_location("ref/a.csv", wh, None).unwrap_err().contains("{warehouse}"));
+    }
+
+    #[tokio::test]
+    async fn csv_and_parquet_reference_tables_load_with_the_declared_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
+        std::fs::write(dir.path().join("r.csv"), "code,rank\nDE,1\nFR,\n").unwrap();
+        let base = dir.path().display().to_string();
+        let csv = load_reference(&reference("r.csv", ReferenceFormat::Csv), "", Some(&base), &io).await.unwrap();
+        assert_eq!(csv.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+        assert!(csv[0].column(1).is_null(1));
+
+        // Parquet written with other (but castable) types: loaded as declared.
+        let written = RecordBatch::try_from_iter([
+            ("code", Arc::new(StringArray::from(vec!["US"])) as ArrayRef),
+            ("rank", Arc::new(Int64Array::from(vec![7])) as ArrayRef),
+        ])
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join("r.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, written.schema(), None).unwrap();
+        writer.write(&written).unwrap();
+        writer.close().unwrap();
+        let r = reference(&format!("{base}/r.parquet"), ReferenceFormat::Parquet);
+        let pq = load_reference(&r, "", None, &io).await.unwrap();
+        assert_eq!(pq[0].column(1).as_primitive::<arrow_array::types::Int32Type>().value(0), 7);
+
+        let missing = load_reference(&reference("nope.csv", ReferenceFormat::Csv), "", Some(&base), &io).await;
+        let message = missing.err().unwrap().to_string();
+        assert!(message.contains("reference table `r`") && message.contains("cannot read"), "{message}");
+    }
+}
