@@ -45,8 +45,18 @@ fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
 }
 
+/// Partition key of a claim. Keys longer than 1 KiB are replaced by a 64-bit hash and their length (DynamoDB
+/// caps a partition key at 2 KiB): two such keys collide with probability about 2^-64.
+fn dedup_pk(scope: &str, k: &str) -> String {
+    if k.len() > 1024 {
+        format!("dedup#{scope}##{:016x}:{}", floe_core::hll::hash64(k.as_bytes()), k.len())
+    } else {
+        format!("dedup#{scope}#{k}")
+    }
+}
+
 fn dedup_key(scope: &str, k: &str) -> HashMap<String, AttributeValue> {
-    key(format!("dedup#{scope}#{k}"), "k")
+    key(dedup_pk(scope, k), "k")
 }
 
 fn progress_key(scope: &str) -> HashMap<String, AttributeValue> {
@@ -151,7 +161,7 @@ impl StreamStore for DynamoStateStore {
             let mut to_write = Vec::new();
             for &i in &todo {
                 let c = &claims[i];
-                let item = items.get(&(format!("dedup#{scope}#{}", c.key), "k".to_string()));
+                let item = items.get(&(dedup_pk(scope, &c.key), "k".to_string()));
                 granted[i] = match item {
                     None => true,
                     Some(it) => {
