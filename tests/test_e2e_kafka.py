@@ -15,7 +15,7 @@ import pytest
 
 import msk
 from conftest import ROOT, floe_local_path
-from stack import DEAD, TARGET, Stack, Tansu, committed_rows, freshness, percentiles
+from stack import DEAD, TARGET, Stack, Tansu, committed_rows, freshness, percentiles, raw_pipeline
 from test_slice import assert_table_is_exact
 
 MAX_PAYLOAD = 6 * 1024 * 1024
@@ -77,7 +77,7 @@ def produce(bootstrap: str, records: list[msk.Record]):
 def stack(moto, tmp_path: Path):
     moto.reset()
     kafka = Tansu(tmp_path / "kafka")
-    s = Stack(floe_local_path(), tmp_path, moto, kafka)
+    s = Stack(floe_local_path(), tmp_path, moto, kafka, pipeline=raw_pipeline(tmp_path))
     try:
         s.create_topics()
         yield s

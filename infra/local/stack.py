@@ -97,6 +97,20 @@ class Proc:
             time.sleep(0.1)
 
 
+OUTPUTS_MARKER = "# ---- Derived outputs"
+
+
+def raw_pipeline(folder: Path) -> Path:
+    """examples/pipeline.toml without its derived outputs (the raw table and dead letters only), written to
+    `folder`. The Kafka end-to-end tests measure the raw path with it: on moto, every DynamoDB transaction copies
+    the whole table, so per-record dedup claims would dominate their timings (tests/test_stream.py covers the
+    outputs on moto)."""
+    text = PIPELINE.read_text()
+    path = folder / "pipeline-raw.toml"
+    path.write_text(text[: text.index(OUTPUTS_MARKER)])
+    return path
+
+
 class Stack:
     """floe on moto and tansu, driven through the real floe-local binary."""
 
