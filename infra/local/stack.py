@@ -258,6 +258,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batching-window-ms", type=int, default=500)
     parser.add_argument(
+        "--with-outputs",
+        action="store_true",
+        help="run examples/pipeline.toml with its derived outputs (dedup, windows); slow on moto, whose DynamoDB "
+        "copies the whole table per transaction, so the default is the raw path",
+    )
+    parser.add_argument(
         "--lambda-api",
         type=Path,
         metavar="TOOLS_BIN",
@@ -277,7 +283,8 @@ def main() -> int:
     try:
         moto.reset()
         kafka = Tansu(folder / "kafka")
-        stack = Stack(args.floe_local, folder, moto, kafka)
+        pipeline = PIPELINE if args.with_outputs else raw_pipeline(folder)
+        stack = Stack(args.floe_local, folder, moto, kafka, pipeline=pipeline)
         stack.create_topics()
         print(f"  moto {moto.endpoint}  kafka {kafka.bootstrap}  topics {' '.join(TOPICS)}")
         invoke = []
