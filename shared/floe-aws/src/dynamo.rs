@@ -61,11 +61,11 @@ fn now() -> String {
     secs.to_string()
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -83,11 +83,25 @@ fn staged_key(table: &str, source: &SourcePartition, first_offset: i64) -> HashM
     ])
 }
 
+pub(crate) fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
 fn get_n(item: &HashMap<String, AttributeValue>, name: &str) -> Result<i64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::state(format!("dynamodb item lacks numeric `{name}`"), false))
+    num(item, name).ok_or_else(|| Error::state(format!("dynamodb item lacks numeric `{name}`"), false))
+}
+
+/// Codes of a cancelled transaction, in item order (`None`: the call failed otherwise).
+pub(crate) fn cancellation(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<String>> {
+    match e {
+        SdkError::ServiceError(se) => match se.err() {
+            TransactWriteItemsError::TransactionCanceledException(t) => {
+                Some(t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn encode_files(files: &[&StagedFile]) -> Result<Blob> {
@@ -179,12 +193,9 @@ impl StateStore for DynamoStateStore {
         let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
-                let reasons: Vec<String> = match e.err() {
-                    TransactWriteItemsError::TransactionCanceledException(t) => {
-                        t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect()
-                    }
-                    _ => Vec::new(),
+            Err(e) => {
+                let Some(reasons) = cancellation(&e) else {
+                    return Err(sdk_error("TransactWriteItems", e));
                 };
                 let fence_failed = reasons.first().is_some_and(|c| c == "ConditionalCheckFailed");
                 let throttled = reasons.iter().any(|c| c.contains("Throttl") || c == "TransactionConflict");
@@ -197,7 +208,6 @@ impl StateStore for DynamoStateStore {
                     Err(Error::state(format!("dynamodb TransactWriteItems cancelled: {reasons:?}"), throttled))
                 }
             }
-            Err(e) => Err(sdk_error("TransactWriteItems", e)),
         }
     }
 

@@ -18,28 +18,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem};
 use floe_core::source::SourcePartition;
 use floe_core::stream_state::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
 use floe_core::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::dynamo::{DynamoStateStore, PK, SK, build_error, sdk_error};
+use crate::dynamo::{DynamoStateStore, PK, SK, build_error, cancellation, n, num, s, sdk_error};
 
 const SHARDS: u64 = 16;
 /// Items per `TransactWriteItems` (DynamoDB's limit is 100; one slot is kept for the watermark check).
 const TRANSACT_MAX: usize = 99;
 const BATCH_GET_MAX: usize = 100;
 const CLAIM_ATTEMPTS: u32 = 5;
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
 
 fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
@@ -68,10 +59,6 @@ fn cell_key(scope: &str, id: &str) -> HashMap<String, AttributeValue> {
     key(format!("cell#{scope}#{shard}"), id)
 }
 
-fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
-
 fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
@@ -83,19 +70,6 @@ fn now_ms() -> i64 {
 fn cell_from(item: &HashMap<String, AttributeValue>) -> Result<Cell> {
     let body = text(item, "body").ok_or_else(|| Error::state("dynamodb window cell lacks `body`", false))?;
     serde_json::from_str(body).map_err(|e| Error::state(format!("unreadable window cell: {e}"), false))
-}
-
-/// Codes of a cancelled transaction, in item order.
-fn cancellation(e: &SdkError<TransactWriteItemsError>) -> Option<Vec<String>> {
-    match e {
-        SdkError::ServiceError(se) => match se.err() {
-            TransactWriteItemsError::TransactionCanceledException(t) => {
-                Some(t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect())
-            }
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 impl DynamoStateStore {

@@ -29,18 +29,27 @@ pub fn positions_key(pipeline: &str) -> String {
 /// The committed positions of `pipeline`: from the newest snapshot in the current ancestry that has them.
 pub fn committed_positions(table: &Table, pipeline: &str) -> Result<Positions> {
     let key = positions_key(pipeline);
+    match newest_summary_value(table, &key) {
+        None => Ok(Positions::new()),
+        Some((snapshot_id, text)) => decode_positions(&text).map_err(|message| Error::TableMismatch {
+            table: table.identifier().to_string(),
+            message: format!("snapshot {snapshot_id} has unreadable {key}: {message}"),
+        }),
+    }
+}
+
+/// The newest value of snapshot-summary property `key` in the current snapshot's ancestry, with the id of the
+/// snapshot that carries it.
+pub fn newest_summary_value(table: &Table, key: &str) -> Option<(i64, String)> {
     let metadata = table.metadata();
     let mut snapshot = metadata.current_snapshot().cloned();
     while let Some(s) = snapshot {
-        if let Some(text) = s.summary().additional_properties.get(&key) {
-            return decode_positions(text).map_err(|message| Error::TableMismatch {
-                table: table.identifier().to_string(),
-                message: format!("snapshot {} has unreadable {key}: {message}", s.snapshot_id()),
-            });
+        if let Some(text) = s.summary().additional_properties.get(key) {
+            return Some((s.snapshot_id(), text.clone()));
         }
         snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
     }
-    Ok(Positions::new())
+    None
 }
 
 pub fn encode_positions(positions: &Positions) -> String {

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -200,18 +199,7 @@ impl Compactor {
 
             failpoint::hit(failpoint::COMPACTOR_BEFORE_COMMIT).await?;
             let commit_started = Instant::now();
-            let (view, pinned) = crate::pinned::PinnedCatalog::new(self.catalog.as_ref(), &table)?;
-            let tx = Transaction::new(&pinned);
-            let action = tx
-                .fast_append()
-                // Duplicates are excluded by committed positions; the library check would read every manifest.
-                .with_check_duplicate(false)
-                .add_data_files(data_files)
-                .set_snapshot_properties(properties);
-            let result = match action.apply(tx) {
-                Ok(tx) => tx.commit(&view).await,
-                Err(e) => Err(e),
-            };
+            let result = crate::pinned::fast_append(self.catalog.as_ref(), &table, data_files, properties).await?;
             match result {
                 Ok(committed) => {
                     let snapshot_id = committed.metadata().current_snapshot_id();

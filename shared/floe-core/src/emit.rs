@@ -16,10 +16,10 @@ use std::time::Instant;
 use arrow_json::ReaderBuilder;
 use iceberg::Catalog;
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
+use crate::commit::newest_summary_value;
 use crate::compactor::{TableReport, is_conflict, load_or_create};
 use crate::config::{Output, WINDOW_END, WINDOW_START, WindowOutput};
 use crate::error::{Error, Result};
@@ -38,18 +38,13 @@ pub fn closed_key(pipeline: &str) -> String {
 /// The closed watermark recorded by the newest snapshot in the current ancestry that has one.
 pub fn committed_closed(table: &Table, pipeline: &str) -> Result<Option<i64>> {
     let key = closed_key(pipeline);
-    let metadata = table.metadata();
-    let mut snapshot = metadata.current_snapshot().cloned();
-    while let Some(s) = snapshot {
-        if let Some(text) = s.summary().additional_properties.get(&key) {
-            return text.parse().map(Some).map_err(|_| Error::TableMismatch {
-                table: table.identifier().to_string(),
-                message: format!("snapshot {} has unreadable {key}: {text}", s.snapshot_id()),
-            });
-        }
-        snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
+    match newest_summary_value(table, &key) {
+        None => Ok(None),
+        Some((snapshot_id, text)) => text.parse().map(Some).map_err(|_| Error::TableMismatch {
+            table: table.identifier().to_string(),
+            message: format!("snapshot {snapshot_id} has unreadable {key}: {text}"),
+        }),
     }
-    Ok(None)
 }
 
 /// Emit the final windows of one output. `now_ms` is processing time (for idle partitions).
@@ -125,17 +120,7 @@ pub async fn emit_windows(
         properties.insert(closed_key(pipeline), through.to_string());
         properties.insert("floe.pipeline".to_string(), pipeline.to_string());
         let started = Instant::now();
-        let (view, pinned) = crate::pinned::PinnedCatalog::new(catalog.as_ref(), &table)?;
-        let tx = Transaction::new(&pinned);
-        let action = tx
-            .fast_append()
-            .with_check_duplicate(false)
-            .add_data_files(files.clone())
-            .set_snapshot_properties(properties);
-        let result = match action.apply(tx) {
-            Ok(tx) => tx.commit(&view).await,
-            Err(e) => Err(e),
-        };
+        let result = crate::pinned::fast_append(catalog.as_ref(), &table, files.clone(), properties).await?;
         match result {
             Ok(done) => {
                 report.snapshot_id = done.metadata().current_snapshot_id();

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 
 /// Table property that bounds iceberg-rust's own commit retries; 0 on the pinned copy (retries are floe's).
@@ -46,6 +48,30 @@ impl<'a> PinnedCatalog<'a> {
         let pinned = builder.build()?;
         Ok((PinnedCatalog { inner, pinned: pinned.clone() }, pinned))
     }
+}
+
+/// Append `files` to `table` in one snapshot whose summary carries `properties`, committed through a view pinned
+/// to `table`. The outer error: the pinned copy could not be built; the inner one is the commit's (a conflict
+/// means the table moved since it was loaded).
+pub async fn fast_append(
+    catalog: &dyn Catalog,
+    table: &Table,
+    files: Vec<DataFile>,
+    properties: HashMap<String, String>,
+) -> Result<Result<Table>> {
+    let (view, pinned) = PinnedCatalog::new(catalog, table)?;
+    let tx = Transaction::new(&pinned);
+    let action = tx
+        .fast_append()
+        // Duplicates are excluded by the positions / closed watermark in the summary; the library check would
+        // read every manifest.
+        .with_check_duplicate(false)
+        .add_data_files(files)
+        .set_snapshot_properties(properties);
+    Ok(match action.apply(tx) {
+        Ok(tx) => tx.commit(&view).await,
+        Err(e) => Err(e),
+    })
 }
 
 #[async_trait]

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
@@ -124,11 +124,9 @@ impl SqlPlan {
     }
 }
 
-/// DataFusion prefixes messages with their error class and sometimes appends a backtrace note; keep the
-/// message a data engineer acts on.
+/// A DataFusion error as one line of text for config errors and dead-letter reasons.
 fn clean(e: &datafusion::error::DataFusionError) -> String {
-    let s = e.to_string();
-    s.trim().to_string()
+    e.to_string().trim().to_string()
 }
 
 fn check_row_level(plan: &LogicalPlan) -> Result<(), String> {
@@ -203,14 +201,6 @@ pub fn column_type(name: &str, ty: &DataType) -> Result<ColumnType, String> {
             ));
         }
     })
-}
-
-/// Iceberg timestamps are microseconds; DataFusion's time functions return nanoseconds.
-pub fn timestamp_micros(ty: &DataType) -> DataType {
-    match ty {
-        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-        other => other.clone(),
-    }
 }
 
 /// Cast a result batch to a table's Arrow schema, column by column and by name.

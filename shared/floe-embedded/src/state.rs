@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use floe_core::source::SourcePartition;
 use floe_core::state::{StageRequest, StagedFile, StateStore};
 use floe_core::{Error, Result};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, Sqlite};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS fences (
@@ -77,6 +78,28 @@ impl SqliteStateStore {
         &self.pool
     }
 
+    /// Run `f` inside `BEGIN IMMEDIATE … COMMIT` (rolled back on error): the staging step and every multi-row
+    /// step of the stream state.
+    pub(crate) async fn immediate<T, F>(&self, f: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(
+            &'c mut PoolConnection<Sqlite>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>>,
+    {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
+        let result = f(&mut conn).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
+        if ended.is_err() {
+            // Never hand a connection with an open transaction back to the pool.
+            let _ = conn.detach().close().await;
+        }
+        let value = result?;
+        ended?;
+        Ok(value)
+    }
+
     /// All fences of a pipeline (for reports and tests).
     pub async fn fences(&self, pipeline: &str) -> Result<Vec<(SourcePartition, i64)>> {
         let rows = sqlx::query(
@@ -103,16 +126,8 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn stage(&self, request: &StageRequest) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
-        let result = stage_in_transaction(&mut conn, request).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
-        if ended.is_err() {
-            // Never hand a connection with an open transaction back to the pool.
-            let _ = conn.detach().close().await;
-        }
-        result.and(ended.map(|_| ()))
+        let request = request.clone();
+        self.immediate(move |conn| Box::pin(async move { stage_in_transaction(conn, &request).await })).await
     }
 
     async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>> {

@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use floe_core::source::SourcePartition;
 use floe_core::stream_state::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
 use floe_core::{Error, Result};
-use sqlx::pool::PoolConnection;
-use sqlx::{Connection, Row, Sqlite};
+use sqlx::Row;
 
 use crate::state::{SqliteStateStore, db_error};
 
@@ -47,28 +46,6 @@ const CHUNK: usize = 500;
 
 /// Claims whose horizon ended this long ago (record time) are deleted when keys are claimed: SQLite has no TTL.
 const EXPIRED_GRACE_MS: i64 = 60_000;
-
-impl SqliteStateStore {
-    /// Run `f` inside `BEGIN IMMEDIATE … COMMIT` (rolled back on error).
-    async fn immediate<T, F>(&self, f: F) -> Result<T>
-    where
-        F: for<'c> FnOnce(
-            &'c mut PoolConnection<Sqlite>,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>>,
-    {
-        let mut conn = self.pool().acquire().await.map_err(db_error)?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
-        let result = f(&mut conn).await;
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
-        if ended.is_err() {
-            let _ = conn.detach().close().await;
-        }
-        let value = result?;
-        ended?;
-        Ok(value)
-    }
-}
 
 fn cell_from(body: &str) -> Result<Cell> {
     serde_json::from_str(body).map_err(|e| Error::state(format!("unreadable window cell: {e}"), false))
