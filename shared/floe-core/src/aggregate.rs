@@ -1,8 +1,10 @@
 //! Window aggregates as mergeable accumulators: a batch pre-aggregates into them, state cells store them (one
 //! per window, group and source partition), and emission merges the cells of all partitions.
 //!
-//! Integer sums and averages are exact (i64 sums, checked); floating-point sums depend on the order of addition
-//! like in any engine.
+//! Integer sums and averages are exact: they accumulate in 128 bits, so no realistic stream overflows them, and an
+//! integer `sum` is a `decimal(38, 0)` column. (With 64 bits, a sum that overflowed in one window would fail every
+//! retry of its batch and block the partition.) Floating-point sums depend on the order of addition like in any
+//! engine.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
@@ -18,16 +20,42 @@ use crate::hll::{Hll, hash64};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t")]
 pub enum Acc {
-    Count { n: i64 },
-    SumI { s: i64, n: i64 },
-    SumF { s: f64, n: i64 },
-    MinI { v: Option<i64> },
-    MaxI { v: Option<i64> },
-    MinF { v: Option<f64> },
-    MaxF { v: Option<f64> },
-    AvgI { s: i64, n: i64 },
-    AvgF { s: f64, n: i64 },
-    Distinct { h: Hll },
+    Count {
+        n: i64,
+    },
+    SumI {
+        #[serde(with = "wide")]
+        s: i128,
+        n: i64,
+    },
+    SumF {
+        s: f64,
+        n: i64,
+    },
+    MinI {
+        v: Option<i64>,
+    },
+    MaxI {
+        v: Option<i64>,
+    },
+    MinF {
+        v: Option<f64>,
+    },
+    MaxF {
+        v: Option<f64>,
+    },
+    AvgI {
+        #[serde(with = "wide")]
+        s: i128,
+        n: i64,
+    },
+    AvgF {
+        s: f64,
+        n: i64,
+    },
+    Distinct {
+        h: Hll,
+    },
 }
 
 /// A row's input to one aggregate.
@@ -58,12 +86,12 @@ impl Acc {
 
     /// Add one row; `count(*)` passes `Input::Int(1)`. Nulls are ignored, as in SQL.
     pub fn add(&mut self, x: Input) -> Result<(), String> {
-        let overflow = || "sum overflows a 64-bit integer".to_string();
+        let overflow = || "sum overflows a 128-bit integer".to_string();
         match (self, x) {
             (_, Input::Null) => {}
             (Acc::Count { n }, _) => *n += 1,
             (Acc::SumI { s, n } | Acc::AvgI { s, n }, Input::Int(v)) => {
-                *s = s.checked_add(v).ok_or_else(overflow)?;
+                *s = s.checked_add(i128::from(v)).ok_or_else(overflow)?;
                 *n += 1;
             }
             (Acc::SumF { s, n } | Acc::AvgF { s, n }, Input::Float(v)) => {
@@ -81,7 +109,7 @@ impl Acc {
     }
 
     pub fn merge(&mut self, other: &Acc) -> Result<(), String> {
-        let overflow = || "sum overflows a 64-bit integer".to_string();
+        let overflow = || "sum overflows a 128-bit integer".to_string();
         match (self, other) {
             (Acc::Count { n }, Acc::Count { n: m }) => *n += m,
             (Acc::SumI { s, n }, Acc::SumI { s: t, n: m }) | (Acc::AvgI { s, n }, Acc::AvgI { s: t, n: m }) => {
@@ -108,7 +136,8 @@ impl Acc {
             Acc::Count { n } => Value::from(*n),
             Acc::SumI { s, n } => {
                 if *n > 0 {
-                    Value::from(*s)
+                    // A decimal(38, 0) column; arrow-json reads decimals from strings exactly.
+                    Value::from(s.to_string())
                 } else {
                     Value::Null
                 }
@@ -137,6 +166,32 @@ impl Acc {
                 }
             }
             Acc::Distinct { h } => Value::from(h.estimate()),
+        }
+    }
+}
+
+/// 128-bit sums in state: a JSON number while they fit 64 bits (state written before sums were widened reads
+/// back unchanged), a string beyond.
+mod wide {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*v) {
+            Ok(small) => serializer.serialize_i64(small),
+            Err(_) => serializer.serialize_str(&v.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wide {
+            Small(i64),
+            Text(String),
+        }
+        match Wide::deserialize(deserializer)? {
+            Wide::Small(v) => Ok(i128::from(v)),
+            Wide::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -292,7 +347,7 @@ mod tests {
         let mut b = Acc::SumI { s: 0, n: 0 };
         b.add(Input::Int(-2)).unwrap();
         a.merge(&b).unwrap();
-        assert_eq!(a.value(), Value::from(3));
+        assert_eq!(a.value(), Value::from("3"));
         let mut avg = Acc::AvgI { s: 0, n: 0 };
         for x in [1, 2] {
             avg.add(Input::Int(x)).unwrap();
@@ -302,8 +357,17 @@ mod tests {
         max.merge(&Acc::MaxI { v: Some(7) }).unwrap();
         max.add(Input::Int(3)).unwrap();
         assert_eq!(max.value(), Value::from(7));
-        let mut big = Acc::SumI { s: i64::MAX, n: 1 };
-        assert!(big.add(Input::Int(1)).unwrap_err().contains("overflows"));
+        // A sum past the 64-bit range (one window of large values) is exact, and survives the state round trip.
+        let mut big = Acc::SumI { s: i64::MAX.into(), n: 1 };
+        big.add(Input::Int(i64::MAX)).unwrap();
+        assert_eq!(big.value(), Value::from("18446744073709551614"));
+        let json = serde_json::to_string(&big).unwrap();
+        assert_eq!(serde_json::from_str::<Acc>(&json).unwrap(), big);
+        // State written before sums were widened reads back.
+        let old: Acc = serde_json::from_str(r#"{"t":"SumI","s":-4,"n":2}"#).unwrap();
+        assert_eq!(old, Acc::SumI { s: -4, n: 2 });
+        let mut huge = Acc::SumI { s: i128::MAX, n: 1 };
+        assert!(huge.add(Input::Int(1)).unwrap_err().contains("overflows"));
         assert!(Acc::Count { n: 0 }.merge(&Acc::MaxI { v: None }).is_err());
     }
 }

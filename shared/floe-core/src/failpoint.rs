@@ -20,13 +20,38 @@ pub const EMIT_AFTER_COMMIT: &str = "emit.after_commit";
 /// Catalog: new metadata is written and checked against the current table; the pointer swap is next.
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
+/// Ingest: the staging transaction committed; the invocation has not returned (a Lambda timeout or crash here
+/// makes the mapping redeliver records that are already staged).
+pub const INGEST_AFTER_STAGE: &str = "ingest.after_stage";
+/// Catalog: the metadata swap is rejected as a concurrent modification (a transient fault, not a crash).
+pub const CATALOG_CONFLICT: &str = "catalog.conflict";
+
 /// Local event source mapping (floe-testkit): the invocation succeeded; the stored position has not moved.
 pub const ESM_AFTER_INVOKE: &str = "esm.after_invoke";
 
-/// Every named point, for the test drivers.
-pub const ALL: [&str; 8] = [
+/// State-store calls that a [`FaultyState`](crate::faults::FaultyState) wrapper can fail as throttled.
+pub const STATE_CALLS: [&str; 13] = [
+    "state.fence",
+    "state.stage",
+    "state.staged_files",
+    "state.remove_staged",
+    "state.claim_keys",
+    "state.window_progress",
+    "state.set_closed",
+    "state.set_emitted",
+    "state.get_cells",
+    "state.scan_cells",
+    "state.put_cells",
+    "state.delete_cells",
+    "state.clocks",
+];
+
+/// Every named step, for the test drivers.
+pub const ALL: [&str; 10] = [
     INGEST_AFTER_STATE,
     INGEST_AFTER_WRITE,
+    INGEST_AFTER_STAGE,
+    CATALOG_CONFLICT,
     COMPACTOR_BEFORE_COMMIT,
     COMPACTOR_AFTER_COMMIT,
     EMIT_BEFORE_COMMIT,
@@ -108,6 +133,31 @@ pub fn check(name: &'static str) -> Result<()> {
     }
     let _ = name;
     Ok(())
+}
+
+/// A transient fault: if this point is armed, fail as a throttled state store would (retryable), without
+/// simulating a crash.
+#[inline]
+pub fn throttle(name: &'static str) -> Result<()> {
+    #[cfg(feature = "failpoints")]
+    if armed::fires(name) {
+        tracing::warn!(failpoint = name, "injected throttling");
+        return Err(crate::error::Error::state(format!("injected fault at {name}: throttled, retry later"), true));
+    }
+    let _ = name;
+    Ok(())
+}
+
+/// Whether a transient point is armed (and counts one firing); for faults that are not floe errors.
+#[inline]
+pub fn fires(name: &'static str) -> bool {
+    #[cfg(feature = "failpoints")]
+    if armed::fires(name) {
+        tracing::warn!(failpoint = name, "injected fault");
+        return true;
+    }
+    let _ = name;
+    false
 }
 
 /// A named step: pause here if a pause is armed, then stop here if the point is armed. Every step calls this,

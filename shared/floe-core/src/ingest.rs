@@ -185,6 +185,7 @@ impl Ingestor {
         };
         match self.state.stage(&request).await {
             Ok(()) => {
+                failpoint::hit(failpoint::INGEST_AFTER_STAGE).await?;
                 info!(
                     first,
                     last,

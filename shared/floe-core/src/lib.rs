@@ -15,6 +15,8 @@ pub mod decode;
 pub mod emit;
 pub mod error;
 pub mod failpoint;
+#[cfg(feature = "failpoints")]
+pub mod faults;
 pub mod hll;
 pub mod ingest;
 pub mod layout;

@@ -122,6 +122,10 @@ impl Catalog for PinnedCatalog<'_> {
         self.inner.register_table(table, metadata_location).await
     }
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
+        if crate::failpoint::fires(crate::failpoint::CATALOG_CONFLICT) {
+            let message = "injected fault at catalog.conflict: the table was modified concurrently";
+            return Err(iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, message));
+        }
         self.inner.update_table(commit).await
     }
 }

@@ -5,7 +5,9 @@
 //! `aws_lambda_events`' `KafkaEvent`, whose timestamp deserializer goes through `f64` and truncates (e.g.
 //! `1545084650987` becomes `…986`) and panics on a fractional value; `From<&KafkaEvent>` is kept for callers that
 //! already hold one. A record whose key or value is not valid base64, or whose topic is not in the pipeline, is
-//! kept with the problem noted so that it becomes a dead letter instead of failing the batch.
+//! kept with the problem noted so that it becomes a dead letter instead of failing the batch. So is a record
+//! whose JSON does not have the mapping's shape (a fractional timestamp, a value that is not a string…) as long
+//! as its partition and offset can be read: one malformed record never fails, and so never blocks, its batch.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,8 +29,25 @@ pub struct MskEvent {
     pub event_source_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_records")]
     pub records: BTreeMap<String, Vec<MskRecord>>,
+}
+
+/// A record whose JSON did not have the mapping's shape: why, and the record's JSON as it arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Malformed {
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Read each record on its own, so that one malformed record becomes a [`Malformed`] record (a dead letter)
+/// instead of failing the whole event.
+fn lenient_records<'de, D>(deserializer: D) -> std::result::Result<BTreeMap<String, Vec<MskRecord>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let groups = BTreeMap::<String, Vec<serde_json::Value>>::deserialize(deserializer)?;
+    Ok(groups.into_iter().map(|(key, values)| (key, values.into_iter().map(MskRecord::from_value).collect())).collect())
 }
 
 /// One record of an [`MskEvent`].
@@ -50,6 +69,30 @@ pub struct MskRecord {
     /// `[{"name": [bytes…]}, …]`; the mapping sends signed bytes (-128..=127), some producers unsigned.
     #[serde(default)]
     pub headers: Vec<BTreeMap<String, Vec<i16>>>,
+    /// Set when the record's JSON did not have this shape (only `partition` and `offset` were read).
+    #[serde(skip)]
+    pub malformed: Option<Malformed>,
+}
+
+impl MskRecord {
+    /// One record of an event; never fails (see [`Malformed`]). Position fields that cannot be read are set to
+    /// -1, which [`group_records`] rejects for the whole event: without a position a record cannot be fenced.
+    fn from_value(value: serde_json::Value) -> MskRecord {
+        match MskRecord::deserialize(&value) {
+            Ok(record) => record,
+            Err(e) => {
+                let int = |name: &str| value.get(name).and_then(serde_json::Value::as_i64);
+                MskRecord {
+                    topic: value.get("topic").and_then(serde_json::Value::as_str).map(str::to_string),
+                    partition: int("partition").unwrap_or(-1),
+                    offset: int("offset").unwrap_or(-1),
+                    timestamp: int("timestamp").unwrap_or(0),
+                    malformed: Some(Malformed { reason: e.to_string(), raw: value.to_string() }),
+                    ..MskRecord::default()
+                }
+            }
+        }
+    }
 }
 
 impl From<&KafkaEvent> for MskEvent {
@@ -69,6 +112,7 @@ impl From<&KafkaEvent> for MskEvent {
                         timestamp_type: r.timestamp_type.clone(),
                         key: r.key.clone(),
                         value: r.value.clone(),
+                        malformed: None,
                         headers: r
                             .headers
                             .iter()
@@ -170,6 +214,12 @@ fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
             .map(|(t, _)| t.to_string())
             .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
     };
+    if let Some(m) = &record.malformed
+        && (record.partition < 0 || record.offset < 0)
+    {
+        let reason = &m.reason;
+        return Err(Error::Event(format!("a record of `{group_key}` has no usable partition and offset: {reason}")));
+    }
     let partition = i32::try_from(record.partition)
         .ok()
         .filter(|p| *p >= 0)
@@ -181,6 +231,16 @@ fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
 }
 
 fn decode_record(record: &MskRecord) -> SourceRecord {
+    if let Some(m) = &record.malformed {
+        return SourceRecord {
+            offset: record.offset,
+            timestamp_ms: (record.timestamp != 0).then_some(record.timestamp),
+            key: None,
+            value: Some(m.raw.as_bytes().to_vec()),
+            headers: vec![],
+            problem: Some(Problem { kind: "record", reason: format!("record is not an MSK record: {}", m.reason) }),
+        };
+    }
     let mut problem = None;
     let mut b64 = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
         let text = text.as_deref()?;
@@ -257,6 +317,31 @@ mod tests {
         // Every record is flagged (the bad-base64 one keeps its first problem).
         assert!(groups.iter().flat_map(|g| &g.records).all(|r| r.problem.is_some()));
         assert_eq!(groups[0].records[0].problem.as_ref().unwrap().kind, "topic");
+    }
+
+    #[test]
+    fn a_malformed_record_is_kept_as_a_problem_and_its_neighbours_load() {
+        let event = r#"{"records":{"clicks-0":[
+            {"topic":"clicks","partition":0,"offset":5,"timestamp":1.5,"value":"e30="},
+            {"topic":"clicks","partition":0,"offset":6,"timestamp":1763719200000,"value":12},
+            {"topic":"clicks","partition":0,"offset":7,"timestamp":1763719200000,"value":"e30="}]}}"#;
+        let event: MskEvent = serde_json::from_str(event).unwrap();
+        let [group] = &group_records(&event, &["clicks".to_string()]).unwrap()[..] else { panic!("one group") };
+        let problems: Vec<_> = group.records.iter().map(|r| r.problem.as_ref().map(|p| p.kind)).collect();
+        assert_eq!(problems, [Some("record"), Some("record"), None]);
+        let first = &group.records[0];
+        assert!(first.problem.as_ref().unwrap().reason.contains("invalid type: floating point"), "{first:?}");
+        assert_eq!(first.timestamp_ms, None, "a timestamp that cannot be read is not invented");
+        assert!(String::from_utf8_lossy(first.value.as_ref().unwrap()).contains(r#""timestamp":1.5"#));
+        assert_eq!(group.records[1].timestamp_ms, Some(1763719200000));
+    }
+
+    #[test]
+    fn a_record_without_a_position_fails_the_event_with_a_clear_error() {
+        let event = r#"{"records":{"clicks-0":[{"topic":"clicks","partition":0,"timestamp":1,"value":"e30="}]}}"#;
+        let event: MskEvent = serde_json::from_str(event).unwrap();
+        let err = group_records(&event, &["clicks".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("`clicks-0` has no usable partition and offset: missing field `offset`"), "{err}");
     }
 
     #[test]

@@ -140,6 +140,7 @@ pub fn generate(options: &GeneratorOptions) -> Generated {
                 "trace-id".to_string(),
                 format!("{:016x}", rng.next()).bytes().map(i16::from).collect(),
             )])],
+            malformed: None,
         };
         let mut text = value(&mut rng, topic, n, ts_ms).to_string();
         let is_bad = options.bad_every > 0 && n % options.bad_every == options.bad_every / 2;

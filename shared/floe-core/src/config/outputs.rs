@@ -416,7 +416,8 @@ pub fn parse_aggregate(text: &str, columns: &[(String, ColumnType)]) -> std::res
     let numeric = |t: &ColumnType| matches!(t, T::Int | T::Long | T::Float | T::Double);
     let output_type = match (function, column.as_ref().map(|c| &c.1)) {
         (AggregateFn::Count | AggregateFn::ApproxDistinct, _) => T::Long,
-        (AggregateFn::Sum, Some(T::Int | T::Long)) => T::Long,
+        // 128-bit accumulators (see `aggregate`): exact, and wider than a long.
+        (AggregateFn::Sum, Some(T::Int | T::Long)) => T::Decimal { precision: 38, scale: 0 },
         (AggregateFn::Sum, Some(T::Float | T::Double)) => T::Double,
         (AggregateFn::Avg, Some(t)) if numeric(t) => T::Double,
         (AggregateFn::Min | AggregateFn::Max, Some(t))
@@ -463,7 +464,8 @@ mod tests {
     fn aggregates_parse_with_types() {
         let cols = vec![("amount".to_string(), ColumnType::Int), ("user".to_string(), ColumnType::String)];
         let a = parse_aggregate("sum(amount) AS revenue", &cols).unwrap();
-        assert_eq!((a.name.as_str(), a.function, a.output_type), ("revenue", AggregateFn::Sum, ColumnType::Long));
+        let wide = ColumnType::Decimal { precision: 38, scale: 0 };
+        assert_eq!((a.name.as_str(), a.function, a.output_type), ("revenue", AggregateFn::Sum, wide));
         assert_eq!(parse_aggregate("count(*)", &cols).unwrap().name, "count");
         assert_eq!(parse_aggregate("approx_distinct(user)", &cols).unwrap().name, "approx_distinct_user");
         assert_eq!(parse_aggregate("max(amount)", &cols).unwrap().output_type, ColumnType::Long);

@@ -52,8 +52,8 @@ struct Common {
     /// Pipeline file.
     #[arg(long, default_value = "examples/pipeline.toml")]
     pipeline: PathBuf,
-    /// Simulate a crash at this step.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(failpoint::ALL))]
+    /// Simulate a crash at this step, or fail this state-store call as throttled (`state.<method>`).
+    #[arg(long, value_parser = parse_point)]
     fail_at: Option<String>,
     /// With `--fail-at`: fail this many times, then let the step pass (a transient failure).
     #[arg(long, requires = "fail_at")]
@@ -187,6 +187,14 @@ fn parse_topic(text: &str) -> Result<(String, i32), String> {
     Ok((name.to_string(), partitions))
 }
 
+fn parse_point(text: &str) -> Result<String, String> {
+    if failpoint::ALL.contains(&text) || failpoint::STATE_CALLS.contains(&text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("unknown point `{text}`; one of {:?} or {:?}", failpoint::ALL, failpoint::STATE_CALLS))
+    }
+}
+
 fn parse_pause(text: &str) -> Result<(String, failpoint::Pause), String> {
     let (point, how) = text.split_once('=').ok_or("expected <point>=<milliseconds> or <point>=@<file>")?;
     if !failpoint::ALL.contains(&point) {
@@ -233,7 +241,9 @@ impl Runtime {
                 backend: Backend::Embedded { home: common.home.clone() },
             },
         };
-        let (pipeline, backend) = floe_backends::open(&settings).await?;
+        let (pipeline, mut backend) = floe_backends::open(&settings).await?;
+        // Every state-store call can be failed on demand (`--fail-at state.<method>`).
+        backend.state = Arc::new(floe_core::faults::FaultyState(backend.state));
         let place = match &settings.backend {
             Backend::Embedded { home } => format!("embedded, home {}", home.display()),
             Backend::Aws(aws) => format!("aws, warehouse {}, state table {}", aws.warehouse, aws.state_table),

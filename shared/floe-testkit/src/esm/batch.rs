@@ -133,6 +133,7 @@ mod tests {
             key: Some("a2V5".into()),
             value: Some("x".repeat(value_len)),
             headers: vec![[("trace-id".to_string(), vec![97, -61])].into_iter().collect()],
+            malformed: None,
         }
     }
 

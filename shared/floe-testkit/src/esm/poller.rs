@@ -50,6 +50,7 @@ pub fn msk_record(topic: &str, partition: i32, record: &RecordAndOffset) -> MskR
             .iter()
             .map(|(name, value)| [(name.clone(), value.iter().map(|b| i16::from(*b as i8)).collect())].into())
             .collect(),
+        malformed: None,
     }
 }
 
