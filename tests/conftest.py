@@ -38,18 +38,24 @@ class Floe:
         if not self.bin.exists():
             pytest.fail(f"{self.bin} not built: run `make test` (or cargo build -p floe-testkit)")
         self._events = 0
+        self.extra_env: dict[str, str] = {}
 
-    def _command(self, args: list[str], fail_at: str | None = None, pause_at: str | None = None) -> list[str]:
+    def _command(
+        self, args: list[str], fail_at: str | None = None, pause_at: str | None = None, fail_times: int | None = None
+    ) -> list[str]:
         cmd = [str(self.bin), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
         cmd += ["--backend", self.backend]
         if fail_at:
             cmd += ["--fail-at", fail_at]
+        if fail_times is not None:
+            cmd += ["--fail-times", str(fail_times)]
         if pause_at:
             cmd += ["--pause-at", pause_at]
         return cmd + args[1:]
 
     def _env(self):
-        return self.moto.floe_env() if self.moto else None
+        env = self.moto.floe_env() if self.moto else dict(os.environ)
+        return {**env, **self.extra_env}
 
     def start_compact(self, pause_at: str) -> subprocess.Popen:
         """A compactor in the background that pauses once at a step (it says so on stderr)."""
@@ -61,8 +67,10 @@ class Floe:
             env=self._env(),
         )
 
-    def _run(self, args: list[str], fail_at: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = self._command(args, fail_at)
+    def _run(
+        self, args: list[str], fail_at: str | None = None, check: bool = True, fail_times: int | None = None
+    ) -> subprocess.CompletedProcess:
+        cmd = self._command(args, fail_at, fail_times=fail_times)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=self._env())
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -79,14 +87,23 @@ class Floe:
             paths.append(path)
         return paths
 
-    def ingest(self, events: list[dict], fail_at: str | None = None, check: bool = True, now_ms: int | None = None):
+    def ingest(
+        self,
+        events: list[dict],
+        fail_at: str | None = None,
+        check: bool = True,
+        now_ms: int | None = None,
+        fail_times: int | None = None,
+    ):
         now = ["--now-ms", str(now_ms)] if now_ms is not None else []
-        proc = self._run(["ingest", *now, *map(str, self.write_events(events))], fail_at, check)
+        proc = self._run(["ingest", *now, *map(str, self.write_events(events))], fail_at, check, fail_times)
         return json.loads(proc.stdout) if proc.returncode == 0 else proc
 
-    def compact(self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None):
+    def compact(
+        self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None, fail_times: int | None = None
+    ):
         now = ["--now-ms", str(now_ms)] if now_ms is not None else []
-        proc = self._run(["compact", *now], fail_at, check)
+        proc = self._run(["compact", *now], fail_at, check, fail_times)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
     def catalog(self):

@@ -62,6 +62,7 @@ class Moto:
     def reset(self):
         """Fresh, empty services, then the resources the SAM template would create."""
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
+        self.faults([])
         self.client("s3").create_bucket(Bucket=BUCKET)
         ddb = self.client("dynamodb")
         ddb.create_table(
@@ -71,6 +72,18 @@ class Moto:
             BillingMode="PAY_PER_REQUEST",
         )
         ddb.update_time_to_live(TableName=STATE_TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+
+    def faults(self, rules: list[dict] | None = None) -> list[dict]:
+        """Set fault rules (see moto_cas_server.py), or with None read them back with how often each fired."""
+        import json
+
+        if rules is None:
+            req = urllib.request.Request(f"{self.endpoint}/floe-faults", method="GET")
+        else:
+            body = json.dumps(rules).encode()
+            req = urllib.request.Request(f"{self.endpoint}/floe-faults", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
 
     def floe_env(self) -> dict[str, str]:
         """The function environment of floe on AWS, pointed at this stand-in."""

@@ -32,7 +32,10 @@ impl Aws {
     /// Load AWS configuration from the environment (Lambda role credentials, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL`) and build the clients.
     pub async fn open(settings: &AwsSettings) -> Result<Aws> {
-        let config = aws_config::load_from_env().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(std::time::Duration::from_millis(settings.attempt_timeout_ms))
+            .build();
+        let config = aws_config::from_env().timeout_config(timeouts).load().await;
         let region = config
             .region()
             .map(|r| r.to_string())

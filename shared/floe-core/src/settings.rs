@@ -19,6 +19,11 @@ pub const ENV_STATE_TABLE: &str = "FLOE_STATE_TABLE";
 pub const ENV_GLUE_CATALOG_ID: &str = "FLOE_GLUE_CATALOG_ID";
 /// AWS: `true` for path-style S3 addressing (local stand-ins); default `false`.
 pub const ENV_S3_PATH_STYLE: &str = "FLOE_S3_PATH_STYLE";
+/// AWS: per-attempt timeout of DynamoDB and Glue calls in milliseconds (default 5000). A call that hangs is
+/// abandoned and retried by the SDK instead of running into the function timeout.
+pub const ENV_AWS_ATTEMPT_TIMEOUT_MS: &str = "FLOE_AWS_ATTEMPT_TIMEOUT_MS";
+/// Default of [`ENV_AWS_ATTEMPT_TIMEOUT_MS`]: far above a healthy call (milliseconds), far below a Lambda timeout.
+pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 /// AWS SDK's standard endpoint override, also used for S3 data files (local stand-ins).
 pub const ENV_AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Lambda sets this to the directory holding the function package.
@@ -39,6 +44,7 @@ pub struct AwsSettings {
     pub glue_catalog_id: Option<String>,
     pub s3_path_style: bool,
     pub endpoint_url: Option<String>,
+    pub attempt_timeout_ms: u64,
 }
 
 /// Settings shared by the ingest and compactor functions.
@@ -77,7 +83,14 @@ impl FunctionSettings {
                     Some("true") => true,
                     Some(other) => return Err(bad(ENV_S3_PATH_STYLE, format!("`{other}` is not true or false"))),
                 };
+                let attempt_timeout_ms = match set(ENV_AWS_ATTEMPT_TIMEOUT_MS) {
+                    None => DEFAULT_AWS_ATTEMPT_TIMEOUT_MS,
+                    Some(v) => v.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                        bad(ENV_AWS_ATTEMPT_TIMEOUT_MS, format!("`{v}` is not a positive number of milliseconds"))
+                    })?,
+                };
                 Backend::Aws(AwsSettings {
+                    attempt_timeout_ms,
                     warehouse,
                     state_table: required(ENV_STATE_TABLE)?,
                     glue_catalog_id: set(ENV_GLUE_CATALOG_ID),
@@ -125,6 +138,15 @@ mod tests {
             ("s3://bucket/wh", "floe-state", true)
         );
         assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(aws.attempt_timeout_ms, DEFAULT_AWS_ATTEMPT_TIMEOUT_MS);
+        let env: HashMap<&str, &str> = HashMap::from([
+            (ENV_BACKEND, "aws"),
+            (ENV_WAREHOUSE, "s3://b"),
+            (ENV_STATE_TABLE, "t"),
+            (ENV_AWS_ATTEMPT_TIMEOUT_MS, "soon"),
+        ]);
+        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(e.contains("FLOE_AWS_ATTEMPT_TIMEOUT_MS") && e.contains("`soon`"), "{e}");
 
         let env: HashMap<&str, &str> = HashMap::from([(ENV_BACKEND, "aws"), (ENV_WAREHOUSE, "/tmp/wh")]);
         let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
