@@ -57,10 +57,19 @@ class Floe:
         env = self.moto.floe_env() if self.moto else dict(os.environ)
         return {**env, **self.extra_env}
 
-    def start_compact(self, pause_at: str) -> subprocess.Popen:
+    def start_compact(self, pause_at: str, now_ms: int | None = None) -> subprocess.Popen:
         """A compactor in the background that pauses once at a step (it says so on stderr)."""
+        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        return self._start(["compact", *now], pause_at)
+
+    def start_ingest(self, events: list[dict], pause_at: str, now_ms: int | None = None) -> subprocess.Popen:
+        """An ingest invocation in the background that pauses once at a step (it says so on stderr)."""
+        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        return self._start(["ingest", *now, *map(str, self.write_events(events))], pause_at)
+
+    def _start(self, args: list[str], pause_at: str) -> subprocess.Popen:
         return subprocess.Popen(
-            self._command(["compact"], pause_at=pause_at),
+            self._command(args, pause_at=pause_at),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

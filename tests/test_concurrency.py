@@ -1,0 +1,120 @@
+"""Concurrency on both backends: the same event source mapping batch delivered twice at once, two compactors
+committing the same table at once, and ingest staging while a compactor commits (both orders). Each race is
+forced, not hoped for: the processes pause at a named step until the test releases them together. The oracle is
+the fault-free run of the same events (see test_faults.py): no lost and no duplicated rows in any table, every
+data file committed once, and metadata PyIceberg reads back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import msk
+from test_faults import NAMESPACE, NOW_MS, baseline, deliveries, tables
+from test_races import wait_for_line
+from test_slice import TARGET, assert_table_is_exact
+
+
+@pytest.fixture(scope="module")
+def dataset() -> msk.Dataset:
+    return msk.build(records_per_tp=120)
+
+
+def finish(proc, what: str) -> dict | list:
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"{what} failed:\n{err[-3000:]}"
+    return json.loads(out)
+
+
+def assert_same_as_fault_free(floe, dataset, tmp_path_factory):
+    want = baseline(floe, dataset, tmp_path_factory)
+    got = tables(floe)
+    assert got.keys() == want.keys()
+    for name in want:
+        lost, extra = want[name] - got[name], got[name] - want[name]
+        assert not lost and not extra, f"{name}: {len(lost)} lost, {len(extra)} duplicated rows"
+    assert_table_is_exact(floe, dataset)
+    assert set(floe.data_files()) == floe.committed_files(NAMESPACE), "every data file on disk is committed once"
+    # The metadata is a clean chain: every snapshot's parent is the one before it.
+    table = floe.table(TARGET)
+    snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number)
+    for parent, child in zip(snapshots, snapshots[1:]):
+        assert child.parent_snapshot_id == parent.snapshot_id
+
+
+def test_the_same_batch_delivered_twice_at_once(floe, dataset, tmp_path, tmp_path_factory):
+    want = baseline(floe, dataset, tmp_path_factory)  # before this test's own run (it resets moto)
+    first, rest = deliveries(dataset)
+    release = tmp_path / "release"
+    # Both deliveries decode, update dedup and window state, and write their files, then wait at the staging step.
+    a = floe.start_ingest(first, pause_at=f"ingest.after_write=@{release}", now_ms=NOW_MS)
+    b = floe.start_ingest(first, pause_at=f"ingest.after_write=@{release}", now_ms=NOW_MS)
+    wait_for_line(a, "paused at ingest.after_write")
+    wait_for_line(b, "paused at ingest.after_write")
+    release.touch()
+    reports = [finish(a, "delivery a"), finish(b, "delivery b")]
+    # Exactly one delivery staged each partition's records; the other found them staged (a duplicate).
+    records = sum(len(rs) for e in first for rs in e["records"].values())
+    assert reports[0]["records"] == reports[1]["records"] == records
+    assert reports[0]["duplicates"] + reports[1]["duplicates"] == records, reports
+    floe.ingest(rest, now_ms=NOW_MS)
+    floe.compact(now_ms=NOW_MS)
+    assert want
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
+
+
+def test_two_compactors_commit_the_same_files_at_once(floe, dataset, tmp_path, tmp_path_factory):
+    baseline(floe, dataset, tmp_path_factory)
+    first, rest = deliveries(dataset)
+    floe.ingest(first, now_ms=NOW_MS)
+    floe.ingest(rest, now_ms=NOW_MS)
+    release = tmp_path / "release"
+    # Both plan the same commit from the same snapshot, then race on the metadata swap.
+    a = floe.start_compact(pause_at=f"compactor.before_commit=@{release}", now_ms=NOW_MS)
+    b = floe.start_compact(pause_at=f"compactor.before_commit=@{release}", now_ms=NOW_MS)
+    wait_for_line(a, "paused at compactor.before_commit")
+    wait_for_line(b, "paused at compactor.before_commit")
+    release.touch()
+    runs = [{r["table"]: r for r in finish(p, "compactor")} for p in (a, b)]
+    committed = [r[TARGET]["snapshot_id"] is not None for r in runs]
+    assert sorted(committed) == [False, True], runs  # one won the swap; the loser re-planned and found it done
+    assert sum(r[TARGET]["conflicts"] for r in runs) >= 1, runs
+    floe.compact(now_ms=NOW_MS)
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
+    assert len(list(floe.table(TARGET).snapshots())) == 1, "the raw rows were committed in one snapshot"
+
+
+def test_ingest_stages_while_the_compactor_commits(floe, dataset, tmp_path, tmp_path_factory):
+    baseline(floe, dataset, tmp_path_factory)
+    first, rest = deliveries(dataset)
+    floe.ingest(first, now_ms=NOW_MS)
+    release = tmp_path / "release"
+    # The compactor has planned its commit of `first`; ingest stages `rest` before the swap.
+    compactor = floe.start_compact(pause_at=f"compactor.before_commit=@{release}", now_ms=NOW_MS)
+    wait_for_line(compactor, "paused at compactor.before_commit")
+    floe.ingest(rest, now_ms=NOW_MS)
+    release.touch()
+    report = {r["table"]: r for r in finish(compactor, "compactor")}
+    assert report[TARGET]["snapshot_id"] is not None
+    floe.compact(now_ms=NOW_MS)  # the next run commits what was staged meanwhile
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
+
+
+def test_the_compactor_runs_while_ingest_is_between_writing_and_staging(floe, dataset, tmp_path, tmp_path_factory):
+    baseline(floe, dataset, tmp_path_factory)
+    first, rest = deliveries(dataset)
+    floe.ingest(first, now_ms=NOW_MS)
+    release = tmp_path / "release"
+    # Ingest has written the files of `rest` but not staged them: the compactor must not commit them.
+    ingest = floe.start_ingest(rest, pause_at=f"ingest.after_write=@{release}", now_ms=NOW_MS)
+    wait_for_line(ingest, "paused at ingest.after_write")
+    floe.compact(now_ms=NOW_MS)
+    release.touch()
+    finish(ingest, "ingest")
+    floe.compact(now_ms=NOW_MS)
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
