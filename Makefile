@@ -18,7 +18,7 @@ FUNCTIONS := floe-ingest floe-compactor
 FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
 DEMO_HOME ?= .floe/demo
 
-.PHONY: demo test lint rust-test py-test build venv tools tansu local package clean
+.PHONY: demo test lint rust-test py-test build venv tools tansu local package fuzz clean
 
 ## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
 demo: build
@@ -73,6 +73,20 @@ package: tools
 	@for f in $(FUNCTIONS); do \
 	  z=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
 	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
+	done
+
+## fuzz: cargo fuzz (nightly toolchain, cargo-fuzz installed once into ~/.cache/floe) on the event parser and the
+## record decoder, FUZZ_RUNS executions each; not part of `make test`. New inputs go to fuzz/corpus (ignored by git);
+## a crash is saved to fuzz/artifacts and fails the target.
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS ?= event record
+CARGO_FUZZ := $(HOME)/.cache/floe/cargo-fuzz/bin/cargo-fuzz
+fuzz:
+	@test -x $(CARGO_FUZZ) || cargo install --locked cargo-fuzz --version 0.13.2 --root $(HOME)/.cache/floe/cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; \
+	  RUSTUP_TOOLCHAIN=nightly $(CARGO_FUZZ) fuzz run --sanitizer none --target-dir $(HOME)/.cache/floe/fuzz-target \
+	    $$t corpus/$$t seeds/$$t -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1; \
 	done
 
 clean:
