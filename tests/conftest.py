@@ -26,6 +26,11 @@ def floe_local_path() -> Path:
     return target / "debug" / "floe-local"
 
 
+def now_args(now_ms: int | None) -> list[str]:
+    """`--now-ms` for a processing time fixed by the test (default: the clock)."""
+    return ["--now-ms", str(now_ms)] if now_ms is not None else []
+
+
 class Floe:
     """Runs floe-local on one backend: `embedded` (a home directory) or `aws` (moto)."""
 
@@ -59,12 +64,12 @@ class Floe:
 
     def start_compact(self, pause_at: str, now_ms: int | None = None) -> subprocess.Popen:
         """A compactor in the background that pauses once at a step (it says so on stderr)."""
-        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        now = now_args(now_ms)
         return self._start(["compact", *now], pause_at)
 
     def start_ingest(self, events: list[dict], pause_at: str, now_ms: int | None = None) -> subprocess.Popen:
         """An ingest invocation in the background that pauses once at a step (it says so on stderr)."""
-        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        now = now_args(now_ms)
         return self._start(["ingest", *now, *map(str, self.write_events(events))], pause_at)
 
     def _start(self, args: list[str], pause_at: str) -> subprocess.Popen:
@@ -104,14 +109,14 @@ class Floe:
         now_ms: int | None = None,
         fail_times: int | None = None,
     ):
-        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        now = now_args(now_ms)
         proc = self._run(["ingest", *now, *map(str, self.write_events(events))], fail_at, check, fail_times)
         return json.loads(proc.stdout) if proc.returncode == 0 else proc
 
     def compact(
         self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None, fail_times: int | None = None
     ):
-        now = ["--now-ms", str(now_ms)] if now_ms is not None else []
+        now = now_args(now_ms)
         proc = self._run(["compact", *now], fail_at, check, fail_times)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 

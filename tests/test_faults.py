@@ -202,12 +202,17 @@ def test_fault_then_recovery_is_exact(floe, dataset, cell: Cell, tmp_path_factor
         attempt(floe, cell, lambda **kw: floe.compact(now_ms=NOW_MS, **kw))
         floe.compact(now_ms=NOW_MS)  # the next scheduled run
     floe.compact(now_ms=NOW_MS)
+    assert_same_as(floe, want, dataset, str(cell))
 
+
+def assert_same_as(floe, want: dict[str, Counter], ds: msk.Dataset, what: str):
+    """Every table equals the fault-free run row for row, the raw table is exact against the dataset, and every
+    data file on disk is committed."""
     got = tables(floe)
     assert got.keys() == want.keys()
     for name in want:
         lost = want[name] - got[name]
         duplicated = got[name] - want[name]
-        assert not lost and not duplicated, f"{cell}: {name}: {len(lost)} lost, {len(duplicated)} extra rows"
-    assert_table_is_exact(floe, dataset)
+        assert not lost and not duplicated, f"{what}: {name}: {len(lost)} lost, {len(duplicated)} extra rows"
+    assert_table_is_exact(floe, ds)
     assert set(floe.data_files()) == floe.committed_files(NAMESPACE), "every data file on disk is committed once"

@@ -3,6 +3,7 @@ stopped by PID, plus the resources floe's SAM template creates (warehouse bucket
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -75,8 +76,6 @@ class Moto:
 
     def faults(self, rules: list[dict] | None = None) -> list[dict]:
         """Set fault rules (see moto_cas_server.py), or with None read them back with how often each fired."""
-        import json
-
         if rules is None:
             req = urllib.request.Request(f"{self.endpoint}/floe-faults", method="GET")
         else:

@@ -123,7 +123,7 @@ def _take_fault(environ) -> dict | None:
     return None
 
 
-def _error(start_response, status: str, body: str, content_type: str):
+def _respond(start_response, status: str, body: str, content_type: str):
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return [body.encode()]
 
@@ -137,19 +137,19 @@ def _inject(rule, environ, start_response, app):
                 "message": "The level of configured provisioned throughput for the table was exceeded (injected)",
             }
         )
-        return _error(start_response, "400 Bad Request", body, "application/x-amz-json-1.0")
+        return _respond(start_response, "400 Bad Request", body, "application/x-amz-json-1.0")
     if effect == "slowdown":
         body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate (injected).</Message></Error>"
-        return _error(start_response, "503 Slow Down", body, "application/xml")
+        return _respond(start_response, "503 Slow Down", body, "application/xml")
     if effect == "conflict":
         body = json.dumps({"__type": "ConcurrentModificationException", "message": "Update table failed (injected)"})
-        return _error(start_response, "400 Bad Request", body, "application/x-amz-json-1.1")
+        return _respond(start_response, "400 Bad Request", body, "application/x-amz-json-1.1")
     if effect == "error500":
         if _target(environ).startswith("s3:"):
             body = "<Error><Code>InternalError</Code><Message>We encountered an internal error (injected).</Message></Error>"
-            return _error(start_response, "500 Internal Server Error", body, "application/xml")
+            return _respond(start_response, "500 Internal Server Error", body, "application/xml")
         body = json.dumps({"__type": "InternalServerError", "message": "Internal server error (injected)"})
-        return _error(start_response, "500 Internal Server Error", body, "application/x-amz-json-1.0")
+        return _respond(start_response, "500 Internal Server Error", body, "application/x-amz-json-1.0")
     if effect == "delay_before":
         time.sleep(rule.get("seconds", 2.0))
         return app(environ, start_response)
@@ -178,7 +178,7 @@ def _admin(environ, start_response):
         elif method == "DELETE":
             _faults = []
         body = json.dumps(_faults)
-    return _error(start_response, "200 OK", body, "application/json")
+    return _respond(start_response, "200 OK", body, "application/json")
 
 
 _dispatch = DomainDispatcherApplication.__call__
