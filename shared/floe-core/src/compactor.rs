@@ -143,11 +143,14 @@ pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) 
         Err(e) => return Err(e.into()),
     }
     let namespace = NamespaceIdent::new(layout.name.namespace.clone());
+    // A failed create is fine if a concurrent compactor created the same thing first: check again rather than
+    // match error kinds, because the SQL catalog reports that race as a unique-constraint violation, not as
+    // `NamespaceAlreadyExists` / `TableAlreadyExists`.
     if !catalog.namespace_exists(&namespace).await? {
         match catalog.create_namespace(&namespace, HashMap::new()).await {
             Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
-            Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if !catalog.namespace_exists(&namespace).await? => return Err(e.into()),
+            Err(_) => {}
         }
     }
     match catalog.create_table(&namespace, layout.creation()).await {
@@ -155,9 +158,7 @@ pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) 
             info!(table = %layout.name, location = %layout.location, "created table");
             Ok(table)
         }
-        // Another compactor created it first.
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok(catalog.load_table(&ident).await?),
-        Err(e) => Err(e.into()),
+        Err(e) => catalog.load_table(&ident).await.map_err(|_| e.into()),
     }
 }
 
