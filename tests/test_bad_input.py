@@ -85,6 +85,10 @@ CASES = [
     Case("int out of range", encode(good("qty", items=[{"sku": "s", "qty": 2**40, "price": "1.00"}])), "schema",
          "$.items"),
     Case("decimal out of range", encode(good("dec", amount="12345678901234.50")), "schema", "$.amount"),
+    # Found by `cargo fuzz`: arrow-cast's decimal parser overflows its exponent counter (wrong values in release).
+    Case("decimal with a 12-digit exponent", encode(good("fz", amount=None)).replace(b'"amount": null',
+         b'"amount": 116920954900000e000099000002'), "schema", "field `amount`: number `116920954900000e000099000002`"),
+    Case("decimal with 300 digits", encode(good("fz2", amount="9" * 300)), "schema", "out of range for a decimal"),
     # arrow-json reads a fractional number into an integer column truncated toward zero (see the README report).
     Case("fractional number for a long (arrow-json truncates)", encode(good("flt", user__id=7.5)), "row",
          check_row=lambda r: r["user_id"] == 7),

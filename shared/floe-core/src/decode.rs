@@ -29,6 +29,9 @@ use crate::error::Result;
 use crate::layout::TableLayout;
 use crate::source::{Problem, SourcePartition, SourceRecord};
 
+mod guard;
+use guard::DecimalGuard;
+
 /// Rows decoded from one topic-partition's records.
 #[derive(Debug)]
 pub struct Decoded {
@@ -49,6 +52,8 @@ pub struct RecordDecoder {
     columns: Vec<ColumnPlan>,
     /// JSON paths that must be present and non-null (to explain rejects precisely).
     required_paths: Vec<Vec<String>>,
+    /// Keeps numbers arrow-json's decimal parser overflows on away from it.
+    guard: DecimalGuard,
 }
 
 #[derive(Debug)]
@@ -120,7 +125,8 @@ impl RecordDecoder {
             target.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
         ));
         let value_schema = Arc::new(Schema::new(node_fields(&root)));
-        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths })
+        let guard = DecimalGuard::new(value_schema.fields().iter().map(|f| f.as_ref()));
+        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths, guard })
     }
 
     /// Decode the records of one topic-partition. Records that already carry a problem are rejected as such.
@@ -130,7 +136,10 @@ impl RecordDecoder {
         for (i, r) in records.iter().enumerate() {
             match (&r.problem, &r.value) {
                 (Some(p), _) => rejects.push((i, p.clone())),
-                (None, Some(v)) => inputs.push((i, v)),
+                (None, Some(v)) => match self.guard.check(v) {
+                    Some(reason) => rejects.push((i, Problem { kind: "schema", reason })),
+                    None => inputs.push((i, v)),
+                },
                 (None, None) => {
                     rejects.push((i, Problem { kind: "null_value", reason: "record has no value (tombstone)".into() }))
                 }

@@ -158,6 +158,31 @@ fn epoch_overflow_is_rejected() {
     assert_eq!(out.batch.unwrap().num_rows(), 1);
 }
 
+/// Regression for the `record` fuzz target's crashes (fuzz/artifacts/record/crash-ae13…, crash-5d64…): arrow-cast's
+/// decimal parser overflowed on a long exponent (a panic with overflow checks, a wrong value without).
+#[test]
+fn decimals_the_parser_would_overflow_on_are_rejected() {
+    let d = decoder();
+    let long_digits = format!(r#"{{"id": 4, "user": {{"id": 1}}, "price": {}}}"#, "9".repeat(300));
+    let records = vec![
+        rec(0, GOOD),
+        rec(1, r#"{"id": 2, "user": {"id": 1}, "price": 116920954900000e000099000002}"#),
+        rec(2, r#"{"id": 3, "user": {"id": 1}, "price": "1e65537"}"#),
+        rec(3, &long_digits),
+        rec(4, r#"{"id": 5, "user": {"id": 1}, "price": 1.5e3}"#),
+    ];
+    let out = d.decode(&source(), &records).unwrap();
+    let rejected: Vec<usize> = out.rejects.iter().map(|(i, _)| *i).collect();
+    assert_eq!(rejected, [1, 2, 3]);
+    for (_, p) in &out.rejects {
+        assert_eq!(p.kind, "schema");
+        assert!(p.reason.starts_with("field `price`: number `") && p.reason.contains("out of range"), "{}", p.reason);
+    }
+    let batch = out.batch.unwrap();
+    let price = batch.column_by_name("price").unwrap().as_primitive::<arrow_array::types::Decimal128Type>();
+    assert_eq!((price.value(0), price.value(1)), (1234, 150_000));
+}
+
 #[test]
 fn all_bad_gives_no_batch() {
     let d = decoder();
