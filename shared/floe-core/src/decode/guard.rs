@@ -6,7 +6,8 @@
 //! decimal field's key is rejected before arrow-json sees it.
 //!
 //! The check is cheap on the hot path: a record is only tokenized if a quick scan finds a long exponent or a long
-//! run of digits somewhere in it.
+//! run of digits somewhere in it (free text such as `be12345` also triggers the tokenizer; only values under
+//! decimal keys are judged).
 
 use arrow_schema::{DataType, Field};
 
@@ -85,7 +86,9 @@ impl DecimalGuard {
     }
 
     fn judge(&self, key: &[u8], token: &[u8]) -> Option<String> {
-        if !(self.any_key || self.keys.iter().any(|k| k.as_bytes() == key)) || !out_of_range(token) {
+        // A key with escapes (`"amo\u0075nt"`) may decode to a decimal field's name: judged too.
+        let decimal_key = self.any_key || key.contains(&b'\\') || self.keys.iter().any(|k| k.as_bytes() == key);
+        if !decimal_key || !out_of_range(token) {
             return None;
         }
         let shown = String::from_utf8_lossy(&token[..token.len().min(40)]);
@@ -120,33 +123,29 @@ fn string_end(value: &[u8], mut from: usize) -> usize {
     value.len()
 }
 
-/// Whether a numeric token (a JSON number, or a string holding one) has too many digits or too long an exponent.
+/// Whether a token (a JSON number, or a string under a decimal key) would overflow the parser's counters. The
+/// parser accepts a sign anywhere in the exponent (`1e40-002` accumulates 40002) and counts every mantissa digit
+/// before it meets a bad byte, so only digits are counted, wherever they are.
 fn out_of_range(token: &[u8]) -> bool {
-    let token = token.strip_prefix(b"-").or_else(|| token.strip_prefix(b"+")).unwrap_or(token);
     let (mantissa, exponent) = match token.iter().position(|b| matches!(b, b'e' | b'E')) {
-        Some(e) => (&token[..e], Some(&token[e + 1..])),
-        None => (token, None),
+        Some(e) => (&token[..e], &token[e + 1..]),
+        None => (token, &token[token.len()..]),
     };
-    if mantissa.is_empty() || !mantissa.iter().all(|b| b.is_ascii_digit() || *b == b'.') {
-        return false; // not a number: arrow-json rejects it without overflowing
-    }
-    // Every digit counts: the parser also counts leading zeros of a fraction before an exponent.
-    let digits = mantissa.iter().filter(|b| b.is_ascii_digit()).count();
-    let exponent_digits = exponent.map_or(0, |e| {
-        let e = e.strip_prefix(b"-").or_else(|| e.strip_prefix(b"+")).unwrap_or(e);
-        e.iter().skip_while(|b| **b == b'0').count()
-    });
-    digits > MAX_DIGITS || exponent_digits > MAX_EXPONENT_DIGITS
+    mantissa.iter().filter(|b| b.is_ascii_digit()).count() > MAX_DIGITS
+        || exponent_digits(exponent) > MAX_EXPONENT_DIGITS
 }
 
-/// Quick scan: an `e`/`E` after a digit or point, followed by more than four significant exponent digits.
+/// Significant digits of an exponent (leading zeros add nothing to the accumulator; signs may sit anywhere).
+fn exponent_digits(exponent: &[u8]) -> usize {
+    exponent.iter().filter(|b| b.is_ascii_digit()).skip_while(|b| **b == b'0').count()
+}
+
+/// Quick scan: an `e`/`E` followed by digits and signs holding more than four significant digits.
 fn long_exponent(value: &[u8]) -> bool {
     memchr::memchr2_iter(b'e', b'E', value).any(|i| {
-        let after_number = i > 0 && (value[i - 1].is_ascii_digit() || value[i - 1] == b'.');
         let rest = &value[i + 1..];
-        let rest = rest.strip_prefix(b"-").or_else(|| rest.strip_prefix(b"+")).unwrap_or(rest);
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).skip_while(|b| **b == b'0').count();
-        after_number && digits > MAX_EXPONENT_DIGITS
+        let run = rest.iter().take_while(|b| matches!(b, b'0'..=b'9' | b'+' | b'-')).count();
+        exponent_digits(&rest[..run]) > MAX_EXPONENT_DIGITS
     })
 }
 
@@ -194,6 +193,12 @@ mod tests {
         assert!(reason.contains("field `amount`: number `116920954900000e000099000002`"), "{reason}");
         assert!(g.check(br#"{"amount": "1e-65537"}"#).is_some(), "as a string and negative");
         assert!(g.check(br#"{"items": [{"sku": "a", "price": 1E+10000}]}"#).is_some(), "nested in a list");
+        // The second input the fuzzer found: a sign inside the exponent (the parser reads 40002).
+        assert!(g.check(br#"{"event_i": "26-11:00", "amount":11954900000e40-002}"#).is_some());
+        assert!(g.check(br#"{"amount": "e99999"}"#).is_some(), "no mantissa");
+        assert!(g.check(br#"{"amo\u0075nt": 1e99999}"#).is_some(), "an escaped key");
+        let bad_tail = format!(r#"{{"amount": {}-1}}"#, "9".repeat(MAX_DIGITS + 1));
+        assert!(g.check(bad_tail.as_bytes()).is_some(), "digits counted before a bad byte");
         let long = format!(r#"{{"amount": {}}}"#, "9".repeat(MAX_DIGITS + 1));
         assert!(g.check(long.as_bytes()).unwrap().contains("…"));
         let long_string = format!(r#"{{"amount": "0.{}"}}"#, "1".repeat(MAX_DIGITS + 1));
@@ -229,7 +234,7 @@ mod tests {
     #[test]
     fn quick_scans_find_what_the_tokenizer_judges() {
         assert!(long_exponent(b"1e12345") && long_exponent(b"2.E-000012345") && !long_exponent(b"1e1234"));
-        assert!(!long_exponent(b"be12345"), "not after a number");
+        assert!(long_exponent(b"1e40-002") && long_exponent(b"\"e99999") && !long_exponent(b"1e0-0001234"));
         for len in [MAX_DIGITS + 1, MAX_DIGITS + 57, 3 * MAX_DIGITS] {
             for lead in [0, 1, 37, 99, 150] {
                 let text = format!("{}{}x", "x".repeat(lead), "5".repeat(len));

@@ -158,7 +158,7 @@ fn epoch_overflow_is_rejected() {
     assert_eq!(out.batch.unwrap().num_rows(), 1);
 }
 
-/// Regression for the `record` fuzz target's crashes (fuzz/artifacts/record/crash-ae13…, crash-5d64…): arrow-cast's
+/// Regression for the `record` fuzz target's crashes (crash-ae13…, crash-5d64…, crash-7e63…): arrow-cast's
 /// decimal parser overflowed on a long exponent (a panic with overflow checks, a wrong value without).
 #[test]
 fn decimals_the_parser_would_overflow_on_are_rejected() {
@@ -170,10 +170,11 @@ fn decimals_the_parser_would_overflow_on_are_rejected() {
         rec(2, r#"{"id": 3, "user": {"id": 1}, "price": "1e65537"}"#),
         rec(3, &long_digits),
         rec(4, r#"{"id": 5, "user": {"id": 1}, "price": 1.5e3}"#),
+        rec(5, r#"{"id": 6, "user": {"id": 1}, "price": 11954900000e40-002}"#),
     ];
     let out = d.decode(&source(), &records).unwrap();
     let rejected: Vec<usize> = out.rejects.iter().map(|(i, _)| *i).collect();
-    assert_eq!(rejected, [1, 2, 3]);
+    assert_eq!(rejected, [1, 2, 3, 5]);
     for (_, p) in &out.rejects {
         assert_eq!(p.kind, "schema");
         assert!(p.reason.starts_with("field `price`: number `") && p.reason.contains("out of range"), "{}", p.reason);
