@@ -18,7 +18,7 @@ FUNCTIONS := floe-ingest floe-compactor
 FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
 DEMO_HOME ?= .floe/demo
 
-.PHONY: demo test lint rust-test py-test build venv tools tansu local package fuzz clean
+.PHONY: demo test lint rust-test py-test build venv tools tansu local package fuzz bench clean
 
 ## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
 demo: build
@@ -88,6 +88,14 @@ fuzz:
 	  RUSTUP_TOOLCHAIN=nightly $(CARGO_FUZZ) fuzz run --sanitizer none --target-dir $(HOME)/.cache/floe/fuzz-target \
 	    $$t corpus/$$t seeds/$$t -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1; \
 	done
+
+## bench: floe vs the arrow-rs baseline vs the Python peer on the same generated events, plus peak RSS, cold
+## start, zip sizes, the 1,000-file commit and local-stack freshness; prints the table and rewrites BENCHMARKS.md.
+## Not part of `make test`. BENCH_ARGS go to bench/run.py (e.g. --skip freshness --records 50000).
+BENCH_ARGS ?=
+bench: build venv tools tansu package
+	cargo build --release --locked -p floe-bench -p floe-ingest -p floe-compactor
+	$(PY) bench/run.py --floe-local $(FLOE_LOCAL) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .floe

@@ -1,0 +1,339 @@
+"""`make bench`: floe beside the arrow-rs baseline and the Python peer on the same generated events, plus the
+function-level figures (peak RSS of a 6 MB invocation, cold start, zip sizes, 1,000-file commit, freshness).
+Prints one table and writes it to BENCHMARKS.md with the machine description.
+
+Every figure comes from this run; nothing is carried over. See BENCHMARKS.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lambda_api import RuntimeApi  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "floe" / "target"))
+RELEASE = TARGET / "release"
+PY = sys.executable
+
+# The targets of issue 7, checked in the table.
+TARGETS = {
+    "vs_peer": 2.0,  # floe ≥ 2× the Python peer, per core
+    "vs_baseline": 0.9,  # floe ≥ 0.9× the arrow-rs baseline, per core
+    "rss_mb": 100,  # peak RSS for one 6 MB invocation
+    "init_ms": 50,  # process start → ready for an event
+    "zip_mb": 15,  # each function's zip
+    "commit_s": 15,  # committing 1,000 staged files
+}
+
+
+def log(message: str):
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_json(cmd: list, **kw) -> dict:
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_run(result: dict) -> dict:
+    """The run with the median CPU time (runs differ only by noise)."""
+    runs = sorted(result["runs"], key=lambda r: r["cpu_s"])
+    return runs[len(runs) // 2]
+
+
+def generate(data: Path, records: int) -> dict:
+    summary = data / "summary.json"
+    if summary.exists():
+        existing = json.loads(summary.read_text())
+        if existing.get("records") == records:
+            return existing
+    log(f"generating {records} records …")
+    return run_json([RELEASE / "floe-bench", "generate", "--out", data, "--records", records])
+
+
+def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
+    results = {}
+    log("floe ingest handler (embedded default, one thread) …")
+    results["floe"] = run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat])
+    log("arrow-rs baseline …")
+    results["baseline"] = run_json(
+        [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]
+    )
+    log("Python peer (pyarrow.json, one thread) …")
+    results["peer"] = run_json(
+        [PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"},
+    )
+    return results
+
+
+def function_env(backend: str, home: Path, pipeline: Path, api: RuntimeApi) -> dict:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_LAMBDA_FUNCTION_NAME": "floe-ingest",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/floe-ingest",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+        "FLOE_PIPELINE_FILE": str(pipeline),
+        "RUST_LOG": "warn",
+    }
+    if backend == "embedded":
+        env |= {"FLOE_BACKEND": "embedded", "FLOE_HOME": str(home)}
+    else:
+        # Building the AWS clients makes no request: an unreachable endpoint measures the real cold-start path.
+        env |= {
+            "FLOE_BACKEND": "aws",
+            "FLOE_WAREHOUSE": "s3://floe-bench-warehouse",
+            "FLOE_STATE_TABLE": "floe-bench-state",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        }
+    return env
+
+
+def start_function(binary: Path, env: dict, api: RuntimeApi) -> tuple[subprocess.Popen, float]:
+    """Start the function; returns the process and its init time in seconds (start → first `next`)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not api.wait(lambda: api.first_next is not None, timeout=30):
+        proc.kill()
+        raise RuntimeError(f"{binary.name} never asked for an event: {proc.communicate()[1].decode()[-2000:]}")
+    return proc, api.first_next - started
+
+
+def kill_with_rusage(proc: subprocess.Popen):
+    proc.send_signal(signal.SIGKILL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = -9
+    return usage
+
+
+def cold_start(binary: Path, data: Path, work: Path, backend: str, times: int) -> list[float]:
+    inits = []
+    for i in range(times):
+        api = RuntimeApi()
+        home = work / f"init-{backend}-{i}"
+        shutil.rmtree(home, ignore_errors=True)
+        proc, init = start_function(binary, function_env(backend, home, data / "pipeline.toml", api), api)
+        kill_with_rusage(proc)
+        api.close()
+        inits.append(init)
+    return inits
+
+
+def one_invocation(binary: Path, data: Path, work: Path) -> dict:
+    """The largest generated event (packed to the 6 MB cap) through the real release ingest binary; peak RSS
+    is the kernel's high-water mark for the whole process (init and the invocation)."""
+    events = sorted((data / "events").iterdir(), key=lambda p: p.stat().st_size)
+    body = events[-1].read_bytes()
+    api = RuntimeApi()
+    home = work / "rss"
+    shutil.rmtree(home, ignore_errors=True)
+    proc, _ = start_function(binary, function_env("embedded", home, data / "pipeline.toml", api), api)
+    started = time.perf_counter()
+    api.queue(body)
+    if not api.wait(lambda: api.responses and api.nexts >= 2, timeout=120):
+        proc.kill()
+        raise RuntimeError(f"no answer from {binary.name}: {proc.communicate()[1].decode()[-2000:]}")
+    elapsed = time.perf_counter() - started
+    usage = kill_with_rusage(proc)
+    api.close()
+    kind, answer = api.responses[0]
+    if kind != "response":
+        raise RuntimeError(f"the invocation failed: {answer.decode()[:2000]}")
+    report = json.loads(answer)
+    return {"event_bytes": len(body), "records": report["records"], "rows": report["rows"],
+            "peak_rss_mb": usage.ru_maxrss / 1024, "invocation_s": elapsed}
+
+
+def zip_sizes() -> dict[str, float]:
+    sizes = {}
+    for function in ("floe-ingest", "floe-compactor"):
+        path = TARGET / "lambda" / function / "bootstrap.zip"
+        if path.exists():
+            sizes[function] = path.stat().st_size / 1e6
+    return sizes
+
+
+def freshness(work: Path, floe_local: Path, records: int, rate: float) -> dict:
+    folder = work / "stack"
+    out = subprocess.run(
+        [PY, ROOT / "infra" / "local" / "stack.py", "--floe-local", floe_local, "--dir", folder,
+         "--records", str(records), "--rate", str(rate), "--compact-every", "60"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"local stack failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads((folder / "freshness.json").read_text())
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    import pyarrow
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1048576, 1),
+            "kernel": platform.release(), "rustc": rustc, "python": platform.python_version(),
+            "pyarrow": pyarrow.__version__}
+
+
+def rate(run: dict, summary: dict) -> dict:
+    return {"records_per_s": run["records"] / run["cpu_s"], "mb_per_s": summary["value_bytes"] / 1e6 / run["cpu_s"],
+            "wall_records_per_s": run["records"] / run["wall_s"]}
+
+
+def fmt_check(ok: bool | None) -> str:
+    return "" if ok is None else ("met" if ok else "NOT met")
+
+
+def table(figures: dict) -> list[str]:
+    rows = [("measure", "floe", "arrow-rs baseline", "Python peer", "ratio / target")]
+    t = figures.get("throughput")
+    if t:
+        f, b, p = t["floe"], t["baseline"], t["peer"]
+        vs_b, vs_p = f["records_per_s"] / b["records_per_s"], f["records_per_s"] / p["records_per_s"]
+        rows.append(("records/s per core (CPU time)", f"{f['records_per_s']:,.0f}", f"{b['records_per_s']:,.0f}",
+                     f"{p['records_per_s']:,.0f}",
+                     f"floe/baseline {vs_b:.2f} (≥ {TARGETS['vs_baseline']}: {fmt_check(vs_b >= TARGETS['vs_baseline'])}); "
+                     f"floe/peer {vs_p:.2f} (≥ {TARGETS['vs_peer']}: {fmt_check(vs_p >= TARGETS['vs_peer'])})"))
+        rows.append(("MB/s of JSON per core", f"{f['mb_per_s']:.1f}", f"{b['mb_per_s']:.1f}", f"{p['mb_per_s']:.1f}", ""))
+        rows.append(("records/s, wall clock", f"{f['wall_records_per_s']:,.0f}", f"{b['wall_records_per_s']:,.0f}",
+                     f"{p['wall_records_per_s']:,.0f}", ""))
+    c = figures.get("pyiceberg")
+    if c:
+        rows.append(("Iceberg commit per append", "— (the compactor commits; below)", "—",
+                     f"{c['median_s'] * 1000:.0f} ms median, {c['last_s'] * 1000:.0f} ms at append {c['appends']}",
+                     "PyIceberg table.append of 500 rows, SQLite catalog"))
+    r = figures.get("rss")
+    if r:
+        rows.append(("peak RSS, one 6 MB invocation", f"{r['peak_rss_mb']:.0f} MB", "", "",
+                     f"≤ {TARGETS['rss_mb']} MB: {fmt_check(r['peak_rss_mb'] <= TARGETS['rss_mb'])} "
+                     f"({r['records']:,} records, {r['event_bytes'] / 1e6:.2f} MB event, {r['invocation_s'] * 1000:.0f} ms)"))
+    for backend in ("embedded", "aws"):
+        i = figures.get(f"init_{backend}")
+        if i:
+            med = statistics.median(i) * 1000
+            rows.append((f"init, release ingest binary ({backend})", f"{med:.1f} ms median", "", "",
+                         f"≤ {TARGETS['init_ms']} ms: {fmt_check(med <= TARGETS['init_ms'])} "
+                         f"(min {min(i) * 1000:.1f}, max {max(i) * 1000:.1f} over {len(i)} starts)"))
+    for function, mb in (figures.get("zips") or {}).items():
+        rows.append((f"zip, {function} (arm64)", f"{mb:.1f} MB", "", "",
+                     f"≤ {TARGETS['zip_mb']} MB: {fmt_check(mb <= TARGETS['zip_mb'])}"))
+    k = figures.get("commit")
+    if k:
+        rows.append(("compactor: commit 1,000 staged files", f"{k['run_s']:.2f} s", "", "",
+                     f"≤ {TARGETS['commit_s']} s: {fmt_check(k['run_s'] <= TARGETS['commit_s'])} "
+                     f"({k['committed_files']} files, metadata commit {k['metadata_commit_ms']} ms)"))
+    fr = figures.get("freshness")
+    if fr:
+        rows.append(("produce → queryable (local stack)", f"p50 {fr['p50_s']:.1f} s, p90 {fr['p90_s']:.1f} s, "
+                     f"p99 {fr['p99_s']:.1f} s", "", "", f"compactor every 60 s, {fr['rows']:,} rows"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=ROOT / ".floe" / "bench")
+    parser.add_argument("--floe-local", type=Path, default=TARGET / "debug" / "floe-local")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["throughput", "pyiceberg", "rss", "init", "zips", "commit", "freshness"])
+    parser.add_argument("--freshness-records", type=int, default=12_000)
+    parser.add_argument("--freshness-rate", type=float, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    data = args.work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    summary = generate(data, args.records)
+    ingest = RELEASE / "floe-ingest"
+    figures: dict = {"machine": machine(), "data": summary}
+    if "throughput" not in args.skip:
+        raw = throughput(data, args.work / "out", args.repeat)
+        figures["raw"] = raw
+        figures["throughput"] = {k: rate(median_run(v), summary) for k, v in raw.items()}
+    if "pyiceberg" not in args.skip:
+        log("PyIceberg appends …")
+        figures["pyiceberg"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", args.work,
+                                         "--commits", "20"])
+    if "rss" not in args.skip:
+        log("one 6 MB invocation of the release ingest binary …")
+        figures["rss"] = one_invocation(ingest, data, args.work)
+    if "init" not in args.skip:
+        log("cold starts …")
+        for backend in ("embedded", "aws"):
+            figures[f"init_{backend}"] = cold_start(ingest, data, args.work, backend, 15)
+    if "zips" not in args.skip:
+        figures["zips"] = zip_sizes()
+    if "commit" not in args.skip:
+        log("compactor: staging 1,000 files, then one commit …")
+        figures["commit"] = run_json([RELEASE / "floe-bench", "commit", "--home", args.work / "commit", "--files", 1000])
+    if "freshness" not in args.skip:
+        log(f"local stack freshness ({args.freshness_records} records at {args.freshness_rate:g}/s) …")
+        figures["freshness"] = freshness(args.work, args.floe_local, args.freshness_records, args.freshness_rate)
+
+    lines = table(figures)
+    print("\n".join(lines))
+    m = figures["machine"]
+    described = (f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, Linux {m['kernel']}; {m['rustc']}; "
+                 f"Python {m['python']}, pyarrow {m['pyarrow']}")
+    (args.work / "figures.json").write_text(json.dumps(figures, indent=1))
+    write_markdown(args.out, lines, described, summary)
+    log(f"\nwrote {args.out} and {args.work / 'figures.json'}")
+    return 0
+
+
+def write_markdown(path: Path, lines: list[str], described: str, summary: dict):
+    """Replace the generated section of BENCHMARKS.md, keeping the hand-written analysis around it."""
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    today = datetime.date.today().isoformat()
+    block = "\n".join([
+        start,
+        f"Measured {today} by `make bench` on: {described}.",
+        "",
+        f"Data: {summary['records']:,} records ({summary['value_bytes'] / 1e6:.0f} MB of JSON, "
+        f"{summary['value_bytes'] / summary['records']:.0f} bytes each) in {summary['events']} MSK events "
+        f"({summary['event_bytes'] / 1e6:.0f} MB serialized, largest {summary['largest_event_bytes'] / 1e6:.2f} MB).",
+        "",
+        *lines,
+        end,
+    ])
+    text = path.read_text() if path.exists() else f"# floe benchmarks\n\n{start}\n{end}\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

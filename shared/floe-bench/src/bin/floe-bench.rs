@@ -1,0 +1,223 @@
+//! floe-bench: the Rust side of `make bench` (driven by `bench/run.py`).
+//!
+//! - `generate`: the deterministic events, the pipeline file and the Arrow schema (for the Python peer).
+//! - `floe`: floe's ingest handler on the embedded default, single-threaded, timed from serialized event to
+//!   Parquet files on disk and staged in the state store.
+//! - `baseline`: the arrow-rs baseline on the same events.
+//! - `commit`: stage N small files through the ingest handler, then time one compactor run committing them.
+//!
+//! Every command prints one JSON line of figures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use floe_bench::{baseline, cpu, generate};
+use floe_core::compactor::{Compactor, CompactorOptions};
+use floe_core::config::Pipeline;
+use floe_core::ingest::{IngestReport, Ingestor};
+use floe_core::source::MskEvent;
+use floe_embedded::Embedded;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "floe benchmarks (see bench/run.py)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write `<out>/events/*.json`, `<out>/pipeline.toml` and `<out>/schema.arrow`.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// floe's ingest handler over every event of `--data`, `--repeat` times, each into a fresh home under `--work`.
+    Floe {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        work: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// The arrow-rs baseline over every event of `--data`, `--repeat` times, writing under `--work`.
+    Baseline {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        work: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Stage `--files` data files (one small event each) under `--home`, then time one compactor run.
+    Commit {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        files: usize,
+        #[arg(long, default_value_t = 20)]
+        records_per_file: usize,
+    },
+}
+
+fn read_events(data: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let dir = data.join("events");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {} (run `floe-bench generate` first)", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).collect()
+}
+
+/// Wall and CPU time of one timed section.
+struct Timer(Instant, Option<Duration>);
+
+impl Timer {
+    fn start() -> Timer {
+        Timer(Instant::now(), cpu::process_cpu())
+    }
+
+    fn stop(&self) -> (f64, f64) {
+        let wall = self.0.elapsed().as_secs_f64();
+        let cpu = match (self.1, cpu::process_cpu()) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => wall,
+        };
+        (wall, cpu)
+    }
+}
+
+fn fresh(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embedded, Ingestor)> {
+    let e = Embedded::open(home).await?;
+    let ingestor = Ingestor::new(pipeline, &e.warehouse, e.file_io.clone(), e.state.clone()).await?;
+    Ok((e, ingestor))
+}
+
+async fn run_floe(data: &Path, work: &Path, repeat: usize) -> anyhow::Result<serde_json::Value> {
+    let events = read_events(data)?;
+    let pipeline = Arc::new(Pipeline::load(&data.join("pipeline.toml"))?);
+    let mut runs = Vec::new();
+    for i in 0..repeat {
+        let home = work.join(format!("floe-{i}"));
+        fresh(&home)?;
+        let (_e, ingestor) = ingestor(&home, pipeline.clone()).await?;
+        let timer = Timer::start();
+        let mut total = IngestReport::default();
+        for bytes in &events {
+            // The Lambda runtime hands the handler the invocation body: deserializing it is part of the work.
+            let event: MskEvent = serde_json::from_slice(bytes)?;
+            total.add(&ingestor.handle(&event).await?);
+        }
+        let (wall, cpu) = timer.stop();
+        anyhow::ensure!(total.rows == total.records && total.dead_letters == 0, "not every record landed: {total:?}");
+        runs.push(json!({"wall_s": wall, "cpu_s": cpu, "records": total.records, "rows": total.rows,
+            "files": total.files, "parquet_bytes": total.bytes}));
+    }
+    Ok(json!({"impl": "floe", "events": events.len(), "event_bytes": events.iter().map(Vec::len).sum::<usize>(),
+        "runs": runs}))
+}
+
+fn run_baseline(data: &Path, work: &Path, repeat: usize) -> anyhow::Result<serde_json::Value> {
+    let events = read_events(data)?;
+    let schema = generate::arrow_schema();
+    let properties = baseline::writer_properties();
+    let mut runs = Vec::new();
+    for i in 0..repeat {
+        let out = work.join(format!("baseline-{i}"));
+        fresh(&out)?;
+        let timer = Timer::start();
+        let mut rows = 0;
+        let mut files = 0;
+        let mut bytes = 0;
+        for (n, event) in events.iter().enumerate() {
+            let w = baseline::handle(event, &schema, &properties, &out, &format!("{n:05}"))?;
+            rows += w.rows;
+            files += w.files;
+            bytes += w.bytes;
+        }
+        let (wall, cpu) = timer.stop();
+        runs.push(json!({"wall_s": wall, "cpu_s": cpu, "records": rows, "rows": rows, "files": files,
+            "parquet_bytes": bytes}));
+    }
+    Ok(json!({"impl": "arrow-rs", "events": events.len(), "event_bytes": events.iter().map(Vec::len).sum::<usize>(),
+        "runs": runs}))
+}
+
+fn write_generated(out: &Path, records: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
+    let options = generate::Options { records, seed, ..Default::default() };
+    let generated = generate::generate(&options);
+    fresh(&out.join("events"))?;
+    for (i, event) in generated.events.iter().enumerate() {
+        std::fs::write(out.join("events").join(format!("event-{i:05}.json")), event)?;
+    }
+    std::fs::write(out.join("pipeline.toml"), generate::pipeline_toml("bench"))?;
+    let schema = generate::arrow_schema();
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(out.join("schema.arrow"))?, &schema)?;
+    writer.finish()?;
+    let largest = generated.events.iter().map(Vec::len).max().unwrap_or(0);
+    let summary = json!({"events": generated.events.len(), "records": generated.records,
+        "value_bytes": generated.value_bytes, "event_bytes": generated.events.iter().map(Vec::len).sum::<usize>(),
+        "largest_event_bytes": largest, "seed": seed});
+    std::fs::write(out.join("summary.json"), summary.to_string())?;
+    Ok(summary)
+}
+
+async fn run_commit(home: &Path, files: usize, records_per_file: usize) -> anyhow::Result<serde_json::Value> {
+    fresh(home)?;
+    // One partition per event and events of about `records_per_file` records: one staged data file each.
+    let options = generate::Options {
+        records: files * records_per_file,
+        partitions: 1,
+        partitions_per_event: 1,
+        event_bytes: vec![records_per_file * 1_380 + 256],
+        ..Default::default()
+    };
+    let generated = generate::generate(&options);
+    let pipeline = Arc::new(Pipeline::parse(&generate::pipeline_toml("bench"), "bench pipeline")?);
+    let (e, ingestor) = ingestor(home, pipeline.clone()).await?;
+    let mut staged = IngestReport::default();
+    for bytes in &generated.events {
+        staged.add(&ingestor.handle(&serde_json::from_slice(bytes)?).await?);
+    }
+    let compactor =
+        Compactor::new(pipeline, &e.warehouse, e.catalog.clone(), e.state.clone(), CompactorOptions::default())?;
+    let timer = Timer::start();
+    let reports = compactor.run().await?;
+    let (wall, cpu) = timer.stop();
+    let committed: u64 = reports.iter().map(|r| r.files).sum();
+    let commit_ms: u64 = reports.iter().map(|r| r.commit_ms).sum();
+    anyhow::ensure!(committed == staged.files, "staged {} files, committed {committed}", staged.files);
+    Ok(json!({"staged_files": staged.files, "committed_files": committed, "rows": staged.rows, "run_s": wall,
+        "cpu_s": cpu, "metadata_commit_ms": commit_ms}))
+}
+
+fn main() -> anyhow::Result<()> {
+    // One thread: the figures are per core, as a Lambda function with 1,769 MB or less gets one vCPU.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let out = match Cli::parse().command {
+        Command::Generate { out, records, seed } => write_generated(&out, records, seed)?,
+        Command::Floe { data, work, repeat } => rt.block_on(run_floe(&data, &work, repeat))?,
+        Command::Baseline { data, work, repeat } => run_baseline(&data, &work, repeat)?,
+        Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,
+    };
+    println!("{out}");
+    Ok(())
+}
