@@ -132,7 +132,7 @@ def cold_start(binary: Path, data: Path, work: Path, backend: str, times: int) -
     inits = []
     for i in range(times):
         api = RuntimeApi()
-        home = work / f"init-{backend}-{i}"
+        home = work / "init" / f"{backend}-{i}"
         shutil.rmtree(home, ignore_errors=True)
         proc, init = start_function(binary, function_env(backend, home, data / "pipeline.toml", api), api)
         kill_with_rusage(proc)

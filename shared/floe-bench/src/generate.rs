@@ -25,6 +25,8 @@ pub struct Options {
     pub partitions_per_event: usize,
     /// Payload sizes of successive events, in bytes, cycled (each capped at [`PAYLOAD_CAP`]).
     pub event_bytes: Vec<usize>,
+    /// At most this many records per event (the mapping's BatchSize); `None`: only the size bounds an event.
+    pub batch_size: Option<usize>,
     pub seed: u64,
     /// Event time of the first record, epoch milliseconds.
     pub start_ms: i64,
@@ -37,6 +39,7 @@ impl Default for Options {
             partitions: 6,
             partitions_per_event: 3,
             event_bytes: vec![PAYLOAD_CAP, 1_000_000, 3_000_000, 500_000],
+            batch_size: None,
             seed: 7,
             start_ms: 1_795_000_000_000,
         }
@@ -248,7 +251,7 @@ pub fn generate(options: &Options) -> Generated {
         }
         next_partition = (next_partition + per_event as i32) % options.partitions;
         loop {
-            if seq as usize >= options.records {
+            if seq as usize >= options.records || options.batch_size.is_some_and(|n| turn >= n) {
                 break;
             }
             let ts = options.start_ms + seq as i64 * 3 + rng.below(2_000) as i64;

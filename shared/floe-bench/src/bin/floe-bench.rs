@@ -187,7 +187,7 @@ async fn run_commit(home: &Path, files: usize, records_per_file: usize) -> anyho
         records: files * records_per_file,
         partitions: 1,
         partitions_per_event: 1,
-        event_bytes: vec![records_per_file * 1_380 + 256],
+        batch_size: Some(records_per_file),
         ..Default::default()
     };
     let generated = generate::generate(&options);
