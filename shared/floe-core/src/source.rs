@@ -46,8 +46,70 @@ fn lenient_records<'de, D>(deserializer: D) -> std::result::Result<BTreeMap<Stri
 where
     D: serde::Deserializer<'de>,
 {
-    let groups = BTreeMap::<String, Vec<serde_json::Value>>::deserialize(deserializer)?;
-    Ok(groups.into_iter().map(|(key, values)| (key, values.into_iter().map(MskRecord::from_value).collect())).collect())
+    let groups = BTreeMap::<String, Vec<LenientRecord>>::deserialize(deserializer)?;
+    Ok(groups.into_iter().map(|(key, records)| (key, records.into_iter().map(|r| r.0).collect())).collect())
+}
+
+/// One record read without failing. The hot path reads the record's fields straight from the event (each field
+/// value parsed once, strings moved, not copied); only a record that does not have the mapping's shape is
+/// assembled into a `serde_json::Value` and read the strict way, which names the problem.
+struct LenientRecord(MskRecord);
+
+impl<'de> Deserialize<'de> for LenientRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor)
+    }
+}
+
+struct LenientVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LenientVisitor {
+    type Value = LenientRecord;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an MSK record")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<LenientRecord, A::Error> {
+        let mut fields: Vec<(std::borrow::Cow<'de, str>, serde_json::Value)> = Vec::with_capacity(8);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value = map.next_value::<serde_json::Value>()?;
+            // A repeated key: the last one wins, as in a `serde_json::Value`.
+            fields.retain(|(k, _)| *k != key);
+            fields.push((key, value));
+        }
+        Ok(LenientRecord(MskRecord::from_fields(fields)))
+    }
+
+    // Anything but an object is malformed: the strict path names it.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> std::result::Result<LenientRecord, A::Error> {
+        let value = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(LenientRecord(MskRecord::from_value(value)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(serde_json::Value::Null)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(v.into())))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(v.into())))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(v.into())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(v.into())))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<LenientRecord, E> {
+        Ok(LenientRecord(MskRecord::from_value(v.into())))
+    }
 }
 
 /// One record of an [`MskEvent`].
@@ -75,6 +137,68 @@ pub struct MskRecord {
 }
 
 impl MskRecord {
+    /// A record from its fields as they arrived; falls back to [`MskRecord::from_value`] (which names the
+    /// problem) when a field has the wrong type or a required one is missing.
+    fn from_fields(fields: Vec<(std::borrow::Cow<'_, str>, serde_json::Value)>) -> MskRecord {
+        use serde_json::Value;
+        let string_or_null = |v: &Value| v.is_string() || v.is_null();
+        let int = |v: &Value| v.as_i64().is_some();
+        let mut seen = [false; 3]; // partition, offset, timestamp
+        let mut headers = Vec::new();
+        let well_formed = fields.iter().all(|(k, v)| match k.as_ref() {
+            "topic" | "timestampType" | "key" | "value" => string_or_null(v),
+            "partition" => {
+                int(v) && {
+                    seen[0] = true;
+                    true
+                }
+            }
+            "offset" => {
+                int(v) && {
+                    seen[1] = true;
+                    true
+                }
+            }
+            "timestamp" => {
+                int(v) && {
+                    seen[2] = true;
+                    true
+                }
+            }
+            "headers" => match Vec::<BTreeMap<String, Vec<i16>>>::deserialize(v) {
+                Ok(h) => {
+                    headers = h;
+                    true
+                }
+                Err(_) => false,
+            },
+            _ => true, // unknown fields are ignored, as by the derived deserializer
+        }) && seen.iter().all(|s| *s);
+        if !well_formed {
+            return MskRecord::from_value(Value::Object(
+                fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect(),
+            ));
+        }
+        let mut record = MskRecord { headers, ..MskRecord::default() };
+        let text = |v: Value| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        };
+        for (key, value) in fields {
+            match key.as_ref() {
+                "topic" => record.topic = text(value),
+                "timestampType" => record.timestamp_type = text(value),
+                "key" => record.key = text(value),
+                "value" => record.value = text(value),
+                "partition" => record.partition = value.as_i64().unwrap_or_default(),
+                "offset" => record.offset = value.as_i64().unwrap_or_default(),
+                "timestamp" => record.timestamp = value.as_i64().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        record
+    }
+
     /// One record of an event; never fails (see [`Malformed`]). Position fields that cannot be read are set to
     /// -1, which [`group_records`] rejects for the whole event: without a position a record cannot be fenced.
     fn from_value(value: serde_json::Value) -> MskRecord {
@@ -334,6 +458,37 @@ mod tests {
         assert_eq!(first.timestamp_ms, None, "a timestamp that cannot be read is not invented");
         assert!(String::from_utf8_lossy(first.value.as_ref().unwrap()).contains(r#""timestamp":1.5"#));
         assert_eq!(group.records[1].timestamp_ms, Some(1763719200000));
+    }
+
+    #[test]
+    fn the_fast_path_reads_records_exactly_as_the_strict_one() {
+        let records = [
+            r#"{"topic":"t","partition":3,"offset":9,"timestamp":1545084650987,"timestampType":"CREATE_TIME","key":"a2V5","value":"e30=","headers":[{"h":[104,-1]}],"extra":{"x":1}}"#,
+            r#"{"partition":0,"offset":0,"timestamp":0,"key":null,"value":null}"#,
+            r#"{"offset":1,"partition":2,"timestamp":3,"offset":4}"#,
+        ];
+        for text in records {
+            let fast = serde_json::from_str::<LenientRecord>(text).unwrap().0;
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let strict = MskRecord::deserialize(&value).unwrap();
+            assert_eq!(fast, strict, "{text}");
+            assert!(fast.malformed.is_none());
+        }
+        // Wrong shapes take the strict path, which names the problem and keeps the record's JSON.
+        for (text, reason) in [
+            (r#"{"partition":0,"offset":1,"timestamp":"x"}"#, "invalid type: string \"x\", expected i64"),
+            (r#"{"partition":0,"offset":1}"#, "missing field `timestamp`"),
+            (r#"{"partition":0,"offset":1,"timestamp":2,"headers":[{"h":"x"}]}"#, "expected a sequence"),
+            (r#"{"partition":0,"offset":1,"timestamp":2,"value":[]}"#, "invalid type: sequence, expected a string"),
+            ("[1]", "invalid type: integer `1`, expected a string"), // read as a tuple, like the derive
+            ("7", "expected struct MskRecord"),
+        ] {
+            let record = serde_json::from_str::<LenientRecord>(text).unwrap().0;
+            let m = record.malformed.as_ref().unwrap_or_else(|| panic!("{text} is malformed"));
+            assert!(m.reason.contains(reason), "{text}: {}", m.reason);
+            let raw: serde_json::Value = serde_json::from_str(&m.raw).unwrap();
+            assert_eq!(raw, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        }
     }
 
     #[test]
