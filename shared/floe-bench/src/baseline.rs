@@ -45,6 +45,14 @@ pub struct Written {
     pub bytes: u64,
 }
 
+impl Written {
+    pub fn add(&mut self, other: Written) {
+        self.rows += other.rows;
+        self.files += other.files;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Handle one serialized event, writing `<out>/<name>-<topic-partition>.parquet`.
 pub fn handle(
     event: &[u8],
@@ -73,10 +81,6 @@ pub fn handle(
                 written.rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }
-        }
-        if let Some(batch) = decoder.flush()? {
-            written.rows += batch.num_rows() as u64;
-            writer.write(&batch)?;
         }
         writer.close()?;
         written.files += 1;

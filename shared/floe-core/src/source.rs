@@ -83,33 +83,37 @@ impl<'de> serde::de::Visitor<'de> for LenientVisitor {
 
     // Anything but an object is malformed: the strict path names it.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> std::result::Result<LenientRecord, A::Error> {
-        let value = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(LenientRecord(MskRecord::from_value(value)))
+        Ok(strict(serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?))
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(serde_json::Value::Null)))
+        Ok(strict(serde_json::Value::Null))
     }
 
     fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(v.into())))
+        Ok(strict(v.into()))
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(v.into())))
+        Ok(strict(v.into()))
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(v.into())))
+        Ok(strict(v.into()))
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(v.into())))
+        Ok(strict(v.into()))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<LenientRecord, E> {
-        Ok(LenientRecord(MskRecord::from_value(v.into())))
+        Ok(strict(v.into()))
     }
+}
+
+/// A record that is not an object: always malformed, named by the strict path.
+fn strict(value: serde_json::Value) -> LenientRecord {
+    LenientRecord(MskRecord::from_value(value))
 }
 
 /// One record of an [`MskEvent`].
@@ -143,37 +147,20 @@ impl MskRecord {
         use serde_json::Value;
         let string_or_null = |v: &Value| v.is_string() || v.is_null();
         let int = |v: &Value| v.as_i64().is_some();
-        let mut seen = [false; 3]; // partition, offset, timestamp
         let mut headers = Vec::new();
-        let well_formed = fields.iter().all(|(k, v)| match k.as_ref() {
-            "topic" | "timestampType" | "key" | "value" => string_or_null(v),
-            "partition" => {
-                int(v) && {
-                    seen[0] = true;
-                    true
-                }
-            }
-            "offset" => {
-                int(v) && {
-                    seen[1] = true;
-                    true
-                }
-            }
-            "timestamp" => {
-                int(v) && {
-                    seen[2] = true;
-                    true
-                }
-            }
-            "headers" => match Vec::<BTreeMap<String, Vec<i16>>>::deserialize(v) {
-                Ok(h) => {
-                    headers = h;
-                    true
-                }
-                Err(_) => false,
-            },
-            _ => true, // unknown fields are ignored, as by the derived deserializer
-        }) && seen.iter().all(|s| *s);
+        let well_formed =
+            fields.iter().all(|(k, v)| match k.as_ref() {
+                "topic" | "timestampType" | "key" | "value" => string_or_null(v),
+                "partition" | "offset" | "timestamp" => int(v),
+                "headers" => match Vec::<BTreeMap<String, Vec<i16>>>::deserialize(v) {
+                    Ok(h) => {
+                        headers = h;
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ => true, // unknown fields are ignored, as by the derived deserializer
+            }) && ["partition", "offset", "timestamp"].iter().all(|name| fields.iter().any(|(k, _)| k == name));
         if !well_formed {
             return MskRecord::from_value(Value::Object(
                 fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use floe_bench::{baseline, cpu, generate};
 use floe_core::compactor::{Compactor, CompactorOptions};
 use floe_core::config::Pipeline;
@@ -41,23 +41,9 @@ enum Command {
         seed: u64,
     },
     /// floe's ingest handler over every event of `--data`, `--repeat` times, each into a fresh home under `--work`.
-    Floe {
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        work: PathBuf,
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-    },
+    Floe(RunArgs),
     /// The arrow-rs baseline over every event of `--data`, `--repeat` times, writing under `--work`.
-    Baseline {
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        work: PathBuf,
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-    },
+    Baseline(RunArgs),
     /// Stage `--files` data files (one small event each) under `--home`, then time one compactor run.
     Commit {
         #[arg(long)]
@@ -67,6 +53,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         records_per_file: usize,
     },
+}
+
+/// What a timed implementation runs on, and how often.
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    work: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 fn read_events(data: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -97,6 +94,18 @@ impl Timer {
     }
 }
 
+/// One timed run's figures.
+fn run_figures((wall, cpu): (f64, f64), records: u64, written: baseline::Written) -> serde_json::Value {
+    json!({"wall_s": wall, "cpu_s": cpu, "records": records, "rows": written.rows, "files": written.files,
+        "parquet_bytes": written.bytes})
+}
+
+/// An implementation's figures over every run.
+fn results(name: &str, events: &[Vec<u8>], runs: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({"impl": name, "events": events.len(), "event_bytes": events.iter().map(Vec::len).sum::<usize>(),
+        "runs": runs})
+}
+
 fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
@@ -111,11 +120,11 @@ async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embed
     Ok((e, ingestor))
 }
 
-async fn run_floe(data: &Path, work: &Path, repeat: usize) -> anyhow::Result<serde_json::Value> {
+async fn run_floe(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
     let pipeline = Arc::new(Pipeline::load(&data.join("pipeline.toml"))?);
     let mut runs = Vec::new();
-    for i in 0..repeat {
+    for i in 0..*repeat {
         let home = work.join(format!("floe-{i}"));
         fresh(&home)?;
         let (_e, ingestor) = ingestor(&home, pipeline.clone()).await?;
@@ -126,39 +135,30 @@ async fn run_floe(data: &Path, work: &Path, repeat: usize) -> anyhow::Result<ser
             let event: MskEvent = serde_json::from_slice(bytes)?;
             total.add(&ingestor.handle(&event).await?);
         }
-        let (wall, cpu) = timer.stop();
+        let times = timer.stop();
         anyhow::ensure!(total.rows == total.records && total.dead_letters == 0, "not every record landed: {total:?}");
-        runs.push(json!({"wall_s": wall, "cpu_s": cpu, "records": total.records, "rows": total.rows,
-            "files": total.files, "parquet_bytes": total.bytes}));
+        let written = baseline::Written { rows: total.rows, files: total.files, bytes: total.bytes };
+        runs.push(run_figures(times, total.records, written));
     }
-    Ok(json!({"impl": "floe", "events": events.len(), "event_bytes": events.iter().map(Vec::len).sum::<usize>(),
-        "runs": runs}))
+    Ok(results("floe", &events, runs))
 }
 
-fn run_baseline(data: &Path, work: &Path, repeat: usize) -> anyhow::Result<serde_json::Value> {
+fn run_baseline(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
     let schema = generate::arrow_schema();
     let properties = baseline::writer_properties();
     let mut runs = Vec::new();
-    for i in 0..repeat {
+    for i in 0..*repeat {
         let out = work.join(format!("baseline-{i}"));
         fresh(&out)?;
         let timer = Timer::start();
-        let mut rows = 0;
-        let mut files = 0;
-        let mut bytes = 0;
+        let mut total = baseline::Written::default();
         for (n, event) in events.iter().enumerate() {
-            let w = baseline::handle(event, &schema, &properties, &out, &format!("{n:05}"))?;
-            rows += w.rows;
-            files += w.files;
-            bytes += w.bytes;
+            total.add(baseline::handle(event, &schema, &properties, &out, &format!("{n:05}"))?);
         }
-        let (wall, cpu) = timer.stop();
-        runs.push(json!({"wall_s": wall, "cpu_s": cpu, "records": rows, "rows": rows, "files": files,
-            "parquet_bytes": bytes}));
+        runs.push(run_figures(timer.stop(), total.rows, total));
     }
-    Ok(json!({"impl": "arrow-rs", "events": events.len(), "event_bytes": events.iter().map(Vec::len).sum::<usize>(),
-        "runs": runs}))
+    Ok(results("arrow-rs", &events, runs))
 }
 
 fn write_generated(out: &Path, records: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
@@ -214,8 +214,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let out = match Cli::parse().command {
         Command::Generate { out, records, seed } => write_generated(&out, records, seed)?,
-        Command::Floe { data, work, repeat } => rt.block_on(run_floe(&data, &work, repeat))?,
-        Command::Baseline { data, work, repeat } => run_baseline(&data, &work, repeat)?,
+        Command::Floe(args) => rt.block_on(run_floe(&args))?,
+        Command::Baseline(args) => run_baseline(&args)?,
         Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,
     };
     println!("{out}");
