@@ -175,6 +175,46 @@ def test_kill_poller_and_compactor_mid_stream(stack, moto, tmp_path):
     assert sum(r["recovered"] for r in reports) > 0, "the last compactor did not recover compactor-2's commit"
 
 
+def test_caught_up_waits_for_both_tables(stack, moto, tmp_path):
+    """The two tables of a staging step are committed one after the other, so a step staged while a compactor
+    run is between them lands in the dead-letter table first. Positions alone would then call the partition
+    committed while its rows are missing from the target; `status` counts the step as staged until both have it."""
+    ds = kafka_dataset(records_per_tp=60)
+    positions = ds.positions()
+    first, second = [r for r in ds.records if r.offset < 30], [r for r in ds.records if r.offset >= 30]
+    assert any(r.bad_kind for r in second) and any(not r.bad_kind for r in second)
+
+    def delivered(n: int):
+        deadline = time.time() + 60
+        while sum(stack.stored_positions().values()) < n:
+            assert time.time() < deadline, stack.invocations()[-3:]
+            time.sleep(0.05)
+
+    stack.start_poller("--batch-size", "100", "--batching-window-ms", "100")
+    produce(stack.kafka.bootstrap, first)
+    delivered(len(first))
+    # One run (the next tick is an hour away) that lists the target's staged files, then pauses before committing.
+    release = tmp_path / "release"
+    compactor = stack.start_compactor(3600, "--pause-at", f"compactor.before_commit=@{release}", name="compactor-1")
+    compactor.wait_for("floe: paused at compactor.before_commit")
+    produce(stack.kafka.bootstrap, second)
+    delivered(len(ds.records))
+    release.touch()
+    compactor.wait_for("\n[")  # the run's report
+
+    status = stack.status()
+    parts = status["partitions"]
+    ahead = [k for k, v in positions.items() if parts[k]["committed"] == v]
+    assert ahead, status  # the dead-letter table has the second half of some partitions ...
+    assert status["tables"][TARGET]["rows"] == sum(1 for r in first if not r.bad_kind), status  # ... the target not
+    assert status["tables"][TARGET]["staged_files"] > 0 and status["staged"] > 0, status
+
+    compactor.kill()
+    stack.start_compactor(2)
+    stack.wait_committed(positions, timeout=120)
+    assert_table_is_exact(Reader(moto), ds)
+
+
 def test_through_the_lambda_invoke_api(stack, moto):
     """The mapping invokes the real floe-ingest binary (its lambda_runtime loop, settings, JSON logs and metrics)
     through the Lambda Invoke API that `cargo lambda watch` serves."""

@@ -198,14 +198,16 @@ class Stack:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def wait_committed(self, positions: dict[str, int], timeout: float, progress=None) -> dict:
-        """Until the tables' committed positions reach `positions` (`topic:partition` → next offset)."""
+        """Until the tables' committed positions reach `positions` (`topic:partition` → next offset) and no staged
+        file waits for a commit (the two tables are committed one after the other; see `floe-local status`)."""
         deadline = time.time() + timeout
         while True:
             status = self.status()
             if progress:
                 progress(status)
             parts = status["partitions"]
-            if all((parts.get(k, {}).get("committed") or 0) >= v for k, v in positions.items()):
+            caught_up = all((parts.get(k, {}).get("committed") or 0) >= v for k, v in positions.items())
+            if caught_up and status["staged"] == 0:
                 return status
             for proc in self.procs:
                 if proc.name in ("poller", "compactor") and not proc.alive():

@@ -111,14 +111,16 @@ pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Resu
     let client = kafka::connect(brokers).await?;
     let produced = kafka::high_watermarks(&client, &rt.pipeline.topics).await?;
     let delivered = esm::OffsetStore::open(&esm_dir.join("offsets.json"))?.all();
-    // Committed: per partition, the furthest position either table's current snapshot records (both tables are
-    // staged in one step and committed in one compactor run).
+    // Committed: per partition, the furthest position either table's current snapshot records. The two tables
+    // are staged in one step but committed one after the other, and a batch staged between the two commits of a
+    // compactor run lands in the dead-letter table first; so "caught up" also needs `staged` to be 0, read
+    // *after* the tables (a step staged and half-committed while they were read is then still counted).
     let mut committed: BTreeMap<String, i64> = BTreeMap::new();
     let mut tables = serde_json::Map::new();
     let b = &rt.backend;
-    for layout in
-        [TableLayout::target(&rt.pipeline, &b.warehouse)?, TableLayout::dead_letter(&rt.pipeline, &b.warehouse)?]
-    {
+    let layouts =
+        [TableLayout::target(&rt.pipeline, &b.warehouse)?, TableLayout::dead_letter(&rt.pipeline, &b.warehouse)?];
+    for layout in &layouts {
         let ident = layout.ident();
         if !b.catalog.table_exists(&ident).await.context("checking the table")? {
             tables.insert(ident.to_string(), json!({"rows": 0, "snapshots": 0}));
@@ -137,6 +139,14 @@ pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Resu
             .unwrap_or(0);
         tables.insert(ident.to_string(), json!({"rows": rows, "snapshots": metadata.snapshots().count()}));
     }
+    let mut staged = 0;
+    for layout in &layouts {
+        let files = b.state.staged_files(&layout.name.to_string()).await.context("listing staged files")?.len();
+        staged += files;
+        if let Some(serde_json::Value::Object(entry)) = tables.get_mut(&layout.ident().to_string()) {
+            entry.insert("staged_files".into(), json!(files));
+        }
+    }
     let lag: BTreeMap<&String, i64> =
         produced.iter().map(|(k, hw)| (k, (hw - committed.get(k).copied().unwrap_or(0)).max(0))).collect();
     Ok(json!({
@@ -144,6 +154,7 @@ pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Resu
         "delivered": sum(&delivered),
         "committed": sum(&committed),
         "lag": lag.values().sum::<i64>(),
+        "staged": staged,
         "partitions": produced.keys().map(|k| (k.clone(), json!({
             "high_watermark": produced[k],
             "delivered": delivered.get(k),
