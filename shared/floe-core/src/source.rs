@@ -51,7 +51,7 @@ where
 }
 
 /// One record read without failing. The hot path reads the record's fields straight from the event (each field
-/// value parsed once, strings moved, not copied); only a record that does not have the mapping's shape is
+/// value parsed once, no map of owned keys built); only a record that does not have the mapping's shape is
 /// assembled into a `serde_json::Value` and read the strict way, which names the problem.
 struct LenientRecord(MskRecord);
 
@@ -141,49 +141,16 @@ pub struct MskRecord {
 }
 
 impl MskRecord {
-    /// A record from its fields as they arrived; falls back to [`MskRecord::from_value`] (which names the
-    /// problem) when a field has the wrong type or a required one is missing.
+    /// A record from its fields as they arrived, read by the derived deserializer (which decides what is well
+    /// formed); a record it rejects takes [`MskRecord::from_value`], which names the problem and keeps the JSON.
     fn from_fields(fields: Vec<(std::borrow::Cow<'_, str>, serde_json::Value)>) -> MskRecord {
-        use serde_json::Value;
-        let string_or_null = |v: &Value| v.is_string() || v.is_null();
-        let int = |v: &Value| v.as_i64().is_some();
-        let mut headers = Vec::new();
-        let well_formed =
-            fields.iter().all(|(k, v)| match k.as_ref() {
-                "topic" | "timestampType" | "key" | "value" => string_or_null(v),
-                "partition" | "offset" | "timestamp" => int(v),
-                "headers" => match Vec::<BTreeMap<String, Vec<i16>>>::deserialize(v) {
-                    Ok(h) => {
-                        headers = h;
-                        true
-                    }
-                    Err(_) => false,
-                },
-                _ => true, // unknown fields are ignored, as by the derived deserializer
-            }) && ["partition", "offset", "timestamp"].iter().all(|name| fields.iter().any(|(k, _)| k == name));
-        if !well_formed {
-            return MskRecord::from_value(Value::Object(
+        let entries = fields.iter().map(|(k, v)| (k.as_ref(), v));
+        match MskRecord::deserialize(serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries)) {
+            Ok(record) => record,
+            Err(_) => MskRecord::from_value(serde_json::Value::Object(
                 fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect(),
-            ));
+            )),
         }
-        let mut record = MskRecord { headers, ..MskRecord::default() };
-        let text = |v: Value| match v {
-            Value::String(s) => Some(s),
-            _ => None,
-        };
-        for (key, value) in fields {
-            match key.as_ref() {
-                "topic" => record.topic = text(value),
-                "timestampType" => record.timestamp_type = text(value),
-                "key" => record.key = text(value),
-                "value" => record.value = text(value),
-                "partition" => record.partition = value.as_i64().unwrap_or_default(),
-                "offset" => record.offset = value.as_i64().unwrap_or_default(),
-                "timestamp" => record.timestamp = value.as_i64().unwrap_or_default(),
-                _ => {}
-            }
-        }
-        record
     }
 
     /// One record of an event; never fails (see [`Malformed`]). Position fields that cannot be read are set to
