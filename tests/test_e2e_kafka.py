@@ -143,10 +143,7 @@ def test_kill_poller_and_compactor_mid_stream(stack, moto, tmp_path):
 
     # Poller 1 dies at an arbitrary moment mid-stream.
     poller = stack.start_poller("--batch-size", "50", "--batching-window-ms", "100", name="poller-1")
-    deadline = time.time() + 120
-    while sum(stack.stored_positions().values()) < 500:
-        assert time.time() < deadline, poller.log()[-2000:]
-        time.sleep(0.05)
+    stack.wait_delivered(500, timeout=120, poller=poller)
     poller.kill()
 
     # Poller 2 dies after an invocation succeeded but before its position was stored: the batch is redelivered.
@@ -184,21 +181,15 @@ def test_caught_up_waits_for_both_tables(stack, moto, tmp_path):
     first, second = [r for r in ds.records if r.offset < 30], [r for r in ds.records if r.offset >= 30]
     assert any(r.bad_kind for r in second) and any(not r.bad_kind for r in second)
 
-    def delivered(n: int):
-        deadline = time.time() + 60
-        while sum(stack.stored_positions().values()) < n:
-            assert time.time() < deadline, stack.invocations()[-3:]
-            time.sleep(0.05)
-
-    stack.start_poller("--batch-size", "100", "--batching-window-ms", "100")
+    poller = stack.start_poller("--batch-size", "100", "--batching-window-ms", "100")
     produce(stack.kafka.bootstrap, first)
-    delivered(len(first))
+    stack.wait_delivered(len(first), timeout=60, poller=poller)
     # One run (the next tick is an hour away) that lists the target's staged files, then pauses before committing.
     release = tmp_path / "release"
     compactor = stack.start_compactor(3600, "--pause-at", f"compactor.before_commit=@{release}", name="compactor-1")
     compactor.wait_for("floe: paused at compactor.before_commit")
     produce(stack.kafka.bootstrap, second)
-    delivered(len(ds.records))
+    stack.wait_delivered(len(ds.records), timeout=60, poller=poller)
     release.touch()
     compactor.wait_for("\n[")  # the run's report
 

@@ -197,6 +197,15 @@ class Stack:
         path = (esm_dir or self.esm_dir) / "offsets.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def wait_delivered(self, records: int, timeout: float, poller: Proc | None = None):
+        """Until the poller's stored positions add up to `records` (every partition's next offset, summed)."""
+        deadline = time.time() + timeout
+        while sum(self.stored_positions().values()) < records:
+            if time.time() > deadline:
+                log = poller.log()[-2000:] if poller else ""
+                raise TimeoutError(f"{records} records not delivered in {timeout}s: {self.stored_positions()}\n{log}")
+            time.sleep(0.05)
+
     def wait_committed(self, positions: dict[str, int], timeout: float, progress=None) -> dict:
         """Until the tables' committed positions reach `positions` (`topic:partition` → next offset) and no staged
         file waits for a commit (the two tables are committed one after the other; see `floe-local status`)."""
