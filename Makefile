@@ -15,14 +15,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .venv-tools
 FUNCTIONS := floe-ingest floe-compactor
-FLOE_LOCAL := $(CARGO_TARGET_DIR)/debug/floe-local
+FLOE := $(CARGO_TARGET_DIR)/debug/floe
+FLOE_FAULTS := $(CARGO_TARGET_DIR)/debug/floe-faults
 DEMO_HOME ?= .floe/demo
 
-.PHONY: demo test lint rust-test py-test build venv tools tansu local package fuzz bench clean
+.PHONY: demo test lint rust-test py-test build build-faults venv tools tansu local package fuzz bench clean
 
 ## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
 demo: build
-	$(FLOE_LOCAL) demo --home $(DEMO_HOME) --pipeline examples/pipeline.toml
+	$(FLOE) demo --home $(DEMO_HOME) --pipeline examples/pipeline.toml
 
 ## test: formatting, clippy, Rust unit tests, then the integration tests (PyIceberg reads what floe wrote, on the
 ## embedded default and on moto for S3/DynamoDB/Glue) and the template checks (cfn-lint, sam validate, floe's own)
@@ -33,15 +34,23 @@ test: lint rust-test py-test
 build:
 	cargo build --locked --workspace --all-targets
 
+# The integration tests' floe with fault hooks (`--fail-at`, `--pause-at`): the same workspace resolve plus the
+# `failpoints` feature, building only the floe-faults binary, so `floe` and the functions stay without hooks.
+build-faults:
+	cargo build --locked --workspace --features floe-cli/failpoints --bin floe-faults
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo clippy --locked --workspace --features floe-cli/failpoints --lib --bins -- -D warnings
 
+# The fault hooks' own unit tests run in a second pass with the feature (libraries only: no binary is rebuilt).
 rust-test:
 	cargo test --locked --workspace
+	cargo test --locked --workspace --features floe-cli/failpoints --lib
 
-py-test: build venv tools tansu
-	FLOE_LOCAL=$(FLOE_LOCAL) FLOE_TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -q -p no:cacheprovider tests
+py-test: build build-faults venv tools tansu
+	FLOE_BIN=$(FLOE) FLOE_FAULTS_BIN=$(FLOE_FAULTS) FLOE_TOOLS_BIN=$(CURDIR)/$(TOOLS)/bin $(PY) -m pytest -q -p no:cacheprovider tests
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: tests/requirements.txt
@@ -60,16 +69,19 @@ $(TOOLS)/.installed: infra/tools-requirements.txt
 ## (LOCAL_ARGS="--lambda-api $(CURDIR)/.venv-tools/bin" runs the ingest binary behind cargo lambda's invoke API)
 LOCAL_ARGS ?=
 local: build venv tools tansu
-	$(PY) infra/local/stack.py --floe-local $(FLOE_LOCAL) $(LOCAL_ARGS)
+	$(PY) infra/local/stack.py --floe $(FLOE) $(LOCAL_ARGS)
 
 ## tansu: the Kafka-compatible broker, built once into ~/.cache/floe (about 11 minutes the first time)
 tansu:
 	@test -x $(HOME)/.cache/floe/tansu-0.6.0/bin/tansu || echo "building tansu 0.6.0 once into ~/.cache/floe (about 11 minutes on 2 cores) …"
 	infra/local/tansu.sh install
 
-## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size
+## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size. One build per
+## function: built together, cargo would unify their features and the compactor would link ingest's DataFusion.
 package: tools
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	for f in $(FUNCTIONS); do \
+	  PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip -p $$f; \
+	done
 	@for f in $(FUNCTIONS); do \
 	  z=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
 	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
@@ -95,7 +107,7 @@ fuzz:
 BENCH_ARGS ?=
 bench: build venv tools tansu package
 	cargo build --release --locked -p floe-bench -p floe-ingest -p floe-compactor
-	$(PY) bench/run.py --floe-local $(FLOE_LOCAL) $(BENCH_ARGS)
+	$(PY) bench/run.py --floe $(FLOE) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .floe

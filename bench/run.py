@@ -175,10 +175,10 @@ def zip_sizes() -> dict[str, float]:
     return sizes
 
 
-def freshness(work: Path, floe_local: Path, records: int, rate: float) -> dict:
+def freshness(work: Path, floe: Path, records: int, rate: float) -> dict:
     folder = work / "stack"
     out = subprocess.run(
-        [PY, ROOT / "infra" / "local" / "stack.py", "--floe-local", floe_local, "--dir", folder,
+        [PY, ROOT / "infra" / "local" / "stack.py", "--floe", floe, "--dir", folder,
          "--records", str(records), "--rate", str(rate), "--compact-every", "60"],
         capture_output=True, text=True, timeout=1800,
     )
@@ -264,7 +264,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / ".floe" / "bench")
-    parser.add_argument("--floe-local", type=Path, default=TARGET / "debug" / "floe-local")
+    parser.add_argument("--floe", type=Path, default=TARGET / "debug" / "floe")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["throughput", "pyiceberg", "rss", "init", "zips", "commit", "freshness"])
     parser.add_argument("--freshness-records", type=int, default=12_000)
@@ -299,7 +299,7 @@ def main() -> int:
         figures["commit"] = run_json([RELEASE / "floe-bench", "commit", "--home", args.work / "commit", "--files", 1000])
     if "freshness" not in args.skip:
         log(f"local stack freshness ({args.freshness_records} records at {args.freshness_rate:g}/s) …")
-        figures["freshness"] = freshness(args.work, args.floe_local, args.freshness_records, args.freshness_rate)
+        figures["freshness"] = freshness(args.work, args.floe, args.freshness_records, args.freshness_rate)
 
     lines = table(figures)
     print("\n".join(lines))

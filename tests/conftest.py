@@ -1,5 +1,5 @@
-"""Fixtures for floe's integration tests: the real `floe-local` binary on the embedded default, and PyIceberg's
-SqlCatalog as the independent reader."""
+"""Fixtures for floe's integration tests: the real `floe` binary on the embedded default (`floe-faults`, the same
+tool built with fault hooks, where a test arms a fault), and PyIceberg's SqlCatalog as the independent reader."""
 
 from __future__ import annotations
 
@@ -18,12 +18,22 @@ sys.path.insert(0, str(ROOT / "infra" / "local"))  # the local stack: moto, tans
 PIPELINE = ROOT / "examples" / "pipeline.toml"
 
 
-def floe_local_path() -> Path:
-    path = os.environ.get("FLOE_LOCAL")
+def _target_bin(env: str, name: str) -> Path:
+    path = os.environ.get(env)
     if path:
         return Path(path)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    return target / "debug" / "floe-local"
+    return target / "debug" / name
+
+
+def floe_path() -> Path:
+    """The `floe` command users run (no fault hooks)."""
+    return _target_bin("FLOE_BIN", "floe")
+
+
+def floe_faults_path() -> Path:
+    """`floe-faults`: the same tool built with the `failpoints` feature (`--fail-at`, `--pause-at`)."""
+    return _target_bin("FLOE_FAULTS_BIN", "floe-faults")
 
 
 def now_args(now_ms: int | None) -> list[str]:
@@ -32,23 +42,28 @@ def now_args(now_ms: int | None) -> list[str]:
 
 
 class Floe:
-    """Runs floe-local on one backend: `embedded` (a home directory) or `aws` (moto)."""
+    """Runs floe on one backend: `embedded` (a home directory) or `aws` (moto); commands that arm a fault run
+    `floe-faults`."""
 
     def __init__(self, home: Path, moto=None, pipeline: Path = PIPELINE):
         self.home = home
         self.moto = moto
         self.backend = "aws" if moto else "embedded"
         self.pipeline = pipeline
-        self.bin = floe_local_path()
-        if not self.bin.exists():
-            pytest.fail(f"{self.bin} not built: run `make test` (or cargo build -p floe-testkit)")
+        self.bin = floe_path()
+        self.faults_bin = floe_faults_path()
+        for path in (self.bin, self.faults_bin):
+            if not path.exists():
+                pytest.fail(f"{path} not built: run `make build`")
         self._events = 0
         self.extra_env: dict[str, str] = {}
 
     def _command(
         self, args: list[str], fail_at: str | None = None, pause_at: str | None = None, fail_times: int | None = None
     ) -> list[str]:
-        cmd = [str(self.bin), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
+        faulty = fail_at is not None or pause_at is not None or fail_times is not None
+        binary = self.faults_bin if faulty else self.bin
+        cmd = [str(binary), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
         cmd += ["--backend", self.backend]
         if fail_at:
             cmd += ["--fail-at", fail_at]

@@ -1,5 +1,5 @@
 """Kafka in the loop: records produced to a real Kafka-protocol broker (tansu) by an independent client
-(confluent-kafka / librdkafka), delivered by the local event source mapping (`floe-local poll`) to the real ingest
+(confluent-kafka / librdkafka), delivered by the local event source mapping (`floe poll`) to the real ingest
 handler, committed by the compactor on a schedule, and read back through PyIceberg's GlueCatalog on moto.
 Processes are crashed with SIGKILL mid-stream and mid-commit; the table must come out the same."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import msk
-from conftest import ROOT, floe_local_path
+from conftest import ROOT, floe_faults_path, floe_path
 from stack import DEAD, TARGET, Stack, Tansu, committed_rows, freshness, percentiles, raw_pipeline
 from test_slice import assert_table_is_exact
 
@@ -77,7 +77,7 @@ def produce(bootstrap: str, records: list[msk.Record]):
 def stack(moto, tmp_path: Path):
     moto.reset()
     kafka = Tansu(tmp_path / "kafka")
-    s = Stack(floe_local_path(), tmp_path, moto, kafka, pipeline=raw_pipeline(tmp_path))
+    s = Stack(floe_path(), tmp_path, moto, kafka, pipeline=raw_pipeline(tmp_path), faults=floe_faults_path())
     try:
         s.create_topics()
         yield s

@@ -2,9 +2,9 @@
 
 use std::sync::OnceLock;
 
-use floe_core::config::Pipeline;
-use floe_core::decode::RecordDecoder;
-use floe_core::layout::TableLayout;
+use floe_core::Pipeline;
+use floe_core::RecordDecoder;
+use floe_core::TableLayout;
 
 pub struct Fixture {
     pub pipeline: Pipeline,

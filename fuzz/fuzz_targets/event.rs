@@ -4,7 +4,7 @@
 
 mod common;
 
-use floe_core::source::{MskEvent, group_records};
+use floe_core::{MskEvent, group_records};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use floe_core::source::{SourcePartition, SourceRecord};
+use floe_core::{SourcePartition, SourceRecord};
 use libfuzzer_sys::fuzz_target;
 
 const GOOD: &[u8] = br#"{"event_id":"e-1","type":"click","ts":"2026-11-21T10:00:00Z","user":{"id":7,"country":"DE"},

@@ -1,5 +1,5 @@
 """floe's local stack: a real Kafka-protocol broker (tansu), moto for S3/DynamoDB/Glue, the local MSK event source
-mapping (`floe-local poll`) and the compactor on a schedule (`floe-local compact --every`). Every process is
+mapping (`floe poll`) and the compactor on a schedule (`floe compact --every`). Every process is
 started here, on 127.0.0.1, and stopped by its PID.
 
 `make local` runs `main()`: it starts the stack, produces a stream of sample events and prints progress until the
@@ -34,7 +34,7 @@ def _json_lines(path: Path) -> list[dict]:
 
 
 def committed_rows(status: dict) -> int:
-    """Rows committed to the target and dead-letter tables, from a `floe-local status` answer."""
+    """Rows committed to the target and dead-letter tables, from a `floe status` answer."""
     return sum(status["tables"].get(name, {}).get("rows", 0) for name in (TARGET, DEAD))
 
 
@@ -55,7 +55,7 @@ class Tansu:
 
 
 class Proc:
-    """A floe-local process in the background, its output in `<folder>/<name>.log`."""
+    """A floe process in the background, its output in `<folder>/<name>.log`."""
 
     def __init__(self, cmd: list[str], env: dict, folder: Path, name: str, cwd: Path | None = None):
         self.name = name
@@ -112,10 +112,13 @@ def raw_pipeline(folder: Path) -> Path:
 
 
 class Stack:
-    """floe on moto and tansu, driven through the real floe-local binary."""
+    """floe on moto and tansu, driven through the real `floe` binary (`floe-faults` for a process that arms a fault)."""
 
-    def __init__(self, floe_local: Path, folder: Path, moto: Moto, kafka: Tansu, pipeline: Path = PIPELINE):
-        self.bin = str(floe_local)
+    def __init__(
+        self, floe: Path, folder: Path, moto: Moto, kafka: Tansu, pipeline: Path = PIPELINE, faults: Path | None = None
+    ):
+        self.bin = str(floe)
+        self.faults_bin = str(faults or Path(floe).with_name("floe-faults"))
         self.folder = folder
         self.moto = moto
         self.kafka = kafka
@@ -130,14 +133,15 @@ class Stack:
     def run(self, *args: str) -> dict:
         out = subprocess.run([self.bin, *args], capture_output=True, text=True, env=self.env, timeout=600)
         if out.returncode != 0:
-            raise RuntimeError(f"floe-local {' '.join(args)} failed:\n{out.stderr}")
+            raise RuntimeError(f"floe {' '.join(args)} failed:\n{out.stderr}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def create_topics(self, topics: list[str] = TOPICS) -> dict:
         return self.run("topics", "--brokers", self.kafka.bootstrap, *topics)
 
     def start(self, name: str, *args: str) -> Proc:
-        return self.start_with_env(name, self.env, [self.bin, *args])
+        faulty = any(a in ("--fail-at", "--fail-times", "--pause-at") for a in args)
+        return self.start_with_env(name, self.env, [self.faults_bin if faulty else self.bin, *args])
 
     def start_poller(self, *extra: str, name: str = "poller", esm_dir: Path | None = None) -> Proc:
         esm_dir = esm_dir or self.esm_dir
@@ -146,7 +150,7 @@ class Stack:
 
     def start_lambda_api(self, tools_bin: Path) -> str:
         """The ingest function behind the Lambda invoke API: `cargo lambda watch --only-lambda-apis` emulates the
-        Invoke and Runtime APIs, and the real `floe-ingest` binary (built beside floe-local) runs its
+        Invoke and Runtime APIs, and the real `floe-ingest` binary (built beside floe) runs its
         lambda_runtime loop against them, configured by the same environment as on AWS. Returns the endpoint."""
         port = free_port()
         env = {**self.env, "PATH": f"{tools_bin}:{os.environ.get('PATH', '')}"}
@@ -208,7 +212,7 @@ class Stack:
 
     def wait_committed(self, positions: dict[str, int], timeout: float, progress=None) -> dict:
         """Until the tables' committed positions reach `positions` (`topic:partition` → next offset) and no staged
-        file waits for a commit (the two tables are committed one after the other; see `floe-local status`)."""
+        file waits for a commit (the two tables are committed one after the other; see `floe status`)."""
         deadline = time.time() + timeout
         while True:
             status = self.status()
@@ -261,7 +265,7 @@ def percentiles(values: list[int]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--floe-local", required=True, type=Path)
+    parser.add_argument("--floe", required=True, type=Path, help="the floe binary")
     parser.add_argument("--dir", type=Path, default=ROOT / ".floe" / "local-stack")
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=1_000, help="records per second")
@@ -295,7 +299,7 @@ def main() -> int:
         moto.reset()
         kafka = Tansu(folder / "kafka")
         pipeline = PIPELINE if args.with_outputs else raw_pipeline(folder)
-        stack = Stack(args.floe_local, folder, moto, kafka, pipeline=pipeline)
+        stack = Stack(args.floe, folder, moto, kafka, pipeline=pipeline)
         stack.create_topics()
         print(f"  moto {moto.endpoint}  kafka {kafka.bootstrap}  topics {' '.join(TOPICS)}")
         invoke = []

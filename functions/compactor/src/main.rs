@@ -1,42 +1,16 @@
-//! floe compactor Lambda: runs on a schedule and is the only writer of Iceberg metadata. Commits the staged
-//! files of the pipeline's tables, retrying commit conflicts only while well inside the invocation's deadline;
-//! a failed run is simply repeated by the next schedule tick.
+//! floe compactor Lambda, run on a schedule: the only writer of Iceberg metadata. Tracing, settings and the
+//! backends once per cold start, then every scheduled event goes to the [`handler`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod handler;
 
-use floe_core::compactor::{Compactor, CompactorOptions};
-use floe_core::metrics;
-use floe_core::settings::FunctionSettings;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tracing::{error, info};
-
-/// Stop starting commit attempts this long before the function times out.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
-    let settings = FunctionSettings::from_env()?;
-    let (pipeline, b) = floe_backends::open(&settings).await?;
-    let options = CompactorOptions::default();
-    let compactor = &Compactor::new(pipeline, &b.warehouse, b.catalog.clone(), b.state.clone(), options)?;
-    info!(pipeline = %compactor.pipeline().name, "ready");
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-        let budget = left.saturating_sub(DEADLINE_MARGIN).max(Duration::from_secs(1));
-        match compactor.run_within(budget).await {
-            Ok(reports) => {
-                for r in &reports {
-                    println!("{}", metrics::compactor_line(floe_backends::now_ms(), &compactor.pipeline().name, r));
-                }
-                Ok(serde_json::to_value(reports)?)
-            }
-            Err(e) => {
-                error!(error = %e, retryable = e.is_retryable(), "compaction failed; the next run retries");
-                Err(Error::from(e))
-            }
-        }
-    }))
-    .await
+    let settings = floe_backends::FunctionSettings::from_env()?;
+    let (pipeline, backends) = floe_backends::open(&settings, floe_backends::Planning::Recorded).await?;
+    let handler = &handler::Handler::new(pipeline, &backends)?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| handler.invoke(event.context.deadline)))
+        .await
 }

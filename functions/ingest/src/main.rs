@@ -1,40 +1,16 @@
-//! floe ingest Lambda: triggered by the MSK event source mapping. Reads settings and the pipeline file once at
-//! cold start (failing fast on any mistake), opens the backends once, then hands every event to the shared
-//! ingest handler. An `Err` makes the mapping redeliver the same records, which the offset fences make harmless;
-//! errors are logged with whether a retry can help.
+//! floe ingest Lambda, triggered by the MSK event source mapping: tracing, settings and the pipeline file read
+//! once at cold start (failing fast on any mistake), the backends opened once, then every event goes to the
+//! [`handler`].
 
-use std::time::Instant;
+mod handler;
 
-use floe_core::ingest::Ingestor;
-use floe_core::metrics;
-use floe_core::settings::FunctionSettings;
-use floe_core::source::MskEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use tracing::{error, info};
+use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
-    let settings = FunctionSettings::from_env()?;
-    let (pipeline, b) = floe_backends::open(&settings).await?;
-    let ingestor = &Ingestor::new(pipeline, &b.warehouse, b.file_io.clone(), b.state.clone()).await?;
-    info!(pipeline = %ingestor.pipeline().name, table = %ingestor.pipeline().table.name, "ready");
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<MskEvent>| async move {
-        let started = Instant::now();
-        match ingestor.handle(&event.payload).await {
-            Ok(report) => {
-                let elapsed = started.elapsed().as_millis() as u64;
-                println!(
-                    "{}",
-                    metrics::ingest_line(floe_backends::now_ms(), &ingestor.pipeline().name, &report, elapsed)
-                );
-                Ok(serde_json::to_value(report)?)
-            }
-            Err(e) => {
-                error!(error = %e, retryable = e.is_retryable(), "ingest failed; the batch will be redelivered");
-                Err(Error::from(e))
-            }
-        }
-    }))
-    .await
+    let settings = floe_backends::FunctionSettings::from_env()?;
+    let (pipeline, backends) = floe_backends::open(&settings, floe_backends::Planning::Plan).await?;
+    let handler = &handler::Handler::new(pipeline, &backends).await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
 }

@@ -19,9 +19,9 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
-use floe_core::source::SourcePartition;
-use floe_core::state::{StageRequest, StagedFile, StateStore};
+use floe_core::SourcePartition;
 use floe_core::{Error, Result};
+use floe_core::{StageRequest, StagedFile, StateStore};
 
 /// Partition and sort key attribute names.
 pub const PK: &str = "pk";
@@ -35,7 +35,10 @@ pub struct DynamoStateStore {
 }
 
 /// Map an SDK error: throttling, timeouts, 5xx and transport problems are retryable; the rest are not.
-pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> Error {
+pub(crate) fn sdk_error<E>(what: &str, e: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let code = e.code().unwrap_or_default().to_string();
     let retryable = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
@@ -53,7 +56,7 @@ pub(crate) fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e
         _ => false,
     };
     let message = e.message().map(str::to_string).unwrap_or_else(|| format!("{e:?}"));
-    Error::state(format!("dynamodb {what}: {code} {message}"), retryable)
+    Error::state_caused_by(format!("dynamodb {what}: {code} {message}"), retryable, e)
 }
 
 fn now() -> String {
@@ -253,5 +256,5 @@ impl StateStore for DynamoStateStore {
 }
 
 pub(crate) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> Error {
-    Error::state(format!("building a DynamoDB request: {e}"), false)
+    Error::state_caused_by(format!("building a DynamoDB request: {e}"), false, e)
 }

@@ -19,8 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, TransactWriteItem};
-use floe_core::source::SourcePartition;
-use floe_core::stream_state::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
+use floe_core::SourcePartition;
+use floe_core::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
 use floe_core::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 
@@ -40,7 +40,7 @@ fn key(pk: String, sk: impl Into<String>) -> HashMap<String, AttributeValue> {
 /// caps a partition key at 2 KiB): two such keys collide with probability about 2^-64.
 fn dedup_pk(scope: &str, k: &str) -> String {
     if k.len() > 1024 {
-        format!("dedup#{scope}##{:016x}:{}", floe_core::hll::hash64(k.as_bytes()), k.len())
+        format!("dedup#{scope}##{:016x}:{}", floe_core::hash64(k.as_bytes()), k.len())
     } else {
         format!("dedup#{scope}#{k}")
     }
@@ -55,7 +55,7 @@ fn progress_key(scope: &str) -> HashMap<String, AttributeValue> {
 }
 
 fn cell_key(scope: &str, id: &str) -> HashMap<String, AttributeValue> {
-    let shard = floe_core::hll::hash64(id.as_bytes()) % SHARDS;
+    let shard = floe_core::hash64(id.as_bytes()) % SHARDS;
     key(format!("cell#{scope}#{shard}"), id)
 }
 

@@ -35,7 +35,10 @@ pub struct GlueCatalog {
     catalog_id: Option<String>,
 }
 
-fn glue_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError<E>) -> Error {
+fn glue_error<E>(what: &str, e: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let code = e.code().unwrap_or_default().to_string();
     let (kind, retryable) = match code.as_str() {
         "EntityNotFoundException" => (ErrorKind::TableNotFound, false),
@@ -47,7 +50,7 @@ fn glue_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkError
         _ => (ErrorKind::Unexpected, matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))),
     };
     let message = e.message().map(str::to_string).unwrap_or_else(|| format!("{e:?}"));
-    Error::new(kind, format!("glue {what}: {code} {message}")).with_retryable(retryable)
+    Error::new(kind, format!("glue {what}: {code} {message}")).with_retryable(retryable).with_source(e)
 }
 
 fn single_level(ns: &NamespaceIdent) -> Result<String> {

@@ -11,13 +11,39 @@ mod glue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use floe_core::settings::AwsSettings;
-use floe_core::{Error, Result};
+use floe_core::Backends;
 use iceberg::io::{FileIO, FileIOBuilder, S3_ENDPOINT, S3_PATH_STYLE_ACCESS, S3_REGION};
 use iceberg_storage_opendal::OpenDalStorageFactory;
 
 pub use dynamo::{DynamoStateStore, PK, SK};
 pub use glue::GlueCatalog;
+
+/// Settings of the AWS backends (read from the function's environment by `floe-backends`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// Warehouse root, `s3://bucket/prefix`.
+    pub warehouse: String,
+    /// DynamoDB table of the state store.
+    pub state_table: String,
+    /// Glue catalog id (account id); `None` for the caller's account.
+    pub glue_catalog_id: Option<String>,
+    /// Path-style S3 addressing (local stand-ins).
+    pub s3_path_style: bool,
+    /// Endpoint override for every service, S3 data files included (local stand-ins).
+    pub endpoint_url: Option<String>,
+    /// Per-attempt timeout of DynamoDB and Glue calls: a call that hangs is abandoned and retried by the SDK
+    /// instead of running into the function timeout.
+    pub attempt_timeout_ms: u64,
+}
+
+/// The AWS configuration lacks something the backends need.
+#[derive(Debug, thiserror::Error)]
+#[error("{var} {message}")]
+pub struct OpenError {
+    /// The environment variable that would supply it.
+    pub var: &'static str,
+    pub message: String,
+}
 
 /// The AWS backends, opened once per cold start.
 #[derive(Clone)]
@@ -31,7 +57,7 @@ pub struct Aws {
 impl Aws {
     /// Load AWS configuration from the environment (Lambda role credentials, `AWS_REGION`,
     /// `AWS_ENDPOINT_URL`) and build the clients.
-    pub async fn open(settings: &AwsSettings) -> Result<Aws> {
+    pub async fn open(settings: &AwsSettings) -> Result<Aws, OpenError> {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(std::time::Duration::from_millis(settings.attempt_timeout_ms))
             .build();
@@ -39,7 +65,7 @@ impl Aws {
         let region = config
             .region()
             .map(|r| r.to_string())
-            .ok_or_else(|| Error::Settings { var: "AWS_REGION".into(), message: "is not set".into() })?;
+            .ok_or_else(|| OpenError { var: "AWS_REGION", message: "is not set".into() })?;
         let mut props = HashMap::from([(S3_REGION.to_string(), region)]);
         if let Some(endpoint) = &settings.endpoint_url {
             props.insert(S3_ENDPOINT.to_string(), endpoint.clone());
@@ -56,5 +82,17 @@ impl Aws {
             state: Arc::new(DynamoStateStore::new(dynamo, &settings.state_table)),
             file_io,
         })
+    }
+}
+
+impl Aws {
+    /// The backends as the handlers take them.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            warehouse: self.warehouse.clone(),
+            file_io: self.file_io.clone(),
+            catalog: self.catalog.clone(),
+            state: self.state.clone(),
+        }
     }
 }

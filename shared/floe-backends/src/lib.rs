@@ -1,53 +1,76 @@
-//! The one place that turns [`FunctionSettings`] into storage backends, so the Lambda binaries stay thin and
-//! backend choice (embedded today, AWS next) is made once.
+//! The deployment side shared by the Lambda functions and the `floe` CLI: typed settings read once from the
+//! environment ([`FunctionSettings`]), the one place that turns them into [`floe_core::Backends`] ([`open`]),
+//! CloudWatch EMF metrics lines ([`metrics`]) and Lambda's JSON logging. What a binary links is chosen with cargo
+//! features: `embedded` (SQLite, local warehouse), `aws` (DynamoDB, Glue, S3) and `sql` (SQL planning, for
+//! ingest and the CLI).
+
+mod error;
+pub mod metrics;
+mod settings;
 
 use std::sync::Arc;
 
-use floe_core::config::Pipeline;
-use floe_core::settings::{Backend, FunctionSettings};
-use floe_core::state::StateStore;
-use floe_core::{Error, Result};
-use iceberg::Catalog;
-use iceberg::io::FileIO;
+use floe_core::{Backends, Pipeline};
 
-/// Everything a handler needs besides the pipeline.
-#[derive(Clone)]
-pub struct Backends {
-    /// Warehouse root URL (tables live at `<warehouse>/<namespace>/<table>`).
-    pub warehouse: String,
-    pub file_io: FileIO,
-    pub catalog: Arc<dyn Catalog>,
-    pub state: Arc<dyn StateStore>,
+pub use error::{Error, Failure, Result};
+pub use settings::*;
+
+/// How a function completes the outputs of its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// Plan every output's SQL at load (ingest; needs the `sql` feature).
+    #[cfg(feature = "sql")]
+    Plan,
+    /// Validate the file only; the outputs' columns come from the plan ingest records (the compactor).
+    Recorded,
 }
 
 /// Open the backends the settings name and load the pipeline file (a local path, or `s3://…` read through the
-/// warehouse's FileIO). Fails fast with a clear message.
-pub async fn open(settings: &FunctionSettings) -> Result<(Arc<Pipeline>, Backends)> {
-    let backends = match &settings.backend {
-        Backend::Embedded { home } => {
-            let e = floe_embedded::Embedded::open(home).await?;
-            Backends { warehouse: e.warehouse, file_io: e.file_io, catalog: e.catalog, state: e.state }
-        }
-        Backend::Aws(aws) => {
-            let a = floe_aws::Aws::open(aws).await?;
-            Backends { warehouse: a.warehouse, file_io: a.file_io, catalog: a.catalog, state: a.state }
-        }
-    };
-    let path = settings.pipeline_file.to_string_lossy();
-    let pipeline = if path.starts_with("s3://") {
-        let config_error = |message: String| Error::Config { file: path.to_string(), message };
-        let bytes = match backends.file_io.new_input(path.as_ref()) {
-            Ok(input) => input.read().await.map_err(|e| config_error(format!("cannot read: {e}")))?,
-            Err(e) => return Err(config_error(format!("cannot read: {e}"))),
-        };
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| config_error("is not UTF-8 text".into()))?;
-        let mut pipeline = Pipeline::parse(&text, &path)?;
-        pipeline.base = path.rsplit_once('/').map(|(dir, _)| dir.to_string());
-        pipeline
-    } else {
-        Pipeline::load(&settings.pipeline_file)?
-    };
+/// warehouse's FileIO), validating it. Fails fast with a clear message.
+pub async fn open(settings: &FunctionSettings, planning: Planning) -> Result<(Arc<Pipeline>, Backends)> {
+    let backends = open_backends(&settings.backend).await?;
+    let pipeline = load_pipeline(&settings.pipeline_file, &backends, planning).await?;
     Ok((Arc::new(pipeline), backends))
+}
+
+/// Open one backend.
+pub async fn open_backends(backend: &Backend) -> Result<Backends> {
+    match backend {
+        #[cfg(feature = "embedded")]
+        Backend::Embedded { home } => Ok(floe_embedded::Embedded::open(home).await?.backends()),
+        #[cfg(not(feature = "embedded"))]
+        Backend::Embedded { .. } => Err(Error::Settings {
+            var: ENV_BACKEND.into(),
+            message: "this build has no `embedded` backend (built without the `embedded` feature)".into(),
+        }),
+        #[cfg(feature = "aws")]
+        Backend::Aws(aws) => Ok(floe_aws::Aws::open(aws).await?.backends()),
+    }
+}
+
+/// Read and validate a pipeline file, a local path or an `s3://` URL read through the backends' FileIO, and
+/// plan its outputs if asked to.
+pub async fn load_pipeline(path: &std::path::Path, backends: &Backends, planning: Planning) -> Result<Pipeline> {
+    let name = path.to_string_lossy();
+    let mut pipeline = if name.starts_with("s3://") { read_s3(&name, backends).await? } else { Pipeline::load(path)? };
+    match planning {
+        #[cfg(feature = "sql")]
+        Planning::Plan => floe_core::plan(&mut pipeline)?,
+        Planning::Recorded => {}
+    }
+    Ok(pipeline)
+}
+
+async fn read_s3(name: &str, backends: &Backends) -> Result<Pipeline> {
+    let config_error = |message: String| floe_core::Error::Config { file: name.to_string(), message };
+    let bytes = match backends.file_io.new_input(name) {
+        Ok(input) => input.read().await.map_err(|e| config_error(format!("cannot read: {e}")))?,
+        Err(e) => return Err(config_error(format!("cannot read: {e}")).into()),
+    };
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| config_error("is not UTF-8 text".into()))?;
+    let mut pipeline = Pipeline::parse(&text, name)?;
+    pipeline.base = name.rsplit_once('/').map(|(dir, _)| dir.to_string());
+    Ok(pipeline)
 }
 
 /// JSON logs for CloudWatch (one object per line, span fields such as topic/partition included).

@@ -30,9 +30,15 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
 
-    /// The state store failed. `retryable` is decided by the backend (busy/throttled vs. corrupt).
+    /// The state store failed. `retryable` is decided by the backend (busy/throttled vs. corrupt); `source` is
+    /// the driver's or SDK's own error, when there is one.
     #[error("state store: {message}")]
-    State { message: String, retryable: bool },
+    State {
+        message: String,
+        retryable: bool,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// A conditional state update lost a race (another invocation moved the fence first).
     #[error("state conflict: {0}")]
@@ -42,7 +48,8 @@ pub enum Error {
     #[error("table {table} does not match the pipeline file: {message}")]
     TableMismatch { table: String, message: String },
 
-    /// A test-only failpoint fired (simulated crash).
+    /// A test-only failpoint fired (simulated crash; only with the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
     #[error("failpoint {0} fired (simulated crash)")]
     Failpoint(&'static str),
 }
@@ -53,7 +60,9 @@ impl Error {
         match self {
             Error::Iceberg(e) => e.retryable(),
             Error::State { retryable, .. } => *retryable,
-            Error::Conflict(_) | Error::Failpoint(_) => true,
+            Error::Conflict(_) => true,
+            #[cfg(feature = "failpoints")]
+            Error::Failpoint(_) => true,
             Error::Config { .. }
             | Error::Settings { .. }
             | Error::Event(_)
@@ -62,8 +71,17 @@ impl Error {
         }
     }
 
-    /// Convenience constructor for backend errors.
+    /// A state-store error raised by floe itself (no underlying driver error).
     pub fn state(message: impl Into<String>, retryable: bool) -> Self {
-        Error::State { message: message.into(), retryable }
+        Error::State { message: message.into(), retryable, source: None }
+    }
+
+    /// A state-store error caused by a driver or SDK error, which it keeps as its source.
+    pub fn state_caused_by(
+        message: impl Into<String>,
+        retryable: bool,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::State { message: message.into(), retryable, source: Some(source.into()) }
     }
 }

@@ -1,7 +1,8 @@
-//! Test-only crash points and pauses. With the `failpoints` feature, a test arms a named point and the handler
-//! stops there with [`Error::Failpoint`](crate::Error::Failpoint), as if the process died at that step, or
-//! pauses there once to open a race window on purpose. Without the feature (release builds of the functions)
-//! [`check`] and [`pause`] compile to nothing.
+//! The named steps where a test can crash or pause a handler. With the `failpoints` feature (only the
+//! `floe-faults` test binary), a test arms a point (see `crate::testing`) and the handler stops there with
+//! [`Error::Failpoint`](crate::Error::Failpoint), as if the process died at that step, or pauses there once to
+//! open a race window on purpose. Without the feature (`floe` and the Lambda functions, debug and release)
+//! [`check`] and [`pause`] compile to nothing and nothing can arm a point.
 
 use crate::error::Result;
 
@@ -26,10 +27,10 @@ pub const INGEST_AFTER_STAGE: &str = "ingest.after_stage";
 /// Catalog: the metadata swap is rejected as a concurrent modification (a transient fault, not a crash).
 pub const CATALOG_CONFLICT: &str = "catalog.conflict";
 
-/// Local event source mapping (floe-testkit): the invocation succeeded; the stored position has not moved.
+/// Local event source mapping (`floe poll`): the invocation succeeded; the stored position has not moved.
 pub const ESM_AFTER_INVOKE: &str = "esm.after_invoke";
 
-/// State-store calls that a [`FaultyState`](crate::faults::FaultyState) wrapper can fail as throttled.
+/// State-store calls that a `FaultyState` wrapper (see `crate::testing`) can fail as throttled.
 pub const STATE_CALLS: [&str; 13] = [
     "state.fence",
     "state.stage",
@@ -126,15 +127,17 @@ pub use armed::{Pause, arm, arm_pause, arm_times};
 /// Stop here if this point is armed.
 #[inline]
 pub fn check(name: &'static str) -> Result<()> {
+    #[cfg(feature = "failpoints")]
     if fires(name) {
         return Err(crate::error::Error::Failpoint(name));
     }
+    let _ = name;
     Ok(())
 }
 
 /// A transient fault: if this point is armed, fail as a throttled state store would (retryable), without
 /// simulating a crash.
-#[inline]
+#[cfg(feature = "failpoints")]
 pub fn throttle(name: &'static str) -> Result<()> {
     if fires(name) {
         return Err(crate::error::Error::state(format!("injected fault at {name}: throttled, retry later"), true));
@@ -142,16 +145,13 @@ pub fn throttle(name: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Whether a point is armed (counting one firing). Every kind of fault goes through here; without the feature
-/// it is always `false` and the callers' fault branches compile away.
-#[inline]
+/// Whether a point is armed (counting one firing). Every kind of fault goes through here.
+#[cfg(feature = "failpoints")]
 pub fn fires(name: &'static str) -> bool {
-    #[cfg(feature = "failpoints")]
     if armed::fires(name) {
         tracing::warn!(failpoint = name, "failpoint fired");
         return true;
     }
-    let _ = name;
     false
 }
 

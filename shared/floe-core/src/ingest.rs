@@ -3,21 +3,21 @@
 
 use std::sync::Arc;
 
-use iceberg::io::FileIO;
 use iceberg::spec::DataFile;
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::Pipeline;
-use crate::dead_letter::dead_letter_batch;
-use crate::decode::RecordDecoder;
+use crate::backends::Backends;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::layout::TableLayout;
-use crate::outputs::Outputs;
-use crate::source::{MskEvent, PartitionRecords, Problem, SourcePartition, group_records};
+use crate::input::dead_letter::dead_letter_batch;
+use crate::input::decode::RecordDecoder;
+use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, group_records};
+use crate::pipeline::Pipeline;
 use crate::state::{StageRequest, StagedFile, StateStore};
-use crate::writer::{TableWriter, file_prefix};
+use crate::stateful::outputs::Outputs;
+use crate::table::layout::TableLayout;
+use crate::table::writer::{TableWriter, file_prefix};
 
 /// What one invocation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -69,22 +69,21 @@ pub struct Ingestor {
 impl Ingestor {
     /// Build the handler: table layouts, the JSON decoder, and the outputs' SQL plans with their reference
     /// tables loaded (the only I/O).
-    pub async fn new(
-        pipeline: Arc<Pipeline>,
-        warehouse: &str,
-        file_io: FileIO,
-        state: Arc<dyn StateStore>,
-    ) -> Result<Self> {
+    pub async fn new(pipeline: Arc<Pipeline>, backends: &Backends) -> Result<Self> {
+        pipeline.check_resolved()?;
+        let (warehouse, file_io) = (backends.warehouse.as_str(), backends.file_io.clone());
         let target = TableLayout::target(&pipeline, warehouse)?;
         let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
         let outputs = Outputs::new(&pipeline, warehouse, &file_io, &target).await?;
+        // The compactor reads the outputs' columns from this record: it plans no SQL itself.
+        crate::state::record_plan(&file_io, warehouse, &pipeline).await?;
         Ok(Ingestor {
             outputs,
             decoder: RecordDecoder::new(&pipeline, &target)?,
             target: TableWriter::new(target, file_io.clone())?,
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
-            state,
+            state: backends.state.clone(),
         })
     }
 

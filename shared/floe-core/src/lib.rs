@@ -1,35 +1,74 @@
 //! floe's pure core: the pipeline file, MSK event decoding, JSON → Arrow, Parquet data files with Iceberg
 //! metadata, the exactly-once staging protocol and commit planning. No AWS SDK and no Lambda runtime here:
-//! storage sits behind [`state::StateStore`], Iceberg's `Catalog` trait and `FileIO`.
+//! storage sits behind [`StateStore`], Iceberg's `Catalog` trait and `FileIO`, bundled as [`Backends`].
 //!
-//! The flow: [`ingest::Ingestor`] turns an MSK event into data files and stages them atomically with the
-//! topic-partition's offset fence; [`compactor::Compactor`] commits staged files as Iceberg snapshots that record
-//! the committed source positions.
+//! The folders follow the data path of the README's diagram, each depending only on those above it in this
+//! list (a test checks there is no import circle):
+//!
+//! - `pipeline/` — the pipeline file: model, validation with file/line/column errors, column types and their
+//!   Arrow/Iceberg forms, window arithmetic. Depends on nothing else here.
+//! - `table/` — table layouts derived from the pipeline, and the Parquet data-file writer.
+//! - `input/` — the MSK event, JSON decoding with its guard, dead letters.
+//! - `stateful/` — derived outputs: SQL (DataFusion), dedup, windows, aggregates, sketches, and their store.
+//! - `state/` — the state store: offset fences and the ledger of staged files; the recorded plan of the outputs.
+//! - `ingest` — `Ingestor`: an MSK event in, data files written and staged atomically with the fence (with the
+//!   `sql` feature, which brings DataFusion for the outputs; the compactor is built without it).
+//! - `commit/` — [`Compactor`]: staged files committed as Iceberg snapshots that record source positions; final
+//!   windows emitted.
+//! - `testing/` — fault injection, only with the `failpoints` feature.
 
-pub mod aggregate;
-pub mod commit;
-pub mod compactor;
-pub mod config;
-pub mod dead_letter;
-pub mod decode;
-pub mod emit;
-pub mod error;
+mod backends;
+mod commit;
+mod error;
 pub mod failpoint;
+pub(crate) mod hash;
+#[cfg(feature = "sql")]
+mod ingest;
+mod input;
+mod pipeline;
+mod state;
+mod stateful;
+mod table;
 #[cfg(feature = "failpoints")]
-pub mod faults;
-pub mod hll;
-pub mod ingest;
-pub mod layout;
-pub mod metrics;
-pub mod outputs;
-mod pinned;
-pub mod settings;
-pub mod source;
-pub mod state;
-pub mod stream;
-pub mod stream_state;
-pub mod transform;
-pub mod window;
-pub mod writer;
+pub mod testing;
 
+pub use backends::Backends;
+pub use commit::{
+    Compactor, CompactorOptions, POSITIONS_PREFIX, Positions, TableReport, committed_positions, positions_key,
+};
 pub use error::{Error, Result};
+pub use hash::hash64;
+#[cfg(feature = "sql")]
+pub use ingest::{IngestReport, Ingestor};
+pub use input::{
+    Decoded, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, SourcePartition, SourceRecord,
+    group_records,
+};
+pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
+pub use pipeline::{
+    Aggregate, AggregateFn, Column, ColumnSource, ColumnType, DEFAULT_TARGET_FILE_SIZE_MB, Dedup, INPUT_TABLE, Output,
+    PartitionField, Pipeline, PlanError, Planned, Reference, ReferenceFormat, StructField, TableName, TableSpec,
+    TimestampFormat, WINDOW_END, WINDOW_START, WindowOutput,
+};
+pub use state::{StageRequest, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
+pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};
+#[cfg(feature = "sql")]
+pub use stateful::{plan, plan_outputs};
+pub use table::{TableLayout, TableWriter, dead_letter_columns, file_prefix, table_location};
+
+/// Read a pipeline file, validate it and plan its outputs' SQL: what ingest does at cold start and `floe
+/// validate` does on the command line.
+#[cfg(feature = "sql")]
+pub fn load_pipeline(path: &std::path::Path) -> Result<Pipeline> {
+    let mut pipeline = Pipeline::load(path)?;
+    plan(&mut pipeline)?;
+    Ok(pipeline)
+}
+
+/// [`load_pipeline`] for text already read (`file` names it in errors).
+#[cfg(feature = "sql")]
+pub fn parse_pipeline(text: &str, file: &str) -> Result<Pipeline> {
+    let mut pipeline = Pipeline::parse(text, file)?;
+    plan(&mut pipeline)?;
+    Ok(pipeline)
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use floe_core::{Error, Result};
+use floe_core::{Backends, Error, Result};
 use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
 use iceberg::{Catalog, CatalogBuilder};
 use iceberg_catalog_sql::{
@@ -46,6 +46,16 @@ impl Embedded {
             .await?;
         let state = Arc::new(SqliteStateStore::open(&home.join("state.db")).await?);
         Ok(Embedded { home, warehouse, file_io, catalog: Arc::new(catalog), state })
+    }
+
+    /// The backends as the handlers take them.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            warehouse: self.warehouse.clone(),
+            file_io: self.file_io.clone(),
+            catalog: self.catalog.clone(),
+            state: self.state.clone(),
+        }
     }
 
     /// Path of the SQL catalog database (for readers such as PyIceberg).

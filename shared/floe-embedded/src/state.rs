@@ -9,9 +9,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use floe_core::source::SourcePartition;
-use floe_core::state::{StageRequest, StagedFile, StateStore};
+use floe_core::SourcePartition;
 use floe_core::{Error, Result};
+use floe_core::{StageRequest, StagedFile, StateStore};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
@@ -57,7 +57,7 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
         _ => false,
     };
-    Error::state(format!("sqlite: {e}"), retryable)
+    Error::state_caused_by(format!("sqlite: {e}"), retryable, e)
 }
 
 impl SqliteStateStore {
@@ -72,6 +72,12 @@ impl SqliteStateStore {
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
         sqlx::raw_sql(crate::stream::STREAM_SCHEMA).execute(&pool).await.map_err(db_error)?;
         Ok(SqliteStateStore { pool })
+    }
+
+    /// Close the store's connections (shutdown). Later calls fail as retryable, like a store that went away:
+    /// a handler hands such a failure back for redelivery.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {

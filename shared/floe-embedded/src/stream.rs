@@ -2,8 +2,8 @@
 //! conditions of [`StreamStore`] hold for the whole step at once.
 
 use async_trait::async_trait;
-use floe_core::source::SourcePartition;
-use floe_core::stream_state::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
+use floe_core::SourcePartition;
+use floe_core::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
 use floe_core::{Error, Result};
 use sqlx::Row;
 

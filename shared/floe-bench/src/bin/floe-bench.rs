@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use floe_bench::{baseline, cpu, generate};
-use floe_core::compactor::{Compactor, CompactorOptions};
-use floe_core::config::Pipeline;
-use floe_core::ingest::{IngestReport, Ingestor};
-use floe_core::source::MskEvent;
+use floe_core::{Compactor, CompactorOptions, IngestReport, Ingestor, MskEvent, Pipeline};
 use floe_embedded::Embedded;
 use serde_json::json;
 
@@ -116,13 +113,13 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
 
 async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embedded, Ingestor)> {
     let e = Embedded::open(home).await?;
-    let ingestor = Ingestor::new(pipeline, &e.warehouse, e.file_io.clone(), e.state.clone()).await?;
+    let ingestor = Ingestor::new(pipeline, &e.backends()).await?;
     Ok((e, ingestor))
 }
 
 async fn run_floe(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
-    let pipeline = Arc::new(Pipeline::load(&data.join("pipeline.toml"))?);
+    let pipeline = Arc::new(floe_core::load_pipeline(&data.join("pipeline.toml"))?);
     let mut runs = Vec::new();
     for i in 0..*repeat {
         let home = work.join(format!("floe-{i}"));
@@ -191,14 +188,13 @@ async fn run_commit(home: &Path, files: usize, records_per_file: usize) -> anyho
         ..Default::default()
     };
     let generated = generate::generate(&options);
-    let pipeline = Arc::new(Pipeline::parse(&generate::pipeline_toml("bench"), "bench pipeline")?);
+    let pipeline = Arc::new(floe_core::parse_pipeline(&generate::pipeline_toml("bench"), "bench pipeline")?);
     let (e, ingestor) = ingestor(home, pipeline.clone()).await?;
     let mut staged = IngestReport::default();
     for bytes in &generated.events {
         staged.add(&ingestor.handle(&serde_json::from_slice(bytes)?).await?);
     }
-    let compactor =
-        Compactor::new(pipeline, &e.warehouse, e.catalog.clone(), e.state.clone(), CompactorOptions::default())?;
+    let compactor = Compactor::new(pipeline, &e.backends(), CompactorOptions::default())?;
     let timer = Timer::start();
     let reports = compactor.run().await?;
     let (wall, cpu) = timer.stop();

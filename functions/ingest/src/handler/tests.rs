@@ -1,0 +1,131 @@
+//! The ingest handler on the embedded backend in a temp dir, driven with the MSK event of the Lambda docs.
+
+use std::path::Path;
+
+use floe_core::{Compactor, CompactorOptions, StateStore};
+use floe_embedded::Embedded;
+
+use super::*;
+
+/// The fixture's topic, every source column, and a value column per JSON field.
+const PIPELINE: &str = r#"
+name = "fixture"
+[source]
+topics = ["mytopic"]
+[table]
+namespace = "ns"
+name = "events"
+[[table.columns]]
+name = "id"
+type = "long"
+required = true
+[[table.columns]]
+name = "name"
+type = "string"
+[[table.columns]]
+name = "source_partition"
+type = "int"
+from = "@partition"
+[[table.columns]]
+name = "source_offset"
+type = "long"
+from = "@offset"
+[[table.columns]]
+name = "kafka_key"
+type = "string"
+from = "@key"
+"#;
+
+/// Processing time of the tests (no windows here, so it only stamps the report).
+const NOW_MS: i64 = 1_700_000_000_000;
+
+/// The MSK event example of the Lambda docs: two good records and one whose value is not base64.
+fn fixture() -> MskEvent {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/floe-core/tests/fixtures/msk_event.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn ident(name: &str) -> iceberg::TableIdent {
+    iceberg::TableIdent::from_strs(["ns", name]).unwrap()
+}
+
+async fn setup() -> (tempfile::TempDir, Embedded, Arc<Pipeline>, Handler) {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).await.unwrap();
+    let pipeline = Arc::new(floe_core::parse_pipeline(PIPELINE, "fixture.toml").unwrap());
+    let handler = Handler::new(pipeline.clone(), &embedded.backends()).await.unwrap();
+    (dir, embedded, pipeline, handler)
+}
+
+#[tokio::test]
+async fn an_msk_event_is_staged_then_visible_after_a_compactor_run() {
+    let (_dir, embedded, pipeline, handler) = setup().await;
+    let outcome = handler.handle(&fixture(), NOW_MS).await.unwrap();
+    let r = &outcome.report;
+    assert_eq!((r.records, r.rows, r.dead_letters, r.duplicates), (3, 2, 1, 0));
+
+    // Staged, not committed: one file per table per topic-partition with rows, each on disk.
+    let staged = embedded.state.staged_files("ns.events").await.unwrap();
+    assert_eq!(staged.iter().map(|f| f.record_count).sum::<u64>(), 2);
+    let dead = embedded.state.staged_files("ns.events_dead_letters").await.unwrap();
+    assert_eq!(dead.iter().map(|f| f.record_count).sum::<u64>(), 1);
+    for f in staged.iter().chain(&dead) {
+        assert!(Path::new(f.path.trim_start_matches("file://")).is_file(), "{} is not written", f.path);
+    }
+    assert_eq!(r.files, (staged.len() + dead.len()) as u64);
+
+    // The invocation's EMF line.
+    let line: serde_json::Value = serde_json::from_str(&outcome.metrics_line).unwrap();
+    assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "floe");
+    assert_eq!((line["Pipeline"].as_str(), line["Function"].as_str()), (Some("fixture"), Some("ingest")));
+    assert_eq!((line["RecordsIn"].as_f64(), line["DeadLetters"].as_f64()), (Some(3.0), Some(1.0)));
+
+    let compactor = Compactor::new(pipeline, &embedded.backends(), CompactorOptions::default()).unwrap();
+    compactor.run().await.unwrap();
+    let table = embedded.catalog.load_table(&ident("events")).await.unwrap();
+    let rows =
+        floe_cli::readback::rows(&table, &["source_partition", "source_offset", "id", "name", "kafka_key"]).await;
+    assert_eq!(rows.unwrap(), [["0", "15", "1", "a", "k-1"], ["1", "7", "2", "b", "k-2"]]);
+    let dead = embedded.catalog.load_table(&ident("events_dead_letters")).await.unwrap();
+    let rows = floe_cli::readback::rows(&dead, &["topic", "partition", "offset", "error_kind"]).await.unwrap();
+    assert_eq!(rows, [["mytopic", "1", "8", "base64"]]);
+    assert!(embedded.state.staged_files("ns.events").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_redelivered_event_stages_nothing() {
+    let (_dir, embedded, _pipeline, handler) = setup().await;
+    handler.handle(&fixture(), NOW_MS).await.unwrap();
+    let before = embedded.state.staged_files("ns.events").await.unwrap();
+    let again = handler.handle(&fixture(), NOW_MS).await.unwrap().report;
+    assert_eq!((again.records, again.duplicates, again.rows, again.files), (3, 3, 0, 0));
+    assert_eq!(embedded.state.staged_files("ns.events").await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_state_store_that_went_away_is_a_retryable_failure() {
+    let (_dir, embedded, _pipeline, handler) = setup().await;
+    embedded.state.close().await;
+    let failure = handler.handle(&fixture(), NOW_MS).await.unwrap_err();
+    assert!(failure.retryable, "{failure}");
+    assert!(matches!(failure.source, floe_core::Error::State { retryable: true, .. }), "{failure:?}");
+    // The driver's own error is kept as the cause.
+    let cause = std::error::Error::source(&failure.source).expect("the sqlx error is the source");
+    assert!(cause.to_string().contains("closed"), "{cause}");
+    // The Lambda entry point returns it as a function error (the mapping redelivers the records), typed by class.
+    let diagnostic = handler.invoke(fixture()).await.unwrap_err();
+    assert_eq!(diagnostic.error_type, "floe.Retryable");
+    assert!(diagnostic.error_message.contains("state store") && diagnostic.error_message.contains("closed"));
+}
+
+#[tokio::test]
+async fn an_unusable_event_is_a_permanent_failure() {
+    let (_dir, _embedded, _pipeline, handler) = setup().await;
+    // A negative offset: no position to fence or dead-letter it by, so the whole event is refused.
+    let mut event = fixture();
+    event.records.get_mut("mytopic-0").unwrap()[0].offset = -5;
+    let failure = handler.handle(&event, NOW_MS).await.unwrap_err();
+    assert!(!failure.retryable, "{failure}");
+    assert!(matches!(failure.source, floe_core::Error::Event(_)), "{failure:?}");
+    assert_eq!(diagnostic(failure).error_type, "floe.Permanent");
+}

@@ -1,0 +1,232 @@
+//! The command line: every subcommand, its options and the help text a data engineer reads first.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   success
+  1   failed; running the same command again fails the same way
+  2   bad command line
+  3   the pipeline file or a setting is invalid (the message names the file, line, column and field)
+  75  failed for a reason a retry can fix (throttling, a lost commit race): run it again
+
+Backends: `--backend embedded` (the default) keeps the state store and the Iceberg catalog in SQLite under
+`--home` and the tables in <home>/warehouse; PyIceberg's SqlCatalog (catalog name `floe`) reads them.
+`--backend aws` uses DynamoDB, Glue and S3, configured from the environment exactly as the Lambda functions
+are: FLOE_WAREHOUSE=s3://bucket/prefix, FLOE_STATE_TABLE, AWS_REGION, and optionally AWS_ENDPOINT_URL,
+FLOE_S3_PATH_STYLE=true and FLOE_GLUE_CATALOG_ID.
+
+Getting started:
+  floe validate examples/pipeline.toml       check a pipeline file and see the tables it creates
+  floe demo                                  run the whole flow on 100,000 sample events
+  floe gen --out events/ && floe ingest events/*.json && floe compact";
+
+/// floe: Kafka → Apache Iceberg ingestion. Runs the same ingest and compactor handlers as the Lambda functions,
+/// on this machine or against AWS.
+#[derive(Parser)]
+#[command(name = "floe", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where a command runs: the backend and the pipeline file.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Pipeline file: source topics, target table, columns, partition spec, outputs.
+    #[arg(long, default_value = "examples/pipeline.toml", value_name = "FILE")]
+    pub pipeline: PathBuf,
+    /// Storage backend: `embedded` (SQLite and a local warehouse under --home) or `aws` (DynamoDB, Glue and S3,
+    /// configured from the environment like the Lambda functions).
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]
+    pub backend: String,
+    /// Directory of the embedded backend: catalog.db, state.db and warehouse/ (created if missing).
+    #[arg(long, default_value = ".floe/local", value_name = "DIR")]
+    pub home: PathBuf,
+    #[cfg(feature = "failpoints")]
+    #[command(flatten)]
+    pub faults: crate::faults::FaultArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a pipeline file completely and print every table it creates.
+    ///
+    /// Runs the same validation as a function's cold start (the SQL of every output is planned) and prints,
+    /// for the target table, the dead-letter table and each output: the Iceberg schema with field ids, the
+    /// partition spec, and for windowed outputs the window and its late-records table. Exits 3 with the file,
+    /// line, column and field of the first mistake.
+    Validate {
+        /// The pipeline file to check.
+        #[arg(value_name = "PIPELINE")]
+        pipeline: PathBuf,
+        /// Print the summary as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole flow on sample events in this process and show what each step did.
+    ///
+    /// Generates sample click/order events (with malformed records and producer retries), ingests them as MSK
+    /// events, redelivers one (a no-op), commits with the compactor, reads the tables back and checks that
+    /// every valid record is there exactly once and every malformed one is a dead letter.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// How many sample records to generate.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+    },
+    /// Write sample MSK events as JSON files, one event per file (input for `floe ingest`).
+    Gen {
+        /// Directory to write event-00000.json, event-00001.json, … into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Records in all.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Records per MSK event.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Make every Nth record malformed (0: none).
+        #[arg(long, default_value_t = 1_000)]
+        bad_every: usize,
+        /// Seed of the generator: the same seed writes the same events.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Run the ingest handler on MSK event JSON files, as the ingest Lambda would on each invocation.
+    ///
+    /// Each file is one event as the MSK event source mapping delivers it. Valid records become Parquet data
+    /// files staged for the compactor; malformed ones become dead letters with the reason. Ingesting the same
+    /// file again stages nothing (offset fences). Prints the summed report as JSON.
+    Ingest {
+        #[command(flatten)]
+        common: Common,
+        /// MSK event JSON files, processed in order (none: just load and check the pipeline and backends).
+        #[arg(value_name = "EVENT")]
+        events: Vec<PathBuf>,
+        /// Processing time for window watermarks, in milliseconds since the epoch (default: now).
+        #[arg(long, value_name = "MS")]
+        now_ms: Option<i64>,
+    },
+    /// Commit staged files to the Iceberg tables, as the compactor Lambda does on its schedule.
+    ///
+    /// One run commits every table's staged files in one snapshot per table (recording the source positions
+    /// in the snapshot summary, so nothing is ever committed twice) and emits final windows. Prints each
+    /// table's report as JSON. With --every it runs on a fixed schedule until interrupted.
+    Compact {
+        #[command(flatten)]
+        common: Common,
+        /// Run every this many seconds until Ctrl-C, like the compactor's EventBridge schedule.
+        #[arg(long, value_name = "SECONDS")]
+        every: Option<f64>,
+        /// Processing time for idle-partition detection, in milliseconds since the epoch (default: now).
+        #[arg(long, conflicts_with = "every", value_name = "MS")]
+        now_ms: Option<i64>,
+    },
+    /// Create topics on a Kafka broker (`name:partitions`); existing topics are left alone.
+    Topics {
+        /// Bootstrap servers, host:port[,host:port…].
+        #[arg(long)]
+        brokers: String,
+        /// Topics to create, e.g. clicks:3 orders:3.
+        #[arg(required = true, value_parser = parse_topic, value_name = "NAME:PARTITIONS")]
+        topics: Vec<(String, i32)>,
+    },
+    /// Produce generated sample records (the demo's data) to a Kafka broker.
+    Produce {
+        /// Bootstrap servers, host:port[,host:port…].
+        #[arg(long)]
+        brokers: String,
+        /// Records in all.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Make every Nth record malformed (0: none).
+        #[arg(long, default_value_t = 1_000)]
+        bad_every: usize,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Records per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Records per produce request and partition.
+        #[arg(long, default_value_t = 100)]
+        chunk: usize,
+        /// Stamp records with the time they are produced (to measure freshness), not the generated event time.
+        #[arg(long)]
+        stamp_now: bool,
+    },
+    /// Run floe without AWS: the MSK event source mapping, locally, polling a Kafka broker.
+    ///
+    /// Polls the pipeline's topics and invokes the ingest handler with MSK-shaped events, batched and retried
+    /// the way the event source mapping does (batch size, batching window, 6 MB payload cap, starting position,
+    /// retries, an on-failure destination); positions are stored under --esm-dir only after a successful
+    /// invocation, so a restart redelivers what was in flight. Runs until Ctrl-C.
+    Poll {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        esm: EsmArgs,
+    },
+    /// Produced, delivered and committed positions, lag and table row counts of a local stack, as one JSON line.
+    ///
+    /// `staged` counts files ingested but not yet committed: the stack has caught up when lag and staged are 0.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Bootstrap servers, host:port[,host:port…].
+        #[arg(long)]
+        brokers: String,
+        /// The poller's directory (its stored positions).
+        #[arg(long, default_value = ".floe/local/esm", value_name = "DIR")]
+        esm_dir: PathBuf,
+    },
+}
+
+/// The event source mapping's settings, named as in the SAM template.
+#[derive(clap::Args)]
+pub struct EsmArgs {
+    /// Bootstrap servers, host:port[,host:port…].
+    #[arg(long)]
+    pub brokers: String,
+    /// Stored positions, invocation log, on-failure destination and status.
+    #[arg(long, default_value = ".floe/local/esm", value_name = "DIR")]
+    pub esm_dir: PathBuf,
+    /// Most records per invocation (BatchSize).
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Longest wait to fill a batch (MaximumBatchingWindowInSeconds, in milliseconds here).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub batching_window_ms: u64,
+    /// Where to start on a partition without a stored position (StartingPosition).
+    #[arg(long, default_value = "TRIM_HORIZON", value_parser = ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])]
+    pub starting_position: String,
+    /// Milliseconds since the epoch, with AT_TIMESTAMP.
+    #[arg(long, value_name = "MS")]
+    pub starting_timestamp_ms: Option<i64>,
+    /// Retries of a failed batch before it goes to the on-failure destination (-1: until it succeeds).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub max_retry_attempts: i64,
+    /// Largest invocation payload in bytes (Lambda's cap is 6 MB).
+    #[arg(long, default_value_t = crate::esm::MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+    /// Invoke a function through the Lambda invoke API at this endpoint (e.g. `cargo lambda watch`'s
+    /// http://127.0.0.1:9000) instead of the ingest handler in this process.
+    #[arg(long, value_name = "URL")]
+    pub invoke_endpoint: Option<String>,
+    /// Function name for --invoke-endpoint.
+    #[arg(long, default_value = "floe-ingest")]
+    pub function_name: String,
+}
+
+fn parse_topic(text: &str) -> Result<(String, i32), String> {
+    let (name, partitions) = text.split_once(':').ok_or("expected <name>:<partitions>")?;
+    let partitions = partitions.parse().map_err(|_| format!("`{partitions}` is not a number of partitions"))?;
+    if name.is_empty() || partitions < 1 {
+        return Err(format!("`{text}`: a topic needs a name and at least one partition"));
+    }
+    Ok((name.to_string(), partitions))
+}

@@ -1,0 +1,149 @@
+//! `floe`, the user's command-line tool: validate a pipeline file, run the demo, run the ingest and compactor
+//! handlers on event files or on a schedule, and run floe without AWS — the local MSK event source mapping
+//! ([`esm`]) polling a Kafka broker ([`kafka`]), with sample data ([`generator`]) and table read-back
+//! ([`readback`]). The `floe-faults` binary is the same tool built with the `failpoints` feature for the
+//! integration tests; `floe` itself has no fault hooks.
+
+mod args;
+mod demo;
+pub mod esm;
+mod exit;
+#[cfg(feature = "failpoints")]
+mod faults;
+pub mod generator;
+pub mod kafka;
+mod local;
+pub mod readback;
+mod runtime;
+mod validate;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use floe_backends::Planning;
+use floe_core::{CompactorOptions, IngestReport, MskEvent};
+
+use args::{Cli, Command};
+pub use generator::{Generated, GeneratorOptions, generate};
+use runtime::Runtime;
+
+/// Run the command line of this process; the exit code follows `floe --help`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return exit::report(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => exit::report(e),
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+fn read_event(path: &Path) -> anyhow::Result<MskEvent> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not an MSK event", path.display()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Validate { pipeline, json } => {
+            init_tracing("error");
+            print!("{}", validate::run(&pipeline, json)?);
+            if !json {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Demo { common, records } => {
+            init_tracing("error");
+            demo::demo(&common, records).await
+        }
+        Command::Gen { out, records, batch_size, bad_every, seed } => {
+            let options = GeneratorOptions { records, batch_size, bad_every, seed, ..Default::default() };
+            let generated = generate(&options);
+            std::fs::create_dir_all(&out)?;
+            for (i, event) in generated.events.iter().enumerate() {
+                std::fs::write(out.join(format!("event-{i:05}.json")), serde_json::to_vec(event)?)?;
+            }
+            println!(
+                "{}",
+                serde_json::json!({"events": generated.events.len(), "records": records, "bad": generated.bad.len()})
+            );
+            Ok(())
+        }
+        Command::Ingest { common, events, now_ms } => {
+            init_tracing("warn");
+            let rt = Runtime::open(&common, Planning::Plan).await?;
+            let ingestor = rt.ingestor().await?;
+            let mut total = IngestReport::default();
+            for path in &events {
+                let event = read_event(path)?;
+                let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let report =
+                    ingestor.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
+                total.add(&report);
+            }
+            println!("{}", serde_json::to_string(&total)?);
+            Ok(())
+        }
+        Command::Compact { common, every: None, now_ms } => {
+            init_tracing("warn");
+            let rt = Runtime::open(&common, Planning::Recorded).await?;
+            let compactor = rt.compactor()?;
+            let reports = match now_ms {
+                Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
+                None => compactor.run().await?,
+            };
+            println!("{}", serde_json::to_string(&reports)?);
+            Ok(())
+        }
+        Command::Compact { common, every: Some(seconds), .. } => {
+            init_tracing("info");
+            let rt = Runtime::open(&common, Planning::Recorded).await?;
+            local::compact_every(rt.compactor()?, seconds).await
+        }
+        Command::Topics { brokers, topics } => {
+            init_tracing("warn");
+            let client = kafka::connect(&brokers).await?;
+            kafka::create_topics(&client, &topics).await?;
+            println!(
+                "{}",
+                serde_json::json!({"created": topics.iter().map(|(t, p)| format!("{t}:{p}")).collect::<Vec<_>>()})
+            );
+            Ok(())
+        }
+        Command::Produce { brokers, records, bad_every, seed, rate, chunk, stamp_now } => {
+            init_tracing("warn");
+            let options = GeneratorOptions {
+                records,
+                bad_every,
+                seed,
+                batch_size: chunk.max(1),
+                partitions_per_event: 1,
+                ..Default::default()
+            };
+            local::produce(&brokers, &generate(&options), kafka::ProduceOptions { rate, stamp_now }).await
+        }
+        Command::Poll { common, esm } => {
+            init_tracing("info");
+            let rt = Runtime::open(&common, Planning::Plan).await?;
+            local::poll(&rt, &esm).await
+        }
+        Command::Status { common, brokers, esm_dir } => {
+            init_tracing("error");
+            let rt = Runtime::open(&common, Planning::Recorded).await?;
+            println!("{}", local::status(&rt, &brokers, &esm_dir).await?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What a command runs against: the pipeline (validated and planned) and the backends `--backend` names, opened
+//! the same way the Lambda functions open theirs.
+
+use std::sync::Arc;
+
+use floe_backends::{Backend, FunctionSettings, Planning};
+use floe_core::{Backends, Compactor, CompactorOptions, Ingestor, Pipeline};
+
+use crate::args::Common;
+
+pub struct Runtime {
+    pub pipeline: Arc<Pipeline>,
+    pub backends: Backends,
+    /// Where the data lives, for reports.
+    pub place: String,
+}
+
+impl Runtime {
+    /// Open what `common` names. Commands that ingest plan the outputs' SQL; the compactor and `status` read the
+    /// plan ingest recorded, exactly like the compactor function.
+    pub async fn open(common: &Common, planning: Planning) -> anyhow::Result<Runtime> {
+        #[cfg(feature = "failpoints")]
+        common.faults.arm();
+        let settings = match common.backend.as_str() {
+            "aws" => FunctionSettings { pipeline_file: common.pipeline.clone(), ..FunctionSettings::from_env()? },
+            _ => FunctionSettings {
+                pipeline_file: common.pipeline.clone(),
+                backend: Backend::Embedded { home: common.home.clone() },
+            },
+        };
+        #[allow(unused_mut)]
+        let (pipeline, mut backends) = floe_backends::open(&settings, planning).await?;
+        // The test binary can fail every state-store call on demand (`--fail-at state.<method>`).
+        #[cfg(feature = "failpoints")]
+        {
+            backends.state = Arc::new(floe_core::testing::FaultyState(backends.state));
+        }
+        let place = match &settings.backend {
+            Backend::Embedded { home } => format!("embedded, home {}", home.display()),
+            Backend::Aws(aws) => format!("aws, warehouse {}, state table {}", aws.warehouse, aws.state_table),
+        };
+        Ok(Runtime { pipeline, backends, place })
+    }
+
+    pub async fn ingestor(&self) -> anyhow::Result<Ingestor> {
+        Ok(Ingestor::new(self.pipeline.clone(), &self.backends).await?)
+    }
+
+    pub fn compactor(&self) -> anyhow::Result<Compactor> {
+        Ok(Compactor::new(self.pipeline.clone(), &self.backends, CompactorOptions::default())?)
+    }
+}

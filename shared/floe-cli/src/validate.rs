@@ -1,0 +1,211 @@
+//! `floe validate`: the cold start's validation of a pipeline file, then what it would create: every table with
+//! its Iceberg schema (field ids included), partition spec and properties.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use floe_core::{Output, Pipeline, TableLayout, WindowSpec};
+use iceberg::spec::{NestedFieldRef, Type};
+use serde_json::json;
+
+/// Stands for the warehouse root in printed locations: where it is depends on the backend, not on the file.
+const WAREHOUSE: &str = "<warehouse>";
+
+/// One table the pipeline writes and why.
+struct Entry {
+    role: String,
+    layout: TableLayout,
+}
+
+/// Validate `path`; the summary as text or JSON.
+pub fn run(path: &Path, as_json: bool) -> anyhow::Result<String> {
+    let pipeline = floe_core::load_pipeline(path)?;
+    let entries = tables(&pipeline)?;
+    Ok(if as_json { json_summary(&pipeline, &entries)?.to_string() } else { text_summary(&pipeline, path, &entries) })
+}
+
+fn tables(p: &Pipeline) -> anyhow::Result<Vec<Entry>> {
+    let mut entries = vec![
+        Entry { role: "target table".into(), layout: TableLayout::target(p, WAREHOUSE)? },
+        Entry {
+            role: "dead letters: records that could not be used, with the reason".into(),
+            layout: TableLayout::dead_letter(p, WAREHOUSE)?,
+        },
+    ];
+    for o in &p.outputs {
+        entries.push(Entry { role: output_role(o), layout: TableLayout::output(p, o, WAREHOUSE)? });
+        if o.window.is_some() {
+            let role = format!("late records of {}: rows that missed their window", o.table);
+            entries.push(Entry { role, layout: TableLayout::late(p, o, WAREHOUSE)? });
+        }
+    }
+    Ok(entries)
+}
+
+fn output_role(o: &Output) -> String {
+    match (&o.window, &o.dedup) {
+        (Some(w), _) => {
+            let kind = match w.spec {
+                WindowSpec::Tumbling { size_ms } => format!("tumbling {}", duration(size_ms)),
+                WindowSpec::Hopping { size_ms, hop_ms } => {
+                    format!("hopping {} every {}", duration(size_ms), duration(hop_ms))
+                }
+                WindowSpec::Session { gap_ms } => format!("session, gap {}", duration(gap_ms)),
+            };
+            let by: Vec<&str> = w.group_by.iter().map(|(n, _)| n.as_str()).collect();
+            let by = if by.is_empty() { String::new() } else { format!(" by {}", by.join(", ")) };
+            format!("output: {kind} windows over {}{by}, emitted when final", w.time_column)
+        }
+        (None, Some(d)) => format!("output: SQL rows deduplicated by `{}` within {}", d.key, duration(d.horizon_ms)),
+        (None, None) => "output: SQL rows".into(),
+    }
+}
+
+fn duration(ms: i64) -> String {
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: valid pipeline `{}`", path.display(), p.name);
+    let _ = writeln!(out, "  source: JSON records from topic(s) {}", p.topics.join(", "));
+    if !p.references.is_empty() {
+        let refs: Vec<String> = p.references.iter().map(|r| format!("{} ({})", r.name, r.location)).collect();
+        let _ = writeln!(out, "  reference tables: {}", refs.join(", "));
+    }
+    let _ = writeln!(out, "  creates {} Iceberg tables (format v2):", entries.len());
+    for e in entries {
+        let l = &e.layout;
+        let _ = writeln!(out, "\n{}  — {}", l.name, e.role);
+        let _ = writeln!(out, "  location  {}", l.location);
+        let _ = writeln!(out, "  schema    (id  name  type)");
+        for f in l.schema.as_struct().fields() {
+            field_lines(&mut out, f, 2);
+        }
+        let spec: Vec<String> = l
+            .spec
+            .fields()
+            .iter()
+            .map(|f| {
+                let source = l.schema.name_by_field_id(f.source_id).unwrap_or("?");
+                format!("{} = {}({source}) [field id {}]", f.name, f.transform, f.field_id)
+            })
+            .collect();
+        let spec = if spec.is_empty() { "unpartitioned".to_string() } else { spec.join(", ") };
+        let _ = writeln!(out, "  partition {spec}");
+        let mut props: Vec<String> = l.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        props.sort();
+        if !props.is_empty() {
+            let _ = writeln!(out, "  properties {}", props.join(", "));
+        }
+    }
+    out
+}
+
+/// One schema line per field, nested fields (struct members, list elements, map keys and values) below.
+fn field_lines(out: &mut String, f: &NestedFieldRef, depth: usize) {
+    let required = if f.required { "  required" } else { "" };
+    let ty = match &*f.field_type {
+        Type::Primitive(p) => p.to_string(),
+        Type::Struct(_) => "struct".into(),
+        Type::List(_) => "list".into(),
+        Type::Map(_) => "map".into(),
+    };
+    let _ = writeln!(out, "{:indent$}{:>4}  {}  {ty}{required}", "", f.id, f.name, indent = depth * 2);
+    match &*f.field_type {
+        Type::Primitive(_) => {}
+        Type::Struct(s) => s.fields().iter().for_each(|c| field_lines(out, c, depth + 1)),
+        Type::List(l) => field_lines(out, &l.element_field, depth + 1),
+        Type::Map(m) => {
+            field_lines(out, &m.key_field, depth + 1);
+            field_lines(out, &m.value_field, depth + 1);
+        }
+    }
+}
+
+fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::Value> {
+    let tables = entries
+        .iter()
+        .map(|e| {
+            Ok(json!({
+                "name": e.layout.name.to_string(),
+                "role": e.role,
+                "location": e.layout.location,
+                "schema": serde_json::to_value(&*e.layout.schema)?,
+                "partition_spec": serde_json::to_value(&*e.layout.spec)?,
+                "properties": e.layout.properties,
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "tables": tables}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml")
+    }
+
+    #[test]
+    fn the_example_lists_its_tables_with_field_ids_and_specs() {
+        let text = run(&example(), false).unwrap();
+        assert!(text.contains("valid pipeline `clickstream`"), "{text}");
+        assert!(text.contains("analytics.events  — target table"), "{text}");
+        assert!(text.contains("analytics.events_dead_letters  — dead letters"), "{text}");
+        // Field ids as the catalog assigns them: event_id is the first column, items' struct members nest.
+        assert!(text.contains("     1  event_id  string  required"), "{text}");
+        assert!(text.contains("event_time_day = day(event_time)"), "{text}");
+    }
+
+    #[test]
+    fn the_stream_pipeline_shows_outputs_windows_and_late_tables() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pipelines/stream.toml");
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true).unwrap()).unwrap();
+        let names: Vec<&str> =
+            summary["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "stream.raw",
+                "stream.raw_dead_letters",
+                "stream.enriched",
+                "stream.unique_events",
+                "stream.per_user_10s",
+                "stream.per_user_10s_late",
+                "stream.per_user_hop",
+                "stream.per_user_hop_late",
+                "stream.sessions",
+                "stream.sessions_late",
+            ]
+        );
+        let windows = &summary["tables"][4];
+        assert!(windows["role"].as_str().unwrap().starts_with("output: tumbling 10s windows over ts by user"));
+        let fields: Vec<&str> =
+            windows["schema"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["window_start", "window_end", "user", "n", "total", "lo", "hi", "mean", "ids"]);
+    }
+
+    #[test]
+    fn a_broken_file_fails_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.toml");
+        let text = std::fs::read_to_string(example()).unwrap().replacen("type = \"long\"", "type = \"lng\"", 1);
+        std::fs::write(&path, text).unwrap();
+        let e = run(&path, false).unwrap_err();
+        let message = format!("{e:#}");
+        assert!(
+            message.contains("broken.toml") && message.contains("line ") && message.contains("column "),
+            "{message}"
+        );
+        assert!(message.contains("table.columns[3].type"), "{message}");
+        assert_eq!(crate::exit::code(&e), crate::exit::INVALID);
+    }
+}

@@ -1,0 +1,169 @@
+//! Commit planning: which staged files are already in the table, and the source positions a new snapshot
+//! records.
+//!
+//! Every snapshot floe commits carries, in its summary, the cumulative source positions of the pipeline
+//! (`floe.positions.<pipeline>` = `{"topic:partition": next_offset}`). Staging is monotone per topic-partition,
+//! so a staged file whose last offset is below the committed position is already in the table: that is how the
+//! compactor recognises a commit that succeeded but was never marked in the state store, and never commits the
+//! same file twice.
+
+use std::collections::BTreeMap;
+
+use iceberg::table::Table;
+
+use crate::error::{Error, Result};
+use crate::input::event::SourcePartition;
+use crate::state::StagedFile;
+
+/// Snapshot-summary key prefix for committed positions.
+pub const POSITIONS_PREFIX: &str = "floe.positions.";
+
+/// Next offset to commit per topic-partition.
+pub type Positions = BTreeMap<SourcePartition, i64>;
+
+/// Summary key of a pipeline.
+pub fn positions_key(pipeline: &str) -> String {
+    format!("{POSITIONS_PREFIX}{pipeline}")
+}
+
+/// The committed positions of `pipeline`: from the newest snapshot in the current ancestry that has them.
+pub fn committed_positions(table: &Table, pipeline: &str) -> Result<Positions> {
+    let key = positions_key(pipeline);
+    match newest_summary_value(table, &key) {
+        None => Ok(Positions::new()),
+        Some((snapshot_id, text)) => decode_positions(&text).map_err(|message| Error::TableMismatch {
+            table: table.identifier().to_string(),
+            message: format!("snapshot {snapshot_id} has unreadable {key}: {message}"),
+        }),
+    }
+}
+
+/// The newest value of snapshot-summary property `key` in the current snapshot's ancestry, with the id of the
+/// snapshot that carries it.
+pub fn newest_summary_value(table: &Table, key: &str) -> Option<(i64, String)> {
+    let metadata = table.metadata();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        if let Some(text) = s.summary().additional_properties.get(key) {
+            return Some((s.snapshot_id(), text.clone()));
+        }
+        snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    None
+}
+
+pub fn encode_positions(positions: &Positions) -> String {
+    let map: BTreeMap<String, i64> = positions.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    serde_json::to_string(&map).expect("a map of strings to integers serializes")
+}
+
+pub fn decode_positions(text: &str) -> std::result::Result<Positions, String> {
+    let map: BTreeMap<String, i64> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    map.into_iter()
+        .map(|(k, v)| {
+            let (topic, partition) = k.rsplit_once(':').ok_or_else(|| format!("bad key `{k}`"))?;
+            let partition = partition.parse().map_err(|_| format!("bad partition in `{k}`"))?;
+            Ok((SourcePartition { topic: topic.to_string(), partition }, v))
+        })
+        .collect()
+}
+
+/// Split staged files into (already committed, still to commit), given committed positions.
+pub fn plan(staged: Vec<StagedFile>, positions: &Positions) -> (Vec<StagedFile>, Vec<StagedFile>) {
+    staged.into_iter().partition(|f| positions.get(&f.source).is_some_and(|next| f.last_offset < *next))
+}
+
+/// Positions after committing `files` on top of `positions`.
+pub fn advance(positions: &Positions, files: &[StagedFile]) -> Positions {
+    let mut next = positions.clone();
+    for f in files {
+        let p = next.entry(f.source.clone()).or_insert(0);
+        *p = (*p).max(f.last_offset + 1);
+    }
+    next
+}
+
+/// At most `max_files` files, taking a prefix (by offset) of every topic-partition so positions stay exact.
+pub fn limit(mut pending: Vec<StagedFile>, max_files: usize) -> Vec<StagedFile> {
+    if pending.len() <= max_files {
+        return pending;
+    }
+    pending.sort_by(|a, b| (a.first_offset, &a.source, &a.path).cmp(&(b.first_offset, &b.source, &b.path)));
+    // Files of one delivered range share its last offset: never split a range across commits.
+    let mut cut = max_files;
+    while cut > 0 && cut < pending.len() && same_range(&pending[cut - 1], &pending[cut]) {
+        cut -= 1;
+    }
+    if cut == 0 {
+        // One range alone exceeds the limit: commit that range whole.
+        cut = 1;
+        while cut < pending.len() && same_range(&pending[cut - 1], &pending[cut]) {
+            cut += 1;
+        }
+    }
+    pending.truncate(cut);
+    pending
+}
+
+fn same_range(a: &StagedFile, b: &StagedFile) -> bool {
+    a.source == b.source && a.first_offset == b.first_offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(topic: &str, partition: i32, first: i64, last: i64, path: &str) -> StagedFile {
+        StagedFile {
+            table: "ns.t".into(),
+            path: path.into(),
+            pipeline: "p".into(),
+            source: SourcePartition { topic: topic.into(), partition },
+            first_offset: first,
+            last_offset: last,
+            record_count: 1,
+            file_size: 1,
+            data_file: String::new(),
+        }
+    }
+
+    #[test]
+    fn plan_splits_committed_from_pending() {
+        let positions: Positions = [(SourcePartition { topic: "a".into(), partition: 0 }, 100)].into();
+        let staged = vec![file("a", 0, 0, 99, "x"), file("a", 0, 100, 150, "y"), file("a", 1, 0, 10, "z")];
+        let (done, pending) = plan(staged, &positions);
+        assert_eq!(done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["x"]);
+        assert_eq!(pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["y", "z"]);
+        let next = advance(&positions, &pending);
+        assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 0 }], 151);
+        assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 1 }], 11);
+    }
+
+    #[test]
+    fn positions_round_trip_with_dashes_and_colons_in_topics() {
+        let positions: Positions = [
+            (SourcePartition { topic: "a-b.c".into(), partition: 12 }, 7),
+            (SourcePartition { topic: "x:y".into(), partition: 0 }, 1),
+        ]
+        .into();
+        assert_eq!(decode_positions(&encode_positions(&positions)).unwrap(), positions);
+        assert!(decode_positions("{\"nocolon\": 1}").is_err());
+    }
+
+    #[test]
+    fn limit_keeps_ranges_whole_and_prefixes_per_partition() {
+        let files = vec![
+            file("a", 0, 0, 9, "a0"),
+            file("a", 0, 0, 9, "a1"),
+            file("a", 0, 10, 19, "a2"),
+            file("b", 0, 0, 5, "b0"),
+        ];
+        let picked: Vec<String> = limit(files.clone(), 2).into_iter().map(|f| f.path).collect();
+        assert_eq!(picked, ["a0", "a1"]);
+        let picked: Vec<String> = limit(files.clone(), 3).into_iter().map(|f| f.path).collect();
+        assert_eq!(picked, ["a0", "a1", "b0"]);
+        let picked: Vec<String> = limit(files.clone(), 1).into_iter().map(|f| f.path).collect();
+        assert_eq!(picked, ["a0", "a1"], "a range is never split");
+        assert_eq!(limit(files, 10).len(), 4);
+    }
+}

@@ -1,0 +1,63 @@
+//! What every committer of the compactor shares: loading (or creating) a table from its layout, telling a lost
+//! commit race from a failure, and the per-table report of a run.
+
+use std::collections::HashMap;
+
+use iceberg::{Catalog, ErrorKind, NamespaceIdent};
+use serde::Serialize;
+use tracing::info;
+
+use crate::error::Result;
+use crate::table::layout::TableLayout;
+
+/// What a run did to one table.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct TableReport {
+    pub table: String,
+    /// Files committed in this run's snapshot and the rows/bytes they hold.
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Snapshot committed by this run, if any.
+    pub snapshot_id: Option<i64>,
+    /// Staged files found already committed by an earlier run that died before marking them.
+    pub recovered: u64,
+    /// Files left staged for the next run (over `max_files_per_commit`).
+    pub remaining: u64,
+    /// Commit attempts lost to concurrent committers.
+    pub conflicts: u32,
+    /// Time of the successful metadata commit.
+    pub commit_ms: u64,
+}
+
+/// Load a table, creating its namespace and the table from the layout when missing.
+pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) -> Result<iceberg::table::Table> {
+    let ident = layout.ident();
+    match catalog.load_table(&ident).await {
+        Ok(table) => return Ok(table),
+        Err(e) if e.kind() == ErrorKind::TableNotFound || e.kind() == ErrorKind::NamespaceNotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let namespace = NamespaceIdent::new(layout.name.namespace.clone());
+    // A failed create is fine if a concurrent compactor created the same thing first: check again rather than
+    // match error kinds, because the SQL catalog reports that race as a unique-constraint violation, not as
+    // `NamespaceAlreadyExists` / `TableAlreadyExists`.
+    if !catalog.namespace_exists(&namespace).await? {
+        match catalog.create_namespace(&namespace, HashMap::new()).await {
+            Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
+            Err(e) if !catalog.namespace_exists(&namespace).await? => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    match catalog.create_table(&namespace, layout.creation()).await {
+        Ok(table) => {
+            info!(table = %layout.name, location = %layout.location, "created table");
+            Ok(table)
+        }
+        Err(e) => catalog.load_table(&ident).await.map_err(|_| e.into()),
+    }
+}
+
+pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {
+    e.kind() == ErrorKind::CatalogCommitConflicts || e.retryable()
+}

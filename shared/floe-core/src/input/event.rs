@@ -1,0 +1,410 @@
+//! MSK event → source records, grouped per topic-partition in offset order.
+//!
+//! [`MskEvent`] is the event source mapping's JSON: records grouped under `"<topic>-<partition>"`, base64 key
+//! and value, headers as arrays of bytes. floe deserializes it with its own type rather than
+//! `aws_lambda_events`' `KafkaEvent`, whose timestamp deserializer goes through `f64` and truncates (e.g.
+//! `1545084650987` becomes `…986`) and panics on a fractional value. A record whose key or value is not valid base64, or whose topic is not in the pipeline, is
+//! kept with the problem noted so that it becomes a dead letter instead of failing the batch. So is a record
+//! whose JSON does not have the mapping's shape (a fractional timestamp, a value that is not a string…) as long
+//! as its partition and offset can be read: one malformed record never fails, and so never blocks, its batch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The MSK / self-managed Kafka event as the event source mapping sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MskEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    #[serde(default, deserialize_with = "lenient_records")]
+    pub records: BTreeMap<String, Vec<MskRecord>>,
+}
+
+/// A record whose JSON did not have the mapping's shape: why, and the record's JSON as it arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Malformed {
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Read each record on its own, so that one malformed record becomes a [`Malformed`] record (a dead letter)
+/// instead of failing the whole event.
+fn lenient_records<'de, D>(deserializer: D) -> std::result::Result<BTreeMap<String, Vec<MskRecord>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let groups = BTreeMap::<String, Vec<LenientRecord>>::deserialize(deserializer)?;
+    Ok(groups.into_iter().map(|(key, records)| (key, records.into_iter().map(|r| r.0).collect())).collect())
+}
+
+/// One record read without failing. The hot path reads the record's fields straight from the event (each field
+/// value parsed once, no map of owned keys built); only a record that does not have the mapping's shape is
+/// assembled into a `serde_json::Value` and read the strict way, which names the problem.
+struct LenientRecord(MskRecord);
+
+impl<'de> Deserialize<'de> for LenientRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor)
+    }
+}
+
+struct LenientVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LenientVisitor {
+    type Value = LenientRecord;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an MSK record")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<LenientRecord, A::Error> {
+        let mut fields: Vec<(std::borrow::Cow<'de, str>, serde_json::Value)> = Vec::with_capacity(8);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value = map.next_value::<serde_json::Value>()?;
+            // A repeated key: the last one wins, as in a `serde_json::Value`.
+            fields.retain(|(k, _)| *k != key);
+            fields.push((key, value));
+        }
+        Ok(LenientRecord(MskRecord::from_fields(fields)))
+    }
+
+    // Anything but an object is malformed: the strict path names it.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> std::result::Result<LenientRecord, A::Error> {
+        Ok(strict(serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(serde_json::Value::Null))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(v.into()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(v.into()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(v.into()))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(v.into()))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<LenientRecord, E> {
+        Ok(strict(v.into()))
+    }
+}
+
+/// A record that is not an object: always malformed, named by the strict path.
+fn strict(value: serde_json::Value) -> LenientRecord {
+    LenientRecord(MskRecord::from_value(value))
+}
+
+/// One record of an [`MskEvent`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MskRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    pub partition: i64,
+    pub offset: i64,
+    /// Milliseconds since the epoch, exactly as sent.
+    pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_type: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `[{"name": [bytes…]}, …]`; the mapping sends signed bytes (-128..=127), some producers unsigned.
+    #[serde(default)]
+    pub headers: Vec<BTreeMap<String, Vec<i16>>>,
+    /// Set when the record's JSON did not have this shape (only `partition` and `offset` were read).
+    #[serde(skip)]
+    pub malformed: Option<Malformed>,
+}
+
+impl MskRecord {
+    /// A record from its fields as they arrived, read by the derived deserializer (which decides what is well
+    /// formed); a record it rejects takes [`MskRecord::from_value`], which names the problem and keeps the JSON.
+    fn from_fields(fields: Vec<(std::borrow::Cow<'_, str>, serde_json::Value)>) -> MskRecord {
+        let entries = fields.iter().map(|(k, v)| (k.as_ref(), v));
+        match MskRecord::deserialize(serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries)) {
+            Ok(record) => record,
+            Err(_) => MskRecord::from_value(serde_json::Value::Object(
+                fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect(),
+            )),
+        }
+    }
+
+    /// One record of an event; never fails (see [`Malformed`]). Position fields that cannot be read are set to
+    /// -1, which [`group_records`] rejects for the whole event: without a position a record cannot be fenced.
+    fn from_value(value: serde_json::Value) -> MskRecord {
+        match MskRecord::deserialize(&value) {
+            Ok(record) => record,
+            Err(e) => {
+                let int = |name: &str| value.get(name).and_then(serde_json::Value::as_i64);
+                MskRecord {
+                    topic: value.get("topic").and_then(serde_json::Value::as_str).map(str::to_string),
+                    partition: int("partition").unwrap_or(-1),
+                    offset: int("offset").unwrap_or(-1),
+                    timestamp: int("timestamp").unwrap_or(0),
+                    malformed: Some(Malformed { reason: e.to_string(), raw: value.to_string() }),
+                    ..MskRecord::default()
+                }
+            }
+        }
+    }
+}
+
+/// A Kafka topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourcePartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for SourcePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.topic, self.partition)
+    }
+}
+
+/// Why a record cannot be decoded at all (it goes to the dead-letter table with this reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// One Kafka record with its payload decoded from base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Set when the record cannot be processed (bad base64, unknown topic).
+    pub problem: Option<Problem>,
+}
+
+/// The records of one topic-partition in one event, in offset order, each offset once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecords {
+    pub source: SourcePartition,
+    pub records: Vec<SourceRecord>,
+}
+
+impl PartitionRecords {
+    /// Drop records below `next_offset` (already staged by an earlier delivery).
+    pub fn skip_below(&mut self, next_offset: i64) -> usize {
+        let before = self.records.len();
+        self.records.retain(|r| r.offset >= next_offset);
+        before - self.records.len()
+    }
+}
+
+/// Group an event's records by topic-partition (sorted), each group in offset order.
+pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
+    let mut groups: BTreeMap<SourcePartition, BTreeMap<i64, SourceRecord>> = BTreeMap::new();
+    for (group_key, records) in &event.records {
+        for record in records {
+            let source = source_of(group_key, record)?;
+            let mut decoded = decode_record(record);
+            if decoded.problem.is_none() && !topics.contains(&source.topic) {
+                decoded.problem = Some(Problem {
+                    kind: "topic",
+                    reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),
+                });
+            }
+            // A redelivered offset inside one event is the same Kafka record: keep the first.
+            groups.entry(source).or_default().entry(record.offset).or_insert(decoded);
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(source, records)| PartitionRecords { source, records: records.into_values().collect() })
+        .collect())
+}
+
+fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
+    let topic = match &record.topic {
+        Some(t) if !t.is_empty() => t.clone(),
+        // The group key is "<topic>-<partition>"; topics may themselves contain '-'.
+        _ => group_key
+            .rsplit_once('-')
+            .map(|(t, _)| t.to_string())
+            .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
+    };
+    if let Some(m) = &record.malformed
+        && (record.partition < 0 || record.offset < 0)
+    {
+        let reason = &m.reason;
+        return Err(Error::Event(format!("a record of `{group_key}` has no usable partition and offset: {reason}")));
+    }
+    let partition = i32::try_from(record.partition)
+        .ok()
+        .filter(|p| *p >= 0)
+        .ok_or_else(|| Error::Event(format!("partition {} of topic {topic} is out of range", record.partition)))?;
+    if record.offset < 0 {
+        return Err(Error::Event(format!("negative offset {} in {topic}:{partition}", record.offset)));
+    }
+    Ok(SourcePartition { topic, partition })
+}
+
+fn decode_record(record: &MskRecord) -> SourceRecord {
+    if let Some(m) = &record.malformed {
+        return SourceRecord {
+            offset: record.offset,
+            timestamp_ms: (record.timestamp != 0).then_some(record.timestamp),
+            key: None,
+            value: Some(m.raw.as_bytes().to_vec()),
+            headers: vec![],
+            problem: Some(Problem { kind: "record", reason: format!("record is not an MSK record: {}", m.reason) }),
+        };
+    }
+    let mut problem = None;
+    let mut b64 = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
+        let text = text.as_deref()?;
+        match STANDARD.decode(text) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                problem.get_or_insert(Problem {
+                    kind: "base64",
+                    reason: format!("record {field} is not valid base64: {e}"),
+                });
+                // Keep the undecodable text itself so the dead letter still holds what arrived.
+                Some(text.as_bytes().to_vec())
+            }
+        }
+    };
+    let key = b64("key", &record.key);
+    let value = b64("value", &record.value);
+    let mut headers = Vec::new();
+    for (name, bytes) in record.headers.iter().flat_map(|h| h.iter()) {
+        match bytes.iter().map(|b| u8::try_from(*b).or_else(|_| i8::try_from(*b).map(|s| s as u8))).collect() {
+            Ok(bytes) => headers.push((name.clone(), bytes)),
+            Err(_) => {
+                problem.get_or_insert(Problem {
+                    kind: "header",
+                    reason: format!("header `{name}` has a value outside -128..=255"),
+                });
+            }
+        }
+    }
+    SourceRecord { offset: record.offset, timestamp_ms: Some(record.timestamp), key, value, headers, problem }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = include_str!("../../tests/fixtures/msk_event.json");
+
+    #[test]
+    fn groups_real_msk_event() {
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
+        let groups = group_records(&event, &["mytopic".to_string()]).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].source, SourcePartition { topic: "mytopic".into(), partition: 0 });
+        let r = &groups[0].records[0];
+        assert_eq!(r.offset, 15);
+        assert_eq!(r.timestamp_ms, Some(1545084650987));
+        assert_eq!(r.value.as_deref(), Some(&b"{\"id\": 1, \"name\": \"a\"}"[..]));
+        assert_eq!(r.key.as_deref(), Some(&b"k-1"[..]));
+        assert_eq!(r.headers, vec![("headerKey".to_string(), b"headerValue".to_vec())]);
+        assert!(r.problem.is_none());
+        // Offsets are sorted within the partition even if the event lists them out of order.
+        let offsets: Vec<i64> = groups[1].records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [7, 8]);
+        assert_eq!(groups[1].records[1].problem.as_ref().unwrap().kind, "base64");
+    }
+
+    #[test]
+    fn unknown_topic_becomes_a_problem_not_an_error() {
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
+        let groups = group_records(&event, &["other".to_string()]).unwrap();
+        // Every record is flagged (the bad-base64 one keeps its first problem).
+        assert!(groups.iter().flat_map(|g| &g.records).all(|r| r.problem.is_some()));
+        assert_eq!(groups[0].records[0].problem.as_ref().unwrap().kind, "topic");
+    }
+
+    #[test]
+    fn a_malformed_record_is_kept_as_a_problem_and_its_neighbours_load() {
+        let event = r#"{"records":{"clicks-0":[
+            {"topic":"clicks","partition":0,"offset":5,"timestamp":1.5,"value":"e30="},
+            {"topic":"clicks","partition":0,"offset":6,"timestamp":1763719200000,"value":12},
+            {"topic":"clicks","partition":0,"offset":7,"timestamp":1763719200000,"value":"e30="}]}}"#;
+        let event: MskEvent = serde_json::from_str(event).unwrap();
+        let [group] = &group_records(&event, &["clicks".to_string()]).unwrap()[..] else { panic!("one group") };
+        let problems: Vec<_> = group.records.iter().map(|r| r.problem.as_ref().map(|p| p.kind)).collect();
+        assert_eq!(problems, [Some("record"), Some("record"), None]);
+        let first = &group.records[0];
+        assert!(first.problem.as_ref().unwrap().reason.contains("invalid type: floating point"), "{first:?}");
+        assert_eq!(first.timestamp_ms, None, "a timestamp that cannot be read is not invented");
+        assert!(String::from_utf8_lossy(first.value.as_ref().unwrap()).contains(r#""timestamp":1.5"#));
+        assert_eq!(group.records[1].timestamp_ms, Some(1763719200000));
+    }
+
+    #[test]
+    fn the_fast_path_reads_records_exactly_as_the_strict_one() {
+        let records = [
+            r#"{"topic":"t","partition":3,"offset":9,"timestamp":1545084650987,"timestampType":"CREATE_TIME","key":"a2V5","value":"e30=","headers":[{"h":[104,-1]}],"extra":{"x":1}}"#,
+            r#"{"partition":0,"offset":0,"timestamp":0,"key":null,"value":null}"#,
+            r#"{"offset":1,"partition":2,"timestamp":3,"offset":4}"#,
+        ];
+        for text in records {
+            let fast = serde_json::from_str::<LenientRecord>(text).unwrap().0;
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let strict = MskRecord::deserialize(&value).unwrap();
+            assert_eq!(fast, strict, "{text}");
+            assert!(fast.malformed.is_none());
+        }
+        // Wrong shapes take the strict path, which names the problem and keeps the record's JSON.
+        for (text, reason) in [
+            (r#"{"partition":0,"offset":1,"timestamp":"x"}"#, "invalid type: string \"x\", expected i64"),
+            (r#"{"partition":0,"offset":1}"#, "missing field `timestamp`"),
+            (r#"{"partition":0,"offset":1,"timestamp":2,"headers":[{"h":"x"}]}"#, "expected a sequence"),
+            (r#"{"partition":0,"offset":1,"timestamp":2,"value":[]}"#, "invalid type: sequence, expected a string"),
+            ("[1]", "invalid type: integer `1`, expected a string"), // read as a tuple, like the derive
+            ("7", "expected struct MskRecord"),
+        ] {
+            let record = serde_json::from_str::<LenientRecord>(text).unwrap().0;
+            let m = record.malformed.as_ref().unwrap_or_else(|| panic!("{text} is malformed"));
+            assert!(m.reason.contains(reason), "{text}: {}", m.reason);
+            let raw: serde_json::Value = serde_json::from_str(&m.raw).unwrap();
+            assert_eq!(raw, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_position_fails_the_event_with_a_clear_error() {
+        let event = r#"{"records":{"clicks-0":[{"topic":"clicks","partition":0,"timestamp":1,"value":"e30="}]}}"#;
+        let event: MskEvent = serde_json::from_str(event).unwrap();
+        let err = group_records(&event, &["clicks".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("`clicks-0` has no usable partition and offset: missing field `offset`"), "{err}");
+    }
+
+    #[test]
+    fn skip_below_fence() {
+        let event: MskEvent = serde_json::from_str(EVENT).unwrap();
+        let mut groups = group_records(&event, &["mytopic".to_string()]).unwrap();
+        assert_eq!(groups[1].skip_below(8), 1);
+        assert_eq!(groups[1].records[0].offset, 8);
+    }
+}

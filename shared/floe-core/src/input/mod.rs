@@ -1,0 +1,11 @@
+//! Step 1 of the flow, what arrives: the MSK event as the event source mapping delivers it, grouped per
+//! topic-partition ([`event`]); each record's JSON value decoded into Arrow rows of the target table, with the
+//! guard against inputs the decoder would misread ([`decode`]); and every record that cannot be used turned into a
+//! dead-letter row that keeps its bytes, its position and the reason ([`dead_letter`]).
+
+pub(crate) mod dead_letter;
+pub(crate) mod decode;
+pub(crate) mod event;
+
+pub use decode::{Decoded, RecordDecoder};
+pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};

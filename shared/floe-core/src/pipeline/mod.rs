@@ -1,0 +1,550 @@
+//! The pipeline file: one TOML file per deployment naming the source topics, the target table (schema, column
+//! sources, partition spec, file size) and the dead-letter table. It is validated completely when loaded, and
+//! every error names the file, line, column and field at fault.
+//!
+//! Validation has two steps. [`Pipeline::parse`] checks everything that the file alone decides. What an output's
+//! SQL returns is known only to a SQL planner (DataFusion, in `stateful`) or from the plan ingest recorded; the
+//! columns it reports complete the outputs in [`Pipeline::resolve`], which checks windows and partition specs
+//! against them with the same file/line/column messages. This module plans nothing itself, so it sits at the
+//! bottom of the crate.
+
+mod outputs;
+mod raw;
+mod schema;
+mod types;
+pub mod window;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use iceberg::spec::Transform;
+use toml::Spanned;
+
+pub use outputs::{
+    Aggregate, AggregateFn, Dedup, INPUT_TABLE, Output, PlanError, Planned, Reference, ReferenceFormat, WINDOW_END,
+    WINDOW_START, WindowOutput, late_columns,
+};
+pub use schema::arrow_schema_of;
+pub(crate) use schema::field;
+pub use types::{ColumnType, StructField};
+
+use crate::error::{Error, Result};
+use raw::{RawColumn, RawPartitionField, RawPipeline};
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Stable pipeline name; scopes offset fences and file names. Changing it restarts from the ESM's position.
+    pub name: String,
+    pub topics: Vec<String>,
+    pub table: TableSpec,
+    pub dead_letter: TableName,
+    /// Static tables the output SQL may join.
+    pub references: Vec<Reference>,
+    /// Derived tables (SQL transforms, deduplicated streams, window aggregates).
+    pub outputs: Vec<Output>,
+    /// Where the pipeline file was loaded from (a directory path or an `s3://` prefix): relative reference-table
+    /// locations resolve against it, so small tables can ship beside the pipeline file.
+    pub base: Option<String>,
+    /// The file as read, for error positions found after parsing (see [`Pipeline::resolve`]).
+    source: Arc<Source>,
+}
+
+/// The text of a pipeline file and the name errors give it.
+#[derive(Debug)]
+struct Source {
+    file: String,
+    text: String,
+}
+
+/// Table property naming the Parquet codec (Iceberg's standard key).
+pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
+
+/// Namespace and table name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// The target table as declared.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: TableName,
+    pub columns: Vec<Column>,
+    pub partition: Vec<PartitionField>,
+    pub target_file_size: usize,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One column of the target table and where its values come from.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+    pub required: bool,
+    pub source: ColumnSource,
+    pub doc: Option<String>,
+}
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnSource {
+    /// A path of object keys into the JSON value (`$.user.id`).
+    Value {
+        path: Vec<String>,
+        format: TimestampFormat,
+    },
+    /// The Kafka record key (`@key`), as UTF-8 text or raw bytes.
+    Key,
+    /// The Kafka record timestamp (`@timestamp`).
+    Timestamp,
+    /// `@topic`, `@partition`, `@offset`.
+    Topic,
+    Partition,
+    Offset,
+    /// One Kafka header by name (`@header.<name>`); the last value wins when a name repeats.
+    Header(String),
+}
+
+/// How a JSON value is read into a timestamp column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampFormat {
+    /// RFC 3339 / ISO 8601 strings (arrow-json's parser).
+    #[default]
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+    EpochMicros,
+}
+
+/// One field of the partition spec.
+#[derive(Debug, Clone)]
+pub struct PartitionField {
+    pub column: String,
+    pub transform: Transform,
+    pub name: String,
+}
+
+/// Default target size of a data file.
+pub const DEFAULT_TARGET_FILE_SIZE_MB: i64 = 128;
+
+impl Pipeline {
+    /// Read and validate a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config { file: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        let mut pipeline = Pipeline::parse(&text, &path.display().to_string())?;
+        let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(|d| d.display().to_string()));
+        pipeline.base = dir;
+        Ok(pipeline)
+    }
+
+    /// Validate pipeline text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Pipeline> {
+        let raw: RawPipeline = toml::from_str(text).map_err(|e| Error::Config {
+            file: file.to_string(),
+            message: match e.span() {
+                Some(span) => format!("{}: {}", position(text, &span), e.message()),
+                None => e.message().to_string(),
+            },
+        })?;
+        Validator { text, file }.pipeline(raw)
+    }
+
+    /// The file name errors use.
+    pub fn file(&self) -> &str {
+        &self.source.file
+    }
+
+    /// The pipeline file's text, as read.
+    pub fn text(&self) -> &str {
+        &self.source.text
+    }
+
+    /// A stable hash of everything planning the outputs' SQL reads: the raw table's columns (names, types,
+    /// nullability), the reference tables' columns, and each output's table, SQL and dedup key. Equal
+    /// fingerprints plan to the same columns, whatever else differs (comments, partitioning, file sizes).
+    pub fn plan_fingerprint(&self) -> u64 {
+        use std::fmt::Write;
+        let mut canonical = String::new();
+        for c in &self.table.columns {
+            let _ = writeln!(canonical, "column\t{}\t{}\t{}", c.name, c.ty, c.required);
+        }
+        for r in &self.references {
+            let columns: Vec<String> = r.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            let _ = writeln!(canonical, "reference\t{}\t{}", r.name, columns.join(", "));
+        }
+        for o in &self.outputs {
+            let key = o.dedup.as_ref().map_or("", |d| d.key.as_str());
+            let _ = writeln!(canonical, "output\t{}\t{:?}\t{key:?}", o.table, o.sql);
+        }
+        crate::hash::hash64(canonical.as_bytes())
+    }
+
+    /// The column with this name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.table.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// "line L, column C" of a byte offset.
+fn position(text: &str, span: &Range<usize>) -> String {
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, span: Range<usize>, field: &str, message: impl std::fmt::Display) -> Result<T> {
+        Err(Error::Config {
+            file: self.file.to_string(),
+            message: format!("{}: `{field}`: {message}", position(self.text, &span)),
+        })
+    }
+
+    fn identifier(&self, value: &Spanned<String>, field: &str) -> Result<String> {
+        let v = value.get_ref();
+        let ok = !v.is_empty()
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !v.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            return self.err(
+                value.span(),
+                field,
+                format!("`{v}` must be a non-empty name of letters, digits and `_`, not starting with a digit"),
+            );
+        }
+        Ok(v.clone())
+    }
+
+    fn pipeline(&self, raw: RawPipeline) -> Result<Pipeline> {
+        let name = raw.name.get_ref().clone();
+        let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return self.err(raw.name.span(), "name", "must be non-empty letters, digits, `_` or `-`");
+        }
+
+        if let Some(format) = &raw.source.format
+            && format.get_ref() != "json"
+        {
+            return self.err(format.span(), "source.format", "only `json` is supported for now");
+        }
+        let mut topics = Vec::new();
+        for t in raw.source.topics.get_ref() {
+            let v = t.get_ref();
+            let ok = !v.is_empty()
+                && v.len() <= 249
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+            if !ok {
+                return self.err(t.span(), "source.topics", format!("`{v}` is not a valid Kafka topic name"));
+            }
+            if topics.contains(v) {
+                return self.err(t.span(), "source.topics", format!("topic `{v}` is listed twice"));
+            }
+            topics.push(v.clone());
+        }
+        if topics.is_empty() {
+            return self.err(raw.source.topics.span(), "source.topics", "name at least one topic");
+        }
+
+        let table_name = TableName {
+            namespace: self.identifier(&raw.table.namespace, "table.namespace")?,
+            name: self.identifier(&raw.table.name, "table.name")?,
+        };
+        let target_file_size = match &raw.table.target_file_size_mb {
+            Some(v) if !(1..=4096).contains(v.get_ref()) => {
+                return self.err(v.span(), "table.target_file_size_mb", "must be between 1 and 4096");
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_TARGET_FILE_SIZE_MB,
+        } as usize
+            * 1024
+            * 1024;
+
+        if let Some(codec) = raw.table.properties.get(COMPRESSION_CODEC_PROPERTY)
+            && !["zstd", "uncompressed"].contains(&codec.as_str())
+        {
+            return self.err(
+                raw.table.name.span(),
+                &format!("table.properties.\"{}\"", COMPRESSION_CODEC_PROPERTY),
+                format!("codec `{codec}` is not supported: use zstd or uncompressed"),
+            );
+        }
+        let mut columns: Vec<Column> = Vec::new();
+        for (i, c) in raw.table.columns.get_ref().iter().enumerate() {
+            let column = self.column(i, c)?;
+            if columns.iter().any(|x| x.name == column.name) {
+                return self.err(c.name.span(), &format!("table.columns[{i}].name"), "column name appears twice");
+            }
+            columns.push(column);
+        }
+        if columns.is_empty() {
+            return self.err(raw.table.columns.span(), "table.columns", "declare at least one column");
+        }
+        self.check_paths_disjoint(&raw.table.columns, &columns)?;
+
+        let typed: Vec<(String, ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
+        let partition = self.partition(&raw.table.partition, "table.partition", &typed)?;
+
+        let dead_letter = match &raw.dead_letter {
+            None => {
+                TableName { namespace: table_name.namespace.clone(), name: format!("{}_dead_letters", table_name.name) }
+            }
+            Some(d) => TableName {
+                namespace: match &d.namespace {
+                    Some(n) => self.identifier(n, "dead_letter.namespace")?,
+                    None => table_name.namespace.clone(),
+                },
+                name: match &d.table {
+                    Some(n) => self.identifier(n, "dead_letter.table")?,
+                    None => format!("{}_dead_letters", table_name.name),
+                },
+            },
+        };
+        if dead_letter == table_name {
+            let span = raw.dead_letter.as_ref().and_then(|d| d.table.as_ref()).map_or(0..0, |t| t.span());
+            return self.err(span, "dead_letter.table", "must differ from the target table");
+        }
+
+        let mut used = vec![table_name.clone(), dead_letter.clone()];
+        let references = self.references(&raw.reference)?;
+        let outputs = self.outputs(&raw.output, &table_name.namespace, &mut used)?;
+        Ok(Pipeline {
+            name,
+            topics,
+            table: TableSpec {
+                name: table_name,
+                columns,
+                partition,
+                target_file_size,
+                properties: raw.table.properties,
+            },
+            dead_letter,
+            references,
+            outputs,
+            base: None,
+            source: Arc::new(Source { file: self.file.to_string(), text: self.text.to_string() }),
+        })
+    }
+
+    /// Partition fields over `columns` (name, type), validated; `field` names the list in errors.
+    fn partition(
+        &self,
+        raw: &[RawPartitionField],
+        field: &str,
+        columns: &[(String, ColumnType)],
+    ) -> Result<Vec<PartitionField>> {
+        let mut partition = Vec::new();
+        let mut partition_names = HashSet::new();
+        for (i, p) in raw.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            let Some((column_name, column_ty)) = columns.iter().find(|(n, _)| n == p.column.get_ref()) else {
+                return self.err(p.column.span(), &format!("{field}.column"), "no such column");
+            };
+            let transform = match Transform::from_str(p.transform.get_ref()) {
+                Ok(
+                    t @ (Transform::Identity
+                    | Transform::Year
+                    | Transform::Month
+                    | Transform::Day
+                    | Transform::Hour
+                    | Transform::Bucket(_)
+                    | Transform::Truncate(_)),
+                ) => t,
+                _ => {
+                    return self.err(
+                        p.transform.span(),
+                        &format!("{field}.transform"),
+                        "must be identity, year, month, day, hour, bucket[N] or truncate[W]",
+                    );
+                }
+            };
+            if let Err(msg) = transform_accepts(&transform, column_ty) {
+                return self.err(p.transform.span(), &format!("{field}.transform"), msg);
+            }
+            let name = match &p.name {
+                Some(n) => self.identifier(n, &format!("{field}.name"))?,
+                None => default_partition_name(column_name, &transform),
+            };
+            if !partition_names.insert(name.clone()) || columns.iter().any(|(c, _)| *c == name && c != column_name) {
+                let span = p.name.as_ref().map_or(p.column.span(), |n| n.span());
+                return self.err(span, &format!("{field}.name"), format!("partition name `{name}` is already used"));
+            }
+            partition.push(PartitionField { column: column_name.clone(), transform, name });
+        }
+        Ok(partition)
+    }
+
+    fn column(&self, i: usize, c: &RawColumn) -> Result<Column> {
+        let field = |f: &str| format!("table.columns[{i}].{f}");
+        let name = self.identifier(&c.name, &field("name"))?;
+        let ty = match ColumnType::parse(c.ty.get_ref()) {
+            Ok(t) => t,
+            Err(msg) => return self.err(c.ty.span(), &field("type"), msg),
+        };
+        let source = match &c.from {
+            None => ColumnSource::Value { path: vec![name.clone()], format: TimestampFormat::default() },
+            Some(from) => match parse_source(from.get_ref()) {
+                Ok(s) => s,
+                Err(msg) => return self.err(from.span(), &field("from"), msg),
+            },
+        };
+        let allowed: &[&str] = match &source {
+            ColumnSource::Value { .. } => &[],
+            ColumnSource::Key | ColumnSource::Header(_) => &["string", "binary"],
+            ColumnSource::Timestamp => &["timestamp", "timestamptz", "long"],
+            ColumnSource::Topic => &["string"],
+            ColumnSource::Partition => &["int", "long"],
+            ColumnSource::Offset => &["long"],
+        };
+        if !allowed.is_empty() && !allowed.contains(&ty.to_string().as_str()) {
+            return self.err(
+                c.ty.span(),
+                &field("type"),
+                format!(
+                    "a column from `{}` must have type {}",
+                    c.from.as_ref().map_or("", |f| f.get_ref()),
+                    allowed.join(" or ")
+                ),
+            );
+        }
+        let source = match (source, &c.format) {
+            (s, None) => s,
+            (ColumnSource::Value { path, .. }, Some(fmt)) => {
+                if !ty.is_timestamp() {
+                    return self.err(fmt.span(), &field("format"), "`format` applies to timestamp columns only");
+                }
+                let format = match fmt.get_ref().as_str() {
+                    "rfc3339" => TimestampFormat::Rfc3339,
+                    "epoch_seconds" => TimestampFormat::EpochSeconds,
+                    "epoch_millis" => TimestampFormat::EpochMillis,
+                    "epoch_micros" => TimestampFormat::EpochMicros,
+                    other => {
+                        return self.err(
+                            fmt.span(),
+                            &field("format"),
+                            format!(
+                                "unknown format `{other}`: use rfc3339, epoch_seconds, epoch_millis or epoch_micros"
+                            ),
+                        );
+                    }
+                };
+                ColumnSource::Value { path, format }
+            }
+            (_, Some(fmt)) => {
+                return self.err(fmt.span(), &field("format"), "`format` applies to columns read from the JSON value");
+            }
+        };
+        Ok(Column { name, ty, required: c.required, source, doc: c.doc.clone() })
+    }
+
+    /// A JSON path may not be a prefix of another (`$.user` and `$.user.id`): each JSON field feeds one column.
+    fn check_paths_disjoint(&self, raw: &Spanned<Vec<RawColumn>>, columns: &[Column]) -> Result<()> {
+        for (i, a) in columns.iter().enumerate() {
+            let ColumnSource::Value { path: pa, .. } = &a.source else {
+                continue;
+            };
+            for b in &columns[..i] {
+                let ColumnSource::Value { path: pb, .. } = &b.source else {
+                    continue;
+                };
+                if pa.starts_with(pb) || pb.starts_with(pa) {
+                    let span = raw.get_ref()[i].from.as_ref().map_or(raw.get_ref()[i].name.span(), |f| f.span());
+                    return self.err(
+                        span,
+                        &format!("table.columns[{i}].from"),
+                        format!(
+                            "path `$.{}` overlaps the path of column `{}`; map each JSON field once",
+                            pa.join("."),
+                            b.name
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `$.a.b` → value path; `@key`, `@timestamp`, `@topic`, `@partition`, `@offset`, `@header.<name>`.
+fn parse_source(from: &str) -> Result<ColumnSource, String> {
+    if let Some(path) = from.strip_prefix("$.") {
+        let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(format!("`{from}` has an empty path segment"));
+        }
+        return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
+    }
+    Ok(match from {
+        "@key" => ColumnSource::Key,
+        "@timestamp" => ColumnSource::Timestamp,
+        "@topic" => ColumnSource::Topic,
+        "@partition" => ColumnSource::Partition,
+        "@offset" => ColumnSource::Offset,
+        _ => match from.strip_prefix("@header.") {
+            Some(h) if !h.is_empty() => ColumnSource::Header(h.to_string()),
+            _ => {
+                return Err(format!(
+                    "`{from}` is not a source: use `$.path.in.value`, `@key`, `@timestamp`, `@topic`, `@partition`, \
+                     `@offset` or `@header.<name>`"
+                ));
+            }
+        },
+    })
+}
+
+fn transform_accepts(transform: &Transform, ty: &ColumnType) -> Result<(), String> {
+    use ColumnType as T;
+    let ok = match transform {
+        Transform::Identity => !matches!(ty, T::Struct(_) | T::List { .. } | T::Map { .. } | T::Float | T::Double),
+        Transform::Year | Transform::Month | Transform::Day => {
+            matches!(ty, T::Date | T::Timestamp | T::Timestamptz)
+        }
+        Transform::Hour => matches!(ty, T::Timestamp | T::Timestamptz),
+        Transform::Bucket(n) => {
+            *n > 0
+                && matches!(
+                    ty,
+                    T::Int
+                        | T::Long
+                        | T::Decimal { .. }
+                        | T::Date
+                        | T::Timestamp
+                        | T::Timestamptz
+                        | T::String
+                        | T::Binary
+                )
+        }
+        Transform::Truncate(w) => *w > 0 && matches!(ty, T::Int | T::Long | T::Decimal { .. } | T::String | T::Binary),
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(format!("transform `{transform}` cannot be applied to a column of type `{ty}`")) }
+}
+
+fn default_partition_name(column: &str, transform: &Transform) -> String {
+    match transform {
+        Transform::Identity => column.to_string(),
+        Transform::Bucket(_) => format!("{column}_bucket"),
+        Transform::Truncate(_) => format!("{column}_trunc"),
+        other => format!("{column}_{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

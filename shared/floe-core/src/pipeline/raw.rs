@@ -1,0 +1,142 @@
+//! The pipeline file exactly as written (TOML), with source spans kept for error messages.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPipeline {
+    pub name: Spanned<String>,
+    pub source: RawSource,
+    pub table: RawTable,
+    #[serde(default)]
+    pub dead_letter: Option<RawDeadLetter>,
+    #[serde(default)]
+    pub reference: Vec<RawReference>,
+    #[serde(default)]
+    pub output: Vec<RawOutput>,
+}
+
+/// A static table the SQL transforms may join (CSV with a header row, or Parquet), with its declared columns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReference {
+    pub name: Spanned<String>,
+    pub location: Spanned<String>,
+    pub format: Spanned<String>,
+    pub columns: Spanned<Vec<RawReferenceColumn>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReferenceColumn {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+}
+
+/// A derived table: SQL over each micro-batch, optionally deduplicated by key or aggregated in windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutput {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sql: Option<Spanned<String>>,
+    #[serde(default)]
+    pub partition: Vec<RawPartitionField>,
+    #[serde(default)]
+    pub dedup: Option<RawDedup>,
+    #[serde(default)]
+    pub window: Option<RawWindow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDedup {
+    pub key: Spanned<String>,
+    pub horizon: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub kind: Spanned<String>,
+    pub time_column: Spanned<String>,
+    #[serde(default)]
+    pub size: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hop: Option<Spanned<String>>,
+    #[serde(default)]
+    pub gap: Option<Spanned<String>>,
+    #[serde(default)]
+    pub group_by: Vec<Spanned<String>>,
+    pub aggregates: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub max_out_of_orderness: Option<Spanned<String>>,
+    #[serde(default)]
+    pub idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_lateness: Option<Spanned<String>>,
+    #[serde(default)]
+    pub late_table: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub topics: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTable {
+    pub namespace: Spanned<String>,
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub target_file_size_mb: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    pub columns: Spanned<Vec<RawColumn>>,
+    #[serde(default)]
+    pub partition: Vec<RawPartitionField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawColumn {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPartitionField {
+    pub column: Spanned<String>,
+    pub transform: Spanned<String>,
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeadLetter {
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub table: Option<Spanned<String>>,
+}

@@ -1,0 +1,67 @@
+//! The state store: per topic-partition offset fences and the ledger of staged data files.
+//!
+//! Exactly-once staging rests on one atomic, conditional step ([`StateStore::stage`]): the fence of a
+//! topic-partition moves from the value ingest read to the offset after the last record it processed, *and* the
+//! files holding those records are recorded, or neither happens. A redelivered or overlapping batch finds the
+//! fence past its records and skips them; two concurrent deliveries race on the condition and one loses.
+//!
+//! Beside the store, [`plan`] keeps the recorded plan of the outputs: the columns ingest's SQL planner found,
+//! which the compactor reads instead of planning.
+
+mod plan;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use plan::{plan_location, record_plan, recorded_plan};
+
+use crate::error::Result;
+use crate::input::event::SourcePartition;
+
+/// A data file written by ingest and waiting for the compactor to commit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Target table, `namespace.name`.
+    pub table: String,
+    /// Absolute location of the data file (the ledger key together with `table`).
+    pub path: String,
+    pub pipeline: String,
+    pub source: SourcePartition,
+    /// Offset range of the source records this file belongs to (inclusive; the whole delivered range).
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u64,
+    pub file_size: u64,
+    /// `serialize_data_file_to_json` of the Iceberg data file (partition, statistics).
+    pub data_file: String,
+}
+
+/// One atomic staging step for one topic-partition.
+#[derive(Debug, Clone)]
+pub struct StageRequest {
+    pub pipeline: String,
+    pub source: SourcePartition,
+    /// The fence ingest read (`None`: no fence yet). The step fails with `Error::Conflict` if it moved.
+    pub expected_fence: Option<i64>,
+    /// The new fence: one past the last offset processed.
+    pub next_fence: i64,
+    pub files: Vec<StagedFile>,
+}
+
+/// Where fences and staged files live (SQLite embedded, DynamoDB on AWS); stores also hold the state of
+/// stateful outputs ([`crate::stateful::store::StreamStore`]).
+#[async_trait]
+pub trait StateStore: crate::stateful::store::StreamStore + Send + Sync {
+    /// Next offset to process for a topic-partition of a pipeline, if any was staged.
+    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>>;
+
+    /// Atomically check-and-advance the fence and record the staged files.
+    async fn stage(&self, request: &StageRequest) -> Result<()>;
+
+    /// All staged, not yet committed files of a table, ordered by (source, first offset, path).
+    async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>>;
+
+    /// Forget staged files once they are in a committed snapshot. The compactor always passes every file of a
+    /// staging step together (it never splits a delivered range), so stores may key the ledger by step.
+    async fn remove_staged(&self, table: &str, files: &[StagedFile]) -> Result<()>;
+}
