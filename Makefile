@@ -21,8 +21,11 @@ DEMO_HOME ?= .floe/demo
 
 .PHONY: demo test lint rust-test py-test build build-faults venv tools tansu local package fuzz bench clean
 
-## demo: run the ingest and compactor handlers on the embedded default over 100k sample events
-demo: build
+## demo: run the ingest and compactor handlers on the embedded default over 100k sample events. Builds only the
+## floe command (no tests, functions or bench), with the same features as the workspace build, so `make test`
+## reuses every compiled dependency.
+demo:
+	cargo build --locked -p floe-cli --bin floe
 	$(FLOE) demo --home $(DEMO_HOME) --pipeline examples/pipeline.toml
 
 ## test: formatting, clippy, Rust unit tests, then the integration tests (PyIceberg reads what floe wrote, on the

@@ -84,9 +84,16 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
         let l = &e.layout;
         let _ = writeln!(out, "\n{}  — {}", l.name, e.role);
         let _ = writeln!(out, "  location  {}", l.location);
-        let _ = writeln!(out, "  schema    (id  name  type)");
+        let _ = writeln!(out, "  schema");
+        let mut rows = Vec::new();
         for f in l.schema.as_struct().fields() {
-            field_lines(&mut out, f, 2);
+            field_rows(&mut rows, f, 0);
+        }
+        let width = rows.iter().map(|r| r.depth * 2 + r.name.len()).max().unwrap_or(0);
+        for r in rows {
+            let name = format!("{:indent$}{}", "", r.name, indent = r.depth * 2);
+            let required = if r.required { "  required" } else { "" };
+            let _ = writeln!(out, "    {:>4}  {name:<width$}  {}{required}", r.id, r.ty);
         }
         let spec: Vec<String> = l
             .spec
@@ -108,23 +115,31 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
     out
 }
 
-/// One schema line per field, nested fields (struct members, list elements, map keys and values) below.
-fn field_lines(out: &mut String, f: &NestedFieldRef, depth: usize) {
-    let required = if f.required { "  required" } else { "" };
+/// One schema row of the text summary.
+struct Row {
+    depth: usize,
+    id: i32,
+    name: String,
+    ty: String,
+    required: bool,
+}
+
+/// One row per field, nested fields (struct members, list elements, map keys and values) below, indented.
+fn field_rows(rows: &mut Vec<Row>, f: &NestedFieldRef, depth: usize) {
     let ty = match &*f.field_type {
         Type::Primitive(p) => p.to_string(),
         Type::Struct(_) => "struct".into(),
         Type::List(_) => "list".into(),
         Type::Map(_) => "map".into(),
     };
-    let _ = writeln!(out, "{:indent$}{:>4}  {}  {ty}{required}", "", f.id, f.name, indent = depth * 2);
+    rows.push(Row { depth, id: f.id, name: f.name.clone(), ty, required: f.required });
     match &*f.field_type {
         Type::Primitive(_) => {}
-        Type::Struct(s) => s.fields().iter().for_each(|c| field_lines(out, c, depth + 1)),
-        Type::List(l) => field_lines(out, &l.element_field, depth + 1),
+        Type::Struct(s) => s.fields().iter().for_each(|c| field_rows(rows, c, depth + 1)),
+        Type::List(l) => field_rows(rows, &l.element_field, depth + 1),
         Type::Map(m) => {
-            field_lines(out, &m.key_field, depth + 1);
-            field_lines(out, &m.value_field, depth + 1);
+            field_rows(rows, &m.key_field, depth + 1);
+            field_rows(rows, &m.value_field, depth + 1);
         }
     }
 }
@@ -161,7 +176,10 @@ mod tests {
         assert!(text.contains("analytics.events  — target table"), "{text}");
         assert!(text.contains("analytics.events_dead_letters  — dead letters"), "{text}");
         // Field ids as the catalog assigns them: event_id is the first column, items' struct members nest.
-        assert!(text.contains("     1  event_id  string  required"), "{text}");
+        let event_id = text.lines().find(|l| l.trim_start().starts_with("1  event_id")).expect("event_id");
+        assert!(event_id.trim_end().ends_with("string  required"), "{text}");
+        let sku = text.lines().find(|l| l.contains(" sku ")).expect("a nested field");
+        assert!(sku.trim_start().starts_with("20      sku"), "items' struct members nest, ids in order: {text}");
         assert!(text.contains("event_time_day = day(event_time)"), "{text}");
     }
 
