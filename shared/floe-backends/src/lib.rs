@@ -23,6 +23,10 @@ pub enum Planning {
     Plan,
     /// Validate the file only; the outputs' columns come from the plan ingest records (the compactor).
     Recorded,
+    /// Plan the SQL to reject a statement that cannot run, as ingest would, but leave the outputs to the
+    /// recorded plan like [`Planning::Recorded`]: the CLI's compactor, which must behave as the function does.
+    #[cfg(feature = "sql")]
+    CheckThenRecorded,
 }
 
 /// Open the backends the settings name and load the pipeline file (a local path, or `s3://…` read through the
@@ -57,6 +61,8 @@ pub async fn load_pipeline(path: &std::path::Path, backends: &Backends, planning
         #[cfg(feature = "sql")]
         Planning::Plan => floe_core::plan(&mut pipeline)?,
         Planning::Recorded => {}
+        #[cfg(feature = "sql")]
+        Planning::CheckThenRecorded => floe_core::plan(&mut pipeline.clone())?,
     }
     Ok(pipeline)
 }

@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compact { common, every: None, now_ms } => {
             init_tracing("warn");
-            let rt = Runtime::open(&common, Planning::Recorded).await?;
+            let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
             let compactor = rt.compactor()?;
             let reports = match now_ms {
                 Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
@@ -109,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compact { common, every: Some(seconds), .. } => {
             init_tracing("info");
-            let rt = Runtime::open(&common, Planning::Recorded).await?;
+            let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
             local::compact_every(rt.compactor()?, seconds).await
         }
         Command::Topics { brokers, topics } => {

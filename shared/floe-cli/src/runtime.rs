@@ -16,8 +16,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Open what `common` names. Commands that ingest plan the outputs' SQL; the compactor and `status` read the
-    /// plan ingest recorded, exactly like the compactor function.
+    /// Open what `common` names. Commands that ingest plan the outputs' SQL; `compact` checks the SQL the same
+    /// way, then reads the outputs' columns from the plan ingest recorded, exactly like the compactor function.
     pub async fn open(common: &Common, planning: Planning) -> anyhow::Result<Runtime> {
         #[cfg(feature = "failpoints")]
         common.faults.arm();
