@@ -74,20 +74,21 @@ LOCAL_ARGS ?=
 local: build venv tools tansu
 	$(PY) infra/local/stack.py --floe $(FLOE) $(LOCAL_ARGS)
 
-## tansu: the Kafka-compatible broker, built once into ~/.cache/floe (about 11 minutes the first time)
+## tansu: the Kafka-compatible broker, built once into ~/.cache/floe (about 15 minutes the first time)
 tansu:
-	@test -x $(HOME)/.cache/floe/tansu-0.6.0/bin/tansu || echo "building tansu 0.6.0 once into ~/.cache/floe (about 11 minutes on 2 cores) …"
+	@test -x $(HOME)/.cache/floe/tansu-0.6.0/bin/tansu || echo "building tansu 0.6.0 once into ~/.cache/floe (about 15 minutes on 2 cores) …"
 	infra/local/tansu.sh install
 
 ## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size. One build per
 ## function: built together, cargo would unify their features and the compactor would link ingest's DataFusion.
+## Also the raw-path ingest (no SQL engine, for pipelines without outputs) into $(CARGO_TARGET_DIR)/lambda-raw.
+CARGO_LAMBDA := PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip
 package: tools
-	for f in $(FUNCTIONS); do \
-	  PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip -p $$f; \
-	done
-	@for f in $(FUNCTIONS); do \
-	  z=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
-	  stat -c %s $$z | awk -v f=$$f -v z=$$z '{ printf "%-16s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
+	for f in $(FUNCTIONS); do $(CARGO_LAMBDA) -p $$f; done
+	$(CARGO_LAMBDA) -p floe-ingest --no-default-features --features aws --lambda-dir $(CARGO_TARGET_DIR)/lambda-raw
+	@for z in floe-ingest:lambda floe-compactor:lambda floe-ingest:lambda-raw; do \
+	  f=$${z%%:*}; d=$${z##*:}; zip=$(CARGO_TARGET_DIR)/$$d/$$f/bootstrap.zip; \
+	  stat -c %s $$zip | awk -v f="$$f ($$d)" -v z=$$zip '{ printf "%-26s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
 	done
 
 ## fuzz: cargo fuzz (nightly toolchain, cargo-fuzz installed once into ~/.cache/floe) on the event parser and the

@@ -6,11 +6,17 @@ mod handler;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 
+/// Plan the outputs' SQL at cold start; a build without the SQL engine runs only pipelines without outputs.
+#[cfg(feature = "sql")]
+const PLANNING: floe_backends::Planning = floe_backends::Planning::Plan;
+#[cfg(not(feature = "sql"))]
+const PLANNING: floe_backends::Planning = floe_backends::Planning::Recorded;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
     let settings = floe_backends::FunctionSettings::from_env()?;
-    let (pipeline, backends) = floe_backends::open(&settings, floe_backends::Planning::Plan).await?;
+    let (pipeline, backends) = floe_backends::open(&settings, PLANNING).await?;
     let handler = &handler::Handler::new(pipeline, &backends).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
 }

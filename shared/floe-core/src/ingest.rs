@@ -15,6 +15,7 @@ use crate::input::decode::RecordDecoder;
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, group_records};
 use crate::pipeline::Pipeline;
 use crate::state::{StageRequest, StagedFile, StateStore};
+#[cfg(feature = "sql")]
 use crate::stateful::outputs::Outputs;
 use crate::table::layout::TableLayout;
 use crate::table::writer::{TableWriter, file_prefix};
@@ -62,6 +63,8 @@ pub struct Ingestor {
     decoder: RecordDecoder,
     target: TableWriter,
     dead_letter: TableWriter,
+    /// The derived outputs (SQL, dedup, windows): only in builds with the `sql` feature.
+    #[cfg(feature = "sql")]
     outputs: Outputs,
     state: Arc<dyn StateStore>,
 }
@@ -74,10 +77,23 @@ impl Ingestor {
         let (warehouse, file_io) = (backends.warehouse.as_str(), backends.file_io.clone());
         let target = TableLayout::target(&pipeline, warehouse)?;
         let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
+        #[cfg(feature = "sql")]
         let outputs = Outputs::new(&pipeline, warehouse, &file_io, &target).await?;
+        #[cfg(not(feature = "sql"))]
+        if let Some(o) = pipeline.outputs.first() {
+            return Err(Error::Config {
+                file: pipeline.file().to_string(),
+                message: format!(
+                    "output {} needs SQL, and this build has no SQL engine: use a floe-ingest built with the \
+                     `sql` feature (the default)",
+                    o.table
+                ),
+            });
+        }
         // The compactor reads the outputs' columns from this record: it plans no SQL itself.
         crate::state::record_plan(&file_io, warehouse, &pipeline).await?;
         Ok(Ingestor {
+            #[cfg(feature = "sql")]
             outputs,
             decoder: RecordDecoder::new(&pipeline, &target)?,
             target: TableWriter::new(target, file_io.clone())?,
@@ -127,11 +143,14 @@ impl Ingestor {
         };
         let (first, last) = (first.offset, last.offset);
 
+        // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
+        #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
         let mut decoded = self.decoder.decode(&group.source, &group.records)?;
         let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
             report.rows = batch.num_rows() as u64;
+            #[cfg(feature = "sql")]
             if !self.outputs.runners.is_empty() {
                 // Dedup and window state are updated here, before staging; a crash in between is harmless
                 // because every state item is fenced by source position (see `stream_state`).

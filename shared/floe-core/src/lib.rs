@@ -11,8 +11,9 @@
 //! - `input/` — the MSK event, JSON decoding with its guard, dead letters.
 //! - `stateful/` — derived outputs: SQL (DataFusion), dedup, windows, aggregates, sketches, and their store.
 //! - `state/` — the state store: offset fences and the ledger of staged files; the recorded plan of the outputs.
-//! - `ingest` — `Ingestor`: an MSK event in, data files written and staged atomically with the fence (with the
-//!   `sql` feature, which brings DataFusion for the outputs; the compactor is built without it).
+//! - `ingest` — [`Ingestor`]: an MSK event in, data files written and staged atomically with the fence. The
+//!   outputs (SQL with DataFusion) need the `sql` feature; the compactor, and a raw-path-only ingest, build
+//!   without it.
 //! - `commit/` — [`Compactor`]: staged files committed as Iceberg snapshots that record source positions; final
 //!   windows emitted.
 //! - `testing/` — fault injection, only with the `failpoints` feature.
@@ -22,7 +23,6 @@ mod commit;
 mod error;
 pub mod failpoint;
 pub(crate) mod hash;
-#[cfg(feature = "sql")]
 mod ingest;
 mod input;
 mod pipeline;
@@ -38,7 +38,6 @@ pub use commit::{
 };
 pub use error::{Error, Result};
 pub use hash::hash64;
-#[cfg(feature = "sql")]
 pub use ingest::{IngestReport, Ingestor};
 pub use input::{
     Decoded, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, SourcePartition, SourceRecord,

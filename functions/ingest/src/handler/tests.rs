@@ -52,7 +52,7 @@ fn ident(name: &str) -> iceberg::TableIdent {
 async fn setup() -> (tempfile::TempDir, Embedded, Arc<Pipeline>, Handler) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Embedded::open(dir.path()).await.unwrap();
-    let pipeline = Arc::new(floe_core::parse_pipeline(PIPELINE, "fixture.toml").unwrap());
+    let pipeline = Arc::new(Pipeline::parse(PIPELINE, "fixture.toml").unwrap());
     let handler = Handler::new(pipeline.clone(), &embedded.backends()).await.unwrap();
     (dir, embedded, pipeline, handler)
 }
