@@ -60,6 +60,13 @@ def test_release_builds_do_not_enable_failpoints(function):
         assert ("datafusion" in crates) == (function == "floe-ingest"), sorted(crates)
         # The Lambda build links no SQLite unless asked for the embedded backend.
         assert ("libsqlite3-sys" in crates) == (extra != []), sorted(crates)
+    if function == "floe-ingest":
+        raw = subprocess.run(
+            ["cargo", "tree", "--locked", "-p", function, "--no-default-features", "--features", "aws", "-e",
+             "normal", "--prefix", "none"],
+            capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+        ).stdout
+        assert "datafusion" not in {line.split()[0] for line in raw.splitlines() if line.strip()}, raw
     faults = subprocess.run(
         ["cargo", "tree", "--locked", "-p", "floe-cli", "--features", "failpoints", "-e", "features", "-i", "floe-core"],
         capture_output=True, text=True, cwd=ROOT, env=env, check=True,

@@ -56,6 +56,7 @@ pub async fn open_backends(backend: &Backend) -> Result<Backends> {
 /// plan its outputs if asked to.
 pub async fn load_pipeline(path: &std::path::Path, backends: &Backends, planning: Planning) -> Result<Pipeline> {
     let name = path.to_string_lossy();
+    #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
     let mut pipeline = if name.starts_with("s3://") { read_s3(&name, backends).await? } else { Pipeline::load(path)? };
     match planning {
         #[cfg(feature = "sql")]

@@ -41,9 +41,12 @@ pub async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let ingestor = rt.ingestor().await?;
     let t = Instant::now();
     let mut total = IngestReport::default();
+    let progress = crate::progress(generated.events.len() as u64, "MSK events");
     for event in &generated.events {
+        progress.inc(1);
         total.add(&ingestor.handle(event).await?);
     }
+    progress.finish_and_clear();
     let ingest_secs = t.elapsed().as_secs_f64();
     println!(
         "2. ingest:    {} records in → {} rows staged, {} dead letters, {} skipped as already staged; {} data files, {:.1} MB, {:.2}s ({:.0} records/s)",

@@ -49,6 +49,16 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
+/// A progress bar on stderr for work over `len` items; hidden when stderr is not a terminal (scripts, tests).
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}} left)");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 fn read_event(path: &Path) -> anyhow::Result<MskEvent> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{} is not an MSK event", path.display()))
@@ -86,13 +96,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = Runtime::open(&common, Planning::Plan).await?;
             let ingestor = rt.ingestor().await?;
             let mut total = IngestReport::default();
+            let progress = progress(events.len() as u64, "events");
             for path in &events {
+                progress.inc(1);
                 let event = read_event(path)?;
                 let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let report =
                     ingestor.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
                 total.add(&report);
             }
+            progress.finish_and_clear();
             println!("{}", serde_json::to_string(&total)?);
             Ok(())
         }
