@@ -50,9 +50,9 @@ pub use pipeline::{
     TimestampFormat, WINDOW_END, WINDOW_START, WindowOutput,
 };
 pub use state::{StageRequest, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
-pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};
 #[cfg(feature = "sql")]
-pub use stateful::{plan, plan_outputs};
+pub use stateful::plan;
+pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};
 pub use table::{TableLayout, TableWriter, dead_letter_columns, file_prefix, table_location};
 
 /// Read a pipeline file, validate it and plan its outputs' SQL: what ingest does at cold start and `floe

@@ -166,11 +166,6 @@ impl Pipeline {
         &self.source.file
     }
 
-    /// The pipeline file's text, as read.
-    pub fn text(&self) -> &str {
-        &self.source.text
-    }
-
     /// A stable hash of everything planning the outputs' SQL reads: the raw table's columns (names, types,
     /// nullability), the reference tables' columns, and each output's table, SQL and dedup key. Equal
     /// fingerprints plan to the same columns, whatever else differs (comments, partitioning, file sizes).

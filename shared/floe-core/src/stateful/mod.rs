@@ -17,5 +17,5 @@ pub(crate) mod store;
 pub(crate) mod stream;
 
 #[cfg(feature = "sql")]
-pub use plan::{plan, plan_outputs};
+pub use plan::plan;
 pub use store::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};

@@ -19,7 +19,7 @@ pub fn plan(pipeline: &mut Pipeline) -> Result<()> {
 }
 
 /// What each output's SQL returns, in file order (the pipeline itself is not changed).
-pub fn plan_outputs(pipeline: &Pipeline) -> Result<Vec<Planned>> {
+fn plan_outputs(pipeline: &Pipeline) -> Result<Vec<Planned>> {
     // The raw table's columns as ingest decodes them; the warehouse does not matter for the schema.
     let raw_schema = TableLayout::target(pipeline, "file:///floe")
         .map_err(|e| Error::Config { file: pipeline.file().to_string(), message: e.to_string() })?
