@@ -73,11 +73,16 @@ CELLS = [
     Cell("S3 PUT 500 InternalError once", "ingest", "absorbed",
          rules=[rule("s3:PUT", "error500", 1, ".parquet")], aws_only=True),
     # Compactor: crashes at each step.
+    Cell("crash after merging small staged files, before their commit", "compact", "fails",
+         "compactor.after_merge"),
     Cell("crash after planning, before writing metadata", "compact", "fails", "compactor.before_commit"),
     Cell("crash after writing metadata, before the catalog swap", "compact", "fails", "catalog.before_swap",
          aws_only=True),  # the SQL catalog writes and swaps in one call: no step in between on the embedded default
     Cell("crash after the catalog swap, before marking files committed", "compact", "fails",
          "compactor.after_commit"),
+    Cell("crash while deleting merged inputs, after their commit", "compact", "fails", "compactor.during_delete"),
+    Cell("crash after deleting merged inputs, before marking files committed", "compact", "fails",
+         "compactor.before_mark"),
     Cell("crash after writing the window file, before its commit", "compact", "fails", "emit.before_commit"),
     Cell("crash after committing windows, before cleaning their state", "compact", "fails", "emit.after_commit"),
     Cell("catalog conflict on the swap", "compact", "absorbed", "catalog.conflict", 2),

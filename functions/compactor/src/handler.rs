@@ -1,6 +1,7 @@
 //! One compactor run: commit attempts stop well inside the invocation's deadline (a run that runs out of time
 //! leaves the rest staged for the next schedule tick), each table's report is printed as an EMF line, and a
-//! failure is logged with whether a retry can help; the next tick repeats a failed run.
+//! table that fails is logged and metered (`TableErrors`) while the run goes on with the others. The invocation
+//! still fails when a table did, so the errors alarm fires; the next tick repeats the failed tables' work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,20 @@ pub struct Handler {
     compactor: Compactor,
 }
 
-/// What a run returns to Lambda: each table's report, and the EMF lines printed for CloudWatch.
+/// What a run returns to Lambda: each table's report, each failed table's failure, and the EMF lines printed
+/// for CloudWatch (one per report and one per failure).
 #[derive(Debug)]
 pub struct Outcome {
     pub reports: Vec<TableReport>,
+    pub failures: Vec<(String, Failure)>,
     pub metrics_lines: Vec<String>,
+}
+
+impl Outcome {
+    /// The first failed table's failure, if any table failed.
+    pub fn failure(self) -> Option<Failure> {
+        self.failures.into_iter().next().map(|(_, f)| f)
+    }
 }
 
 pub use floe_backends::Failure;
@@ -48,30 +58,33 @@ impl Handler {
     }
 
     /// One run at processing time `now_ms` with `budget` for commit attempts, without printing.
-    pub async fn run(&self, now_ms: i64, budget: Duration) -> Result<Outcome, Failure> {
-        let reports = self.compactor.run_at(now_ms, budget).await?;
+    pub async fn run(&self, now_ms: i64, budget: Duration) -> Outcome {
+        let run = self.compactor.run_all_at(now_ms, budget).await;
         let pipeline = &self.compactor.pipeline().name;
         let stamp = floe_backends::now_ms();
-        let metrics_lines = reports.iter().map(|r| metrics::compactor_line(stamp, pipeline, r)).collect();
-        Ok(Outcome { reports, metrics_lines })
+        let mut metrics_lines: Vec<String> =
+            run.tables.iter().map(|r| metrics::compactor_line(stamp, pipeline, r)).collect();
+        let failures: Vec<(String, Failure)> =
+            run.failures.into_iter().map(|f| (f.table, Failure::from(f.error))).collect();
+        for (table, f) in &failures {
+            metrics_lines.push(metrics::table_error_line(stamp, pipeline, table, &f.message(), f.retryable));
+        }
+        Outcome { reports: run.tables, failures, metrics_lines }
     }
 
     /// The Lambda entry point for an invocation that must finish by `deadline_ms` (epoch milliseconds).
     pub async fn invoke(&self, deadline_ms: u64) -> Result<serde_json::Value, Diagnostic> {
         let now = floe_backends::now_ms();
-        match self.run(now, budget(deadline_ms, now as u64)).await {
-            Ok(outcome) => {
-                for line in &outcome.metrics_lines {
-                    println!("{line}");
-                }
-                Ok(serde_json::to_value(outcome.reports).expect("reports serialize"))
-            }
-            Err(failure) => {
-                let retryable = failure.retryable;
-                error!(error = %failure.message(), retryable, "compaction failed; the next run retries");
-                Err(diagnostic(failure))
-            }
+        let outcome = self.run(now, budget(deadline_ms, now as u64)).await;
+        for line in &outcome.metrics_lines {
+            println!("{line}");
         }
+        if outcome.failures.is_empty() {
+            return Ok(serde_json::to_value(outcome.reports).expect("reports serialize"));
+        }
+        let tables: Vec<&str> = outcome.failures.iter().map(|(t, _)| t.as_str()).collect();
+        error!(failed = ?tables, committed = outcome.reports.len(), "compaction failed for some tables; the next run retries them");
+        Err(diagnostic(outcome.failure().expect("a failure")))
     }
 }
 

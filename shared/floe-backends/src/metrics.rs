@@ -84,8 +84,27 @@ pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -
             m("RecoveredFiles", "Count", report.recovered),
             m("FilesRemaining", "Count", report.remaining),
             m("CommitConflicts", "Count", u64::from(report.conflicts)),
+            m("StagedFilesCommitted", "Count", report.staged),
+            m("FilesMerged", "Count", report.merged_inputs),
+            m("MergedFilesWritten", "Count", report.merged_outputs),
+            m("MergeBytesRead", "Bytes", report.bytes_read),
+            m("MergeBytesWritten", "Bytes", report.bytes_written),
+            m("MergeTime", "Milliseconds", report.merge_ms),
+            m("MergeDeferred", "Count", report.merge_deferred),
+            m("MergedInputsDeleted", "Count", report.inputs_deleted),
         ],
         &[("CommittedSnapshot", json!(report.snapshot_id.map(|id| id.to_string())))],
+    )
+}
+
+/// A table the compactor could not process this run: `TableErrors` = 1 (the alarm on compactor errors sums it
+/// across tables), with the error as a searchable property.
+pub fn table_error_line(timestamp_ms: i64, pipeline: &str, table: &str, error: &str, retryable: bool) -> String {
+    emf_line(
+        timestamp_ms,
+        &[("Pipeline", pipeline), ("Function", "compactor"), ("Table", table)],
+        &[m("TableErrors", "Count", 1)],
+        &[("Error", json!(error)), ("Retryable", json!(retryable))],
     )
 }
 
@@ -114,6 +133,16 @@ mod tests {
         let t = TableReport { table: "a.b".into(), snapshot_id: Some(7), commit_ms: 12, ..Default::default() };
         let line: Value = serde_json::from_str(&compactor_line(1, "clicks", &t)).unwrap();
         assert_eq!(line["Table"], "a.b");
+        let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"FilesMerged") && names.contains(&"MergeBytesWritten"), "{names:?}");
+        let failed: Value = serde_json::from_str(&table_error_line(1, "clicks", "a.b", "iceberg: boom", true)).unwrap();
+        assert_eq!((failed["TableErrors"].as_f64(), failed["Table"].as_str()), (Some(1.0), Some("a.b")));
+        assert_eq!(failed["Error"], "iceberg: boom");
         assert_eq!(line["CommittedSnapshot"], "7");
         assert_eq!(line["CommitLatency"], 12.0);
     }

@@ -78,11 +78,14 @@ pub async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     for r in &reports {
         match r.snapshot_id {
             Some(id) => println!(
-                "3. compactor: {} ← {} files, {} rows, committed snapshot {id} in {:.2}s",
+                "3. compactor: {} ← {} rows, committed snapshot {id} in {:.2}s; {} staged files (avg {:.1} KB) became {} (avg {:.1} KB)",
                 r.table,
-                r.files,
                 r.rows,
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                r.staged,
+                kb(r.staged_bytes, r.staged),
+                r.files,
+                kb(r.bytes, r.files),
             ),
             None => println!("3. compactor: {} — nothing new to commit", r.table),
         }
@@ -174,4 +177,9 @@ async fn demo_outputs(rt: &Runtime, generated: &Generated) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Average size in KB of `files` files holding `bytes`.
+fn kb(bytes: u64, files: u64) -> f64 {
+    if files == 0 { 0.0 } else { bytes as f64 / files as f64 / 1e3 }
 }

@@ -26,6 +26,10 @@ pub enum Error {
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
 
+    /// Parquet error while reading back a data file (a merge's input). Retryable when it comes from storage.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
     /// Arrow error outside per-record decoding (which yields dead letters instead).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -48,6 +52,11 @@ pub enum Error {
     #[error("table {table} does not match the pipeline file: {message}")]
     TableMismatch { table: String, message: String },
 
+    /// A check of floe's own bookkeeping failed (e.g. a merge wrote a different number of rows than it read);
+    /// nothing was committed. A bug, not bad input: permanent.
+    #[error("internal check failed: {0}")]
+    Invariant(String),
+
     /// A test-only failpoint fired (simulated crash; only with the `failpoints` feature).
     #[cfg(feature = "failpoints")]
     #[error("failpoint {0} fired (simulated crash)")]
@@ -61,13 +70,16 @@ impl Error {
             Error::Iceberg(e) => e.retryable(),
             Error::State { retryable, .. } => *retryable,
             Error::Conflict(_) => true,
+            // Storage errors surface as `External`; anything else is a file that cannot be decoded.
+            Error::Parquet(e) => matches!(e, parquet::errors::ParquetError::External(_)),
             #[cfg(feature = "failpoints")]
             Error::Failpoint(_) => true,
             Error::Config { .. }
             | Error::Settings { .. }
             | Error::Event(_)
             | Error::Arrow(_)
-            | Error::TableMismatch { .. } => false,
+            | Error::TableMismatch { .. }
+            | Error::Invariant(_) => false,
         }
     }
 

@@ -12,6 +12,12 @@ pub const INGEST_AFTER_WRITE: &str = "ingest.after_write";
 pub const COMPACTOR_BEFORE_COMMIT: &str = "compactor.before_commit";
 /// Compactor: the snapshot is committed, the staged files are not yet marked.
 pub const COMPACTOR_AFTER_COMMIT: &str = "compactor.after_commit";
+/// Compactor: small staged files are merged into new files; the commit that references them is next.
+pub const COMPACTOR_AFTER_MERGE: &str = "compactor.after_merge";
+/// Compactor: deleting the merged inputs after the commit (fires before each delete).
+pub const COMPACTOR_DURING_DELETE: &str = "compactor.during_delete";
+/// Compactor: the merged inputs are deleted; the staged files are not yet marked.
+pub const COMPACTOR_BEFORE_MARK: &str = "compactor.before_mark";
 /// Ingest: dedup and window state are updated for a partition batch; its files are not written yet.
 pub const INGEST_AFTER_STATE: &str = "ingest.after_state";
 /// Compactor: the closed watermark has moved and the window file is written; its commit is next.
@@ -48,13 +54,16 @@ pub const STATE_CALLS: [&str; 13] = [
 ];
 
 /// Every named step, for the test drivers.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 13] = [
     INGEST_AFTER_STATE,
     INGEST_AFTER_WRITE,
     INGEST_AFTER_STAGE,
     CATALOG_CONFLICT,
+    COMPACTOR_AFTER_MERGE,
     COMPACTOR_BEFORE_COMMIT,
     COMPACTOR_AFTER_COMMIT,
+    COMPACTOR_DURING_DELETE,
+    COMPACTOR_BEFORE_MARK,
     EMIT_BEFORE_COMMIT,
     EMIT_AFTER_COMMIT,
     CATALOG_BEFORE_SWAP,

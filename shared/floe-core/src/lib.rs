@@ -34,7 +34,8 @@ pub mod testing;
 
 pub use backends::Backends;
 pub use commit::{
-    Compactor, CompactorOptions, POSITIONS_PREFIX, Positions, TableReport, committed_positions, positions_key,
+    Compactor, CompactorOptions, MERGED_PREFIX, POSITIONS_PREFIX, Positions, RunReport, TableFailure, TableReport,
+    committed_positions, positions_key,
 };
 pub use error::{Error, Result};
 pub use hash::hash64;
@@ -53,7 +54,9 @@ pub use state::{StageRequest, StagedFile, StateStore, plan_location, record_plan
 #[cfg(feature = "sql")]
 pub use stateful::plan;
 pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};
-pub use table::{TableLayout, TableWriter, dead_letter_columns, file_prefix, table_location};
+pub use table::{
+    FileStats, TableLayout, TableWriter, dead_letter_columns, file_prefix, file_stats, live_data_files, table_location,
+};
 
 /// Read a pipeline file, validate it and plan its outputs' SQL: what ingest does at cold start and `floe
 /// validate` does on the command line.

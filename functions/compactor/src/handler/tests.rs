@@ -87,7 +87,8 @@ async fn commits_staged_files_and_emits_final_windows_exactly_once() {
     let first = [("a", 1_000), ("a", 5_000), ("b", 9_000), ("a", 12_000), ("b", 25_000)];
     ingestor.handle_at(&event(0, &first), NOW_MS).await.unwrap();
 
-    let outcome = handler.run(NOW_MS, Duration::from_secs(60)).await.unwrap();
+    let outcome = handler.run(NOW_MS, Duration::from_secs(60)).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
     let raw = outcome.reports.iter().find(|r| r.table == "ns.clicks").unwrap();
     assert_eq!((raw.files, raw.rows), (1, 5));
     assert!(raw.snapshot_id.is_some());
@@ -107,14 +108,14 @@ async fn commits_staged_files_and_emits_final_windows_exactly_once() {
     assert_eq!(windows(&embedded).await, final_two);
 
     // Nothing new: a second run emits nothing and commits nothing.
-    let again = handler.run(NOW_MS + 1_000, Duration::from_secs(60)).await.unwrap();
+    let again = handler.run(NOW_MS + 1_000, Duration::from_secs(60)).await;
     assert!(again.reports.iter().all(|r| r.files == 0 && r.snapshot_id.is_none()), "{:?}", again.reports);
     assert_eq!(windows(&embedded).await, final_two);
 
     // An event at 41 s moves the watermark past 30 s: [20 s, 30 s) is emitted, once.
     ingestor.handle_at(&event(5, &[("c", 41_000)]), NOW_MS + 2_000).await.unwrap();
-    handler.run(NOW_MS + 2_000, Duration::from_secs(60)).await.unwrap();
-    handler.run(NOW_MS + 3_000, Duration::from_secs(60)).await.unwrap();
+    assert!(handler.run(NOW_MS + 2_000, Duration::from_secs(60)).await.failures.is_empty());
+    assert!(handler.run(NOW_MS + 3_000, Duration::from_secs(60)).await.failures.is_empty());
     let mut all = final_two.clone();
     all.push(vec![t("20"), "b".to_string(), "1".to_string()]);
     assert_eq!(windows(&embedded).await, all);
@@ -125,7 +126,7 @@ async fn a_state_store_that_went_away_is_a_retryable_failure() {
     let (_dir, embedded, ingestor, handler) = setup().await;
     ingestor.handle_at(&event(0, &[("a", 1_000)]), NOW_MS).await.unwrap();
     embedded.state.close().await;
-    let failure = handler.run(NOW_MS, Duration::from_secs(60)).await.unwrap_err();
+    let failure = handler.run(NOW_MS, Duration::from_secs(60)).await.failure().expect("the run fails");
     assert!(failure.retryable, "{failure}");
     assert!(matches!(failure.source, floe_core::Error::State { retryable: true, .. }), "{failure:?}");
 }
@@ -145,6 +146,99 @@ async fn staged_files_are_forgotten_once_committed() {
     let (_dir, embedded, ingestor, handler) = setup().await;
     ingestor.handle_at(&event(0, &[("a", 1_000), ("b", 2_000)]), NOW_MS).await.unwrap();
     assert_eq!(embedded.state.staged_files("ns.clicks").await.unwrap().len(), 1);
-    handler.run(NOW_MS, Duration::from_secs(60)).await.unwrap();
+    assert!(handler.run(NOW_MS, Duration::from_secs(60)).await.failures.is_empty());
     assert!(embedded.state.staged_files("ns.clicks").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_failing_table_does_not_stop_the_others() {
+    let (_dir, embedded, ingestor, handler) = setup().await;
+    // Someone created ns.clicks by hand with another schema: the compactor must refuse to commit into it.
+    let schema = iceberg::spec::Schema::builder()
+        .with_fields(vec![Arc::new(iceberg::spec::NestedField::optional(
+            1,
+            "other",
+            iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Long),
+        ))])
+        .build()
+        .unwrap();
+    let namespace = iceberg::NamespaceIdent::new("ns".into());
+    embedded.catalog.create_namespace(&namespace, Default::default()).await.unwrap();
+    let creation = iceberg::TableCreation::builder().name("clicks".into()).schema(schema).build();
+    embedded.catalog.create_table(&namespace, creation).await.unwrap();
+
+    // One good record (for ns.clicks and the window output) and one that is not JSON (a dead letter).
+    let mut bad = event(1, &[("x", 2_000)]);
+    for records in bad.records.values_mut() {
+        records[0].value = Some(base64::engine::general_purpose::STANDARD.encode("{not json"));
+    }
+    ingestor.handle_at(&event(0, &[("a", 1_000)]), NOW_MS).await.unwrap();
+    ingestor.handle_at(&bad, NOW_MS).await.unwrap();
+
+    let outcome = handler.run(NOW_MS, Duration::from_secs(60)).await;
+    let failed: Vec<&str> = outcome.failures.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(failed, ["ns.clicks"]);
+    assert!(!outcome.failures[0].1.retryable, "a schema mismatch is permanent");
+    let dead = outcome.reports.iter().find(|r| r.table == "ns.clicks_dead_letters").expect("dead letters went on");
+    assert_eq!((dead.rows, dead.snapshot_id.is_some()), (1, true));
+    // Every table is accounted for: a report line for each that went through, an error line for the other.
+    let lines: Vec<serde_json::Value> =
+        outcome.metrics_lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let errors: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("TableErrors").is_some()).collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["Table"], "ns.clicks");
+    assert_eq!(lines.len(), outcome.reports.len() + 1);
+    // The failed table's files wait, staged, for the next run.
+    assert_eq!(embedded.state.staged_files("ns.clicks").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn small_staged_files_are_merged_before_their_first_commit() {
+    let (dir, embedded, ingestor, handler) = setup().await;
+    // Five invocations, five small staged files of the raw table.
+    let users = ["a", "b", "c", "d", "e"];
+    for (i, user) in users.iter().enumerate() {
+        ingestor.handle_at(&event(i as i64, &[(user, 1_000 + i as i64)]), NOW_MS).await.unwrap();
+    }
+    let staged = embedded.state.staged_files("ns.clicks").await.unwrap();
+    assert_eq!(staged.len(), 5);
+    let on_disk = |path: &str| std::path::Path::new(path.strip_prefix("file://").unwrap_or(path)).exists();
+    assert!(staged.iter().all(|f| on_disk(&f.path)));
+
+    let outcome = handler.run(NOW_MS, Duration::from_secs(60)).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    let raw = outcome.reports.iter().find(|r| r.table == "ns.clicks").unwrap();
+    assert_eq!((raw.staged, raw.files, raw.rows), (5, 1, 5), "{raw:?}");
+    assert_eq!((raw.merged_inputs, raw.merged_outputs, raw.inputs_deleted), (5, 1, 5));
+    assert!(raw.bytes_read > 0 && raw.bytes_written > 0 && raw.bytes == raw.bytes_written);
+
+    // Readers only ever see the merged file, with every row.
+    let table = embedded.catalog.load_table(&ident("clicks")).await.unwrap();
+    let live = floe_core::live_data_files(&table).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert!(live[0].file_path().contains(floe_core::MERGED_PREFIX), "{}", live[0].file_path());
+    let rows = floe_cli::readback::rows(&table, &["user"]).await.unwrap();
+    assert_eq!(rows, users.iter().map(|u| vec![u.to_string()]).collect::<Vec<_>>());
+    // The inputs are gone, from the ledger and from storage.
+    assert!(embedded.state.staged_files("ns.clicks").await.unwrap().is_empty());
+    assert!(staged.iter().all(|f| !on_disk(&f.path)), "merged inputs are deleted");
+    drop(dir);
+}
+
+#[tokio::test]
+async fn with_merging_off_staged_files_are_committed_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = Embedded::open(dir.path()).await.unwrap();
+    let planned = Arc::new(floe_core::parse_pipeline(PIPELINE, "windows.toml").unwrap());
+    let ingestor = Ingestor::new(planned.clone(), &embedded.backends()).await.unwrap();
+    for i in 0..3 {
+        ingestor.handle_at(&event(i, &[("a", 1_000 + i)]), NOW_MS).await.unwrap();
+    }
+    let options = CompactorOptions { merge_budget: Duration::ZERO, ..Default::default() };
+    let compactor = Compactor::new(planned, &embedded.backends(), options).unwrap();
+    let reports = compactor.run().await.unwrap();
+    let raw = reports.iter().find(|r| r.table == "ns.clicks").unwrap();
+    assert_eq!((raw.staged, raw.files, raw.merged_inputs, raw.merge_deferred), (3, 3, 0, 3), "{raw:?}");
+    let table = embedded.catalog.load_table(&ident("clicks")).await.unwrap();
+    assert_eq!(floe_core::live_data_files(&table).await.unwrap().len(), 3);
 }

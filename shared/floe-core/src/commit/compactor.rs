@@ -1,5 +1,7 @@
-//! The compactor: the only writer of Iceberg metadata. Commits every staged file of a table in one `fast_append`
-//! snapshot that records the committed source positions, then forgets the staged files.
+//! The compactor: the only writer of Iceberg metadata. Commits the staged files of a table in one `fast_append`
+//! snapshot that records the committed source positions, the small ones first merged into target-size files
+//! ([`super::merge`]), then forgets the staged files and deletes the merged inputs. A table that fails is
+//! logged and reported, and the run goes on with the others.
 //!
 //! Crash safety: if a run dies after the commit but before the state store is updated, the next run finds the
 //! staged files covered by the committed positions and only marks them; if it dies before the commit, the next
@@ -12,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use iceberg::Catalog;
 use iceberg::io::FileIO;
-use tracing::{info, warn};
+use iceberg::spec::DataFile;
+use tracing::{error, info, warn};
 
+use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::tables::{TableReport, is_conflict, load_or_create};
 use crate::backends::Backends;
@@ -33,12 +37,73 @@ pub struct CompactorOptions {
     pub max_attempts: u32,
     /// Stop starting new attempts after this long (keep well inside the function timeout).
     pub time_budget: Duration,
+    /// How long a run may spend merging small staged files before it commits them (from the start of the run,
+    /// across its tables). Freshness wins over file size: files not merged by then are committed as they are.
+    /// Keep it below the schedule period so a run still commits every tick; `Duration::ZERO` turns merging off.
+    pub merge_budget: Duration,
 }
 
 impl Default for CompactorOptions {
     fn default() -> Self {
-        CompactorOptions { max_files_per_commit: 5_000, max_attempts: 5, time_budget: Duration::from_secs(240) }
+        CompactorOptions {
+            max_files_per_commit: 5_000,
+            max_attempts: 5,
+            time_budget: Duration::from_secs(240),
+            merge_budget: Duration::from_secs(30),
+        }
     }
+}
+
+/// What one run did: a report per table that went through, and the failure of each table that did not. One
+/// table's failure never stops the others.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub tables: Vec<TableReport>,
+    pub failures: Vec<TableFailure>,
+}
+
+/// A table whose step of the run failed.
+#[derive(Debug)]
+pub struct TableFailure {
+    pub table: String,
+    pub error: Error,
+}
+
+impl RunReport {
+    /// The reports, or the first failure (after every table was tried).
+    pub fn into_result(self) -> Result<Vec<TableReport>> {
+        match self.failures.into_iter().next() {
+            Some(failure) => Err(failure.error),
+            None => Ok(self.tables),
+        }
+    }
+
+    /// Whether a simulated crash (a test's failpoint) stopped the run: a crash ends the process, not a table.
+    fn crashed(&self) -> bool {
+        #[cfg(feature = "failpoints")]
+        if let Some(TableFailure { error: Error::Failpoint(_), .. }) = self.failures.last() {
+            return true;
+        }
+        false
+    }
+
+    fn record(&mut self, table: &str, result: Result<TableReport>) {
+        match result {
+            Ok(report) => self.tables.push(report),
+            Err(error) => {
+                let retryable = error.is_retryable();
+                error!(table, error = %error, retryable, "table failed this run; the other tables go on");
+                self.failures.push(TableFailure { table: table.to_string(), error });
+            }
+        }
+    }
+}
+
+/// When a run stops merging and when it stops starting commit attempts.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    merge: Instant,
+    commit: Instant,
 }
 
 /// Compactor handler; build once per process.
@@ -92,18 +157,36 @@ impl Compactor {
         self.run_at(chrono::Utc::now().timestamp_millis(), budget).await
     }
 
-    /// A run at processing time `now_ms` (decides which source partitions are idle for window watermarks).
+    /// A run at processing time `now_ms` (decides which source partitions are idle for window watermarks): the
+    /// table reports, or the first table's failure once every table was tried.
     pub async fn run_at(&self, now_ms: i64, budget: Duration) -> Result<Vec<TableReport>> {
-        let deadline = Instant::now() + budget;
-        let mut reports = Vec::new();
+        self.run_all_at(now_ms, budget).await.into_result()
+    }
+
+    /// A run over every table: a failing table is logged and reported, and the run goes on with the others.
+    pub async fn run_all_at(&self, now_ms: i64, budget: Duration) -> RunReport {
+        let start = Instant::now();
+        let deadlines = Deadlines { merge: start + self.options.merge_budget.min(budget), commit: start + budget };
+        let mut run = RunReport::default();
         for layout in &self.base {
-            reports.push(self.compact_table(layout, deadline).await?);
+            run.record(&layout.name.to_string(), self.compact_table(layout, deadlines).await);
+            if run.crashed() {
+                return run;
+            }
         }
-        let Some(outputs) = self.output_tables().await? else {
-            return Ok(reports);
+        let outputs = match self.output_tables().await {
+            Ok(Some(outputs)) => outputs,
+            Ok(None) => return run,
+            Err(e) => {
+                run.record("outputs", Err(e));
+                return run;
+            }
         };
         for layout in &outputs.layouts {
-            reports.push(self.compact_table(layout, deadline).await?);
+            run.record(&layout.name.to_string(), self.compact_table(layout, deadlines).await);
+            if run.crashed() {
+                return run;
+            }
         }
         // After the late tables: a record that ingest found late is staged before its window is emitted.
         for (output, layout) in &outputs.windows {
@@ -117,10 +200,13 @@ impl Compactor {
                 now_ms,
                 attempts,
             )
-            .await?;
-            reports.push(report);
+            .await;
+            run.record(&layout.name.to_string(), report);
+            if run.crashed() {
+                return run;
+            }
         }
-        Ok(reports)
+        run
     }
 
     /// The outputs' tables: from the pipeline if its outputs are planned, else from the recorded plan. `None`
@@ -163,7 +249,7 @@ impl Compactor {
 }
 
 impl Compactor {
-    async fn compact_table(&self, layout: &TableLayout, deadline: Instant) -> Result<TableReport> {
+    async fn compact_table(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<TableReport> {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
@@ -173,14 +259,18 @@ impl Compactor {
             return Ok(report);
         }
         let pipeline = &self.pipeline.name;
+        // Merged bins by output prefix: a retry after a lost commit race reuses them instead of merging again.
+        let mut merged: HashMap<String, Merged> = HashMap::new();
 
         for attempt in 1..=self.options.max_attempts {
             let positions = committed_positions(&table, pipeline)?;
             let (done, pending) = plan(staged, &positions);
             if !done.is_empty() {
-                // Committed by an earlier run that stopped before marking them.
+                // Committed by an earlier run that stopped before marking them; those it merged are deleted first.
                 warn!(table = %table_name, files = done.len(), "staged files already committed; marking them");
                 report.recovered += done.len() as u64;
+                let away = super::merge::merged_away(&table, pipeline, &done).await?;
+                report.inputs_deleted += self.delete_inputs(&table_name, &away).await?;
                 self.state.remove_staged(&table_name, &done).await?;
             }
             if pending.is_empty() {
@@ -190,32 +280,45 @@ impl Compactor {
             let batch = limit(pending, self.options.max_files_per_commit);
             report.remaining = (total - batch.len()) as u64;
 
-            let data_files = batch
+            let staged_files = batch
                 .iter()
                 .map(|f| TableWriter::data_file_from_json(layout, &f.data_file))
                 .collect::<Result<Vec<_>>>()?;
+            let (data_files, replaced) =
+                self.merge_small(layout, &staged_files, deadlines.merge, &mut merged, &mut report).await?;
             let mut properties = HashMap::new();
             properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
 
             failpoint::hit(failpoint::COMPACTOR_BEFORE_COMMIT).await?;
             let commit_started = Instant::now();
+            let committed_files = data_files.len() as u64;
+            let committed_bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
             let result = super::pinned::fast_append(self.catalog.as_ref(), &table, data_files, properties).await?;
             match result {
                 Ok(committed) => {
                     let snapshot_id = committed.metadata().current_snapshot_id();
                     let millis = commit_started.elapsed().as_millis() as u64;
-                    info!(table = %table_name, snapshot_id, files = batch.len(), commit_ms = millis, "committed");
+                    info!(table = %table_name, snapshot_id, files = committed_files, staged = batch.len(),
+                        commit_ms = millis, "committed");
                     failpoint::hit(failpoint::COMPACTOR_AFTER_COMMIT).await?;
+                    // Durable: nothing references the merged inputs. Deleted before the ledger forgets them, so
+                    // a run that stops in between leaves them listed, and the next run finishes the cleanup.
+                    report.inputs_deleted += self.delete_inputs(&table_name, &replaced).await?;
+                    failpoint::hit(failpoint::COMPACTOR_BEFORE_MARK).await?;
                     self.state.remove_staged(&table_name, &batch).await?;
-                    report.files = batch.len() as u64;
+                    report.files = committed_files;
+                    report.staged = batch.len() as u64;
+                    report.staged_bytes = batch.iter().map(|f| f.file_size).sum();
                     report.rows = batch.iter().map(|f| f.record_count).sum();
-                    report.bytes = batch.iter().map(|f| f.file_size).sum();
+                    report.bytes = committed_bytes;
                     report.snapshot_id = snapshot_id;
                     report.commit_ms = millis;
                     return Ok(report);
                 }
-                Err(e) if is_conflict(&e) && attempt < self.options.max_attempts && Instant::now() < deadline => {
+                Err(e)
+                    if is_conflict(&e) && attempt < self.options.max_attempts && Instant::now() < deadlines.commit =>
+                {
                     warn!(table = %table_name, attempt, error = %e, "commit conflict; re-planning");
                     report.conflicts += 1;
                     table = self.catalog.load_table(&layout.ident()).await?;
@@ -228,5 +331,73 @@ impl Compactor {
             "{table_name}: gave up after {} conflicting commit attempts",
             self.options.max_attempts
         )))
+    }
+
+    /// The files to commit for `staged`: the small ones of each partition merged (until `deadline`), the rest as
+    /// they are; and the paths of the staged files the merged ones replace.
+    async fn merge_small(
+        &self,
+        layout: &TableLayout,
+        staged: &[DataFile],
+        deadline: Instant,
+        merged: &mut HashMap<String, Merged>,
+        report: &mut TableReport,
+    ) -> Result<(Vec<DataFile>, Vec<String>)> {
+        let bins = pack(staged, &MergePolicy::for_target(layout.target_file_size as u64));
+        let mut in_bin = vec![false; staged.len()];
+        let mut files = Vec::new();
+        let mut replaced = Vec::new();
+        let mut writer = None;
+        for bin in bins {
+            let inputs: Vec<&DataFile> = bin.iter().map(|&i| &staged[i]).collect();
+            let prefix = merged_prefix(&inputs);
+            if !merged.contains_key(&prefix) {
+                if Instant::now() >= deadline {
+                    // Freshness first: the rest of the bins are committed unmerged; rewrites pick them up later.
+                    report.merge_deferred += inputs.len() as u64;
+                    continue;
+                }
+                let writer = match &writer {
+                    Some(w) => w,
+                    None => writer.insert(TableWriter::new(layout.clone(), self.file_io.clone())?),
+                };
+                let started = Instant::now();
+                let result = super::merge::merge(writer, &self.file_io, &inputs).await?;
+                info!(table = %layout.name, inputs = inputs.len(), outputs = result.files.len(),
+                    bytes_read = result.bytes_read, bytes_written = result.bytes_written,
+                    merge_ms = started.elapsed().as_millis() as u64, "merged staged files");
+                report.merge_ms += started.elapsed().as_millis() as u64;
+                merged.insert(prefix.clone(), result);
+            }
+            let result = &merged[&prefix];
+            report.merged_inputs += inputs.len() as u64;
+            report.merged_outputs += result.files.len() as u64;
+            report.bytes_read += result.bytes_read;
+            report.bytes_written += result.bytes_written;
+            files.extend(result.files.iter().cloned());
+            replaced.extend(inputs.iter().map(|f| f.file_path().to_string()));
+            for i in bin {
+                in_bin[i] = true;
+            }
+        }
+        if !replaced.is_empty() {
+            failpoint::hit(failpoint::COMPACTOR_AFTER_MERGE).await?;
+        }
+        files.extend(staged.iter().zip(&in_bin).filter(|(_, merged)| !**merged).map(|(f, _)| f.clone()));
+        Ok((files, replaced))
+    }
+
+    /// Delete staged files that merged files replaced (a file already gone counts as deleted). A failed delete
+    /// only leaves an unreferenced file behind (orphan removal takes it later), so it is logged, not raised.
+    async fn delete_inputs(&self, table: &str, paths: &[String]) -> Result<u64> {
+        let mut deleted = 0;
+        for path in paths {
+            failpoint::check(failpoint::COMPACTOR_DURING_DELETE)?;
+            match self.file_io.delete(path).await {
+                Ok(()) => deleted += 1,
+                Err(e) => warn!(table, path, error = %e, "could not delete a merged input; orphan removal will"),
+            }
+        }
+        Ok(deleted)
     }
 }

@@ -1,15 +1,17 @@
 //! The last step of the flow, the compactor: the only writer of Iceberg metadata. It commits the files ingest
-//! staged ([`compactor`]), knowing from the source positions in the snapshot summaries what is already committed
+//! staged ([`compactor`]), the small ones merged into target-size files first ([`merge`]), knowing from the source positions in the snapshot summaries what is already committed
 //! ([`positions`]); it emits final windows from window state ([`emit`]); and every metadata swap goes through a
 //! catalog pinned to the snapshot the commit was planned on ([`pinned`]), so a concurrent committer makes the
 //! swap fail instead of being overwritten.
 
 pub(crate) mod compactor;
 pub(crate) mod emit;
+pub(crate) mod merge;
 pub(crate) mod pinned;
 pub(crate) mod positions;
 pub(crate) mod tables;
 
-pub use compactor::{Compactor, CompactorOptions};
+pub use compactor::{Compactor, CompactorOptions, RunReport, TableFailure};
+pub use merge::MERGED_PREFIX;
 pub use positions::{POSITIONS_PREFIX, Positions, committed_positions, positions_key};
 pub use tables::TableReport;

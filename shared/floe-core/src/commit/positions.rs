@@ -52,6 +52,48 @@ pub fn newest_summary_value(table: &Table, key: &str) -> Option<(i64, String)> {
     None
 }
 
+/// The snapshots of the current ancestry that record a pipeline's positions, newest first.
+#[derive(Debug, Default)]
+pub struct PositionHistory {
+    pub snapshots: Vec<(i64, Positions)>,
+    /// The ancestry reaches the table's first snapshot (none of it has expired).
+    pub complete: bool,
+}
+
+/// The [`PositionHistory`] of `pipeline` in `table`.
+pub fn position_history(table: &Table, pipeline: &str) -> Result<PositionHistory> {
+    let key = positions_key(pipeline);
+    let metadata = table.metadata();
+    let mut history = PositionHistory::default();
+    let mut snapshot = metadata.current_snapshot().cloned();
+    while let Some(s) = snapshot {
+        if let Some(text) = s.summary().additional_properties.get(&key) {
+            let positions = decode_positions(text).map_err(|message| Error::TableMismatch {
+                table: table.identifier().to_string(),
+                message: format!("snapshot {} has unreadable {key}: {message}", s.snapshot_id()),
+            })?;
+            history.snapshots.push((s.snapshot_id(), positions));
+        }
+        history.complete = s.parent_snapshot_id().is_none();
+        snapshot = s.parent_snapshot_id().and_then(|id| metadata.snapshot_by_id(id).cloned());
+    }
+    Ok(history)
+}
+
+impl PositionHistory {
+    /// The snapshot that committed `file`: the oldest snapshot whose positions cover it, all newer ones covering
+    /// it too (positions only grow). `None` if no snapshot covers it, or if the one that did may have expired.
+    pub fn covering(&self, file: &StagedFile) -> Option<i64> {
+        let covers = |p: &Positions| p.get(&file.source).is_some_and(|next| file.last_offset < *next);
+        let newer = self.snapshots.iter().take_while(|(_, p)| covers(p)).count();
+        match newer {
+            0 => None,
+            n if n < self.snapshots.len() || self.complete => Some(self.snapshots[n - 1].0),
+            _ => None,
+        }
+    }
+}
+
 pub fn encode_positions(positions: &Positions) -> String {
     let map: BTreeMap<String, i64> = positions.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     serde_json::to_string(&map).expect("a map of strings to integers serializes")
@@ -137,6 +179,23 @@ mod tests {
         let next = advance(&positions, &pending);
         assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 0 }], 151);
         assert_eq!(next[&SourcePartition { topic: "a".into(), partition: 1 }], 11);
+    }
+
+    #[test]
+    fn the_covering_snapshot_is_the_oldest_whose_positions_cover_the_file() {
+        let a = SourcePartition { topic: "a".into(), partition: 0 };
+        let at = |next: i64| -> Positions { [(a.clone(), next)].into() };
+        let mut history = PositionHistory { snapshots: vec![(3, at(30)), (2, at(20)), (1, at(10))], complete: true };
+        let f = |last: i64| file("a", 0, last - 5, last, "x");
+        assert_eq!(history.covering(&f(25)), Some(3));
+        assert_eq!(history.covering(&f(15)), Some(2));
+        assert_eq!(history.covering(&f(5)), Some(1));
+        assert_eq!(history.covering(&f(35)), None, "not committed yet");
+        assert_eq!(history.covering(&file("b", 0, 0, 1, "y")), None, "another partition");
+        // Older snapshots expired: whatever covers the file, its commit may be one of them.
+        history.complete = false;
+        assert_eq!(history.covering(&f(5)), None);
+        assert_eq!(history.covering(&f(15)), Some(2));
     }
 
     #[test]

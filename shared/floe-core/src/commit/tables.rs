@@ -18,6 +18,20 @@ pub struct TableReport {
     pub files: u64,
     pub rows: u64,
     pub bytes: u64,
+    /// Staged files those committed files hold (more than `files` when small ones were merged), and their bytes.
+    pub staged: u64,
+    pub staged_bytes: u64,
+    /// Small staged files merged before the commit, and the files they became.
+    pub merged_inputs: u64,
+    pub merged_outputs: u64,
+    /// Bytes the merges read and wrote, and the time they took.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub merge_ms: u64,
+    /// Small files committed unmerged because the run's merge budget was spent (a rewrite merges them later).
+    pub merge_deferred: u64,
+    /// Merged inputs deleted after the commit.
+    pub inputs_deleted: u64,
     /// Snapshot committed by this run, if any.
     pub snapshot_id: Option<i64>,
     /// Staged files found already committed by an earlier run that died before marking them.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, DataFileFormat, FormatVersion, PartitionKey, serialize_data_file_to_json};
+use iceberg::spec::{DataFile, DataFileFormat, FormatVersion, PartitionKey, Struct, serialize_data_file_to_json};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::table::layout::TableLayout;
 
 pub use crate::pipeline::COMPRESSION_CODEC_PROPERTY;
+
+/// Largest row group a writer buffers before flushing it (Athena and PyIceberg read row groups of this size
+/// well; larger ones only cost the writer memory).
+pub const MAX_ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
 /// Writes data files for one table.
 #[derive(Clone)]
@@ -59,6 +63,8 @@ impl TableWriter {
             .set_compression(compression)
             // Constant writer identity: part of what makes a rewrite byte-identical.
             .set_created_by("floe".into())
+            // Bounds the writer's memory when a merge streams a whole partition into one target-size file.
+            .set_max_row_group_bytes(Some(MAX_ROW_GROUP_BYTES))
             .build();
         let splitter = match layout.spec.is_unpartitioned() {
             true => None,
@@ -85,23 +91,48 @@ impl TableWriter {
         } else {
             vec![(None, batch)]
         };
-        let names = DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet);
-        let locations = DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
-        let rolling = RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(self.properties.clone(), self.layout.schema.clone()),
-            self.layout.target_file_size,
-            self.file_io.clone(),
-            locations,
-            names,
-        );
-        let builder = DataFileWriterBuilder::new(rolling);
         let mut files = Vec::new();
+        // One builder, so one file numbering across partitions: each name is unique within the prefix.
+        let builder = self.builder(self.names(prefix));
         for (key, part) in parts {
             let mut writer = builder.build(key).await?;
             writer.write(part).await?;
             files.extend(writer.close().await?);
         }
         Ok(files)
+    }
+
+    /// A writer of one partition's rows (`partition`: a data file's partition value, as in its metadata) into
+    /// files named `<prefix>-NNNNN.parquet` that roll over at the table's target file size. Batches are encoded
+    /// as they arrive: memory holds one row group, not the files.
+    pub async fn partition_writer(&self, partition: &Struct, prefix: &str) -> Result<PartitionWriter> {
+        let key = match self.layout.spec.is_unpartitioned() {
+            true => None,
+            false => Some(PartitionKey::new(
+                self.layout.spec.as_ref().clone(),
+                self.layout.schema.clone(),
+                partition.clone(),
+            )),
+        };
+        Ok(PartitionWriter {
+            inner: self.builder(self.names(prefix)).build(key).await?,
+            arrow_schema: self.layout.arrow_schema.clone(),
+        })
+    }
+
+    fn names(&self, prefix: &str) -> DefaultFileNameGenerator {
+        DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet)
+    }
+
+    fn builder(&self, names: DefaultFileNameGenerator) -> FileWriterBuilder {
+        let locations = DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
+        DataFileWriterBuilder::new(RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(self.properties.clone(), self.layout.schema.clone()),
+            self.layout.target_file_size,
+            self.file_io.clone(),
+            locations,
+            names,
+        ))
     }
 
     /// JSON form of a data file (how ingest hands files to the compactor through the state store).
@@ -117,6 +148,29 @@ impl TableWriter {
             &layout.partition_type,
             &layout.schema,
         )?)
+    }
+}
+
+type FileWriterBuilder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+/// Rows of one partition on their way into rolling data files (see [`TableWriter::partition_writer`]).
+pub struct PartitionWriter {
+    inner: <FileWriterBuilder as IcebergWriterBuilder>::R,
+    arrow_schema: arrow_schema::SchemaRef,
+}
+
+impl PartitionWriter {
+    /// Append a batch. Its columns must have the table's types; the schema's metadata (e.g. what a Parquet
+    /// reader attaches) is replaced by the table's own.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = RecordBatch::try_new(self.arrow_schema.clone(), batch.columns().to_vec())?;
+        Ok(self.inner.write(batch).await?)
+    }
+
+    /// Finish the open file; the data files written, in order.
+    pub async fn close(mut self) -> Result<Vec<DataFile>> {
+        Ok(self.inner.close().await?)
     }
 }
 

@@ -1,0 +1,179 @@
+//! Compact on commit: before staged files are first committed, the small ones of each Iceberg partition are
+//! bin-packed into files near the table's target size, and the merged files are committed in their place, so
+//! readers never see invocation-sized files.
+//!
+//! - **Planning** ([`pack`]) is pure: files are grouped by partition value; files below
+//!   [`MergePolicy::small_below`] are packed greedily, in ledger order (oldest first), into bins of at most the
+//!   target size. A bin of one file is left alone, as are files already near the target.
+//! - **Merging** ([`merge`]) streams every input's record batches, one row group at a time, through one rolling
+//!   writer, so memory holds a row group, never a partition. The outputs are named after the inputs
+//!   (`floe-merged-<hash of the input paths>-NNNNN.parquet`) and written with a fixed writer identity: a run
+//!   that crashed before its commit and runs again writes the same objects with the same bytes.
+//! - **Exactly once** is unchanged: the merged files are committed in the same snapshot, with the same advanced
+//!   source positions, as the staged files would have been. The inputs were never committed (they are still
+//!   pending by the positions), so once the commit is durable nothing can reference them: the compactor deletes
+//!   them, then forgets them in the ledger. A run that stopped in between finds them covered by the positions
+//!   but not added by the commit that covers them ([`merged_away`]), and finishes the cleanup.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::TryStreamExt;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataFile, ManifestStatus, Struct};
+use iceberg::table::Table;
+
+use super::positions::position_history;
+use crate::error::{Error, Result};
+use crate::hash::hash64;
+use crate::state::StagedFile;
+use crate::table::reader::data_file_batches;
+use crate::table::writer::TableWriter;
+
+/// File-name prefix of merged files.
+pub const MERGED_PREFIX: &str = "floe-merged";
+
+/// When staged files are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergePolicy {
+    /// Bins are filled up to this many input bytes (the table's target file size).
+    pub target_size: u64,
+    /// Only files smaller than this are merged; larger ones are committed as they are.
+    pub small_below: u64,
+}
+
+impl MergePolicy {
+    /// Merge files under three quarters of `target_size` into bins of `target_size`: a file that is already
+    /// that large gains little from a rewrite.
+    pub fn for_target(target_size: u64) -> MergePolicy {
+        MergePolicy { target_size, small_below: target_size / 4 * 3 }
+    }
+}
+
+/// Bins of files to merge, as indices into `files`: each bin has at least two files of one partition, in the
+/// order of `files`. Files in no bin are committed as they are.
+pub fn pack(files: &[DataFile], policy: &MergePolicy) -> Vec<Vec<usize>> {
+    // Partitions in order of first appearance, so the plan follows the ledger's (oldest first) order.
+    let mut groups: Vec<(&Struct, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<&Struct, usize> = HashMap::new();
+    for (i, f) in files.iter().enumerate() {
+        if f.file_size_in_bytes() >= policy.small_below {
+            continue;
+        }
+        let g = *index.entry(f.partition()).or_insert_with(|| {
+            groups.push((f.partition(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    let mut bins = Vec::new();
+    for (_, members) in groups {
+        let mut bin: Vec<usize> = Vec::new();
+        let mut size = 0u64;
+        for i in members {
+            let s = files[i].file_size_in_bytes();
+            if !bin.is_empty() && size + s > policy.target_size {
+                bins.push(std::mem::take(&mut bin));
+                size = 0;
+            }
+            bin.push(i);
+            size += s;
+        }
+        bins.push(bin);
+    }
+    bins.retain(|b| b.len() > 1);
+    bins
+}
+
+/// The name prefix of the files merged from `inputs`: a function of the input paths alone.
+pub fn merged_prefix(inputs: &[&DataFile]) -> String {
+    let mut key = String::new();
+    for f in inputs {
+        key.push_str(f.file_path());
+        key.push('\n');
+    }
+    format!("{MERGED_PREFIX}-{:016x}", hash64(key.as_bytes()))
+}
+
+/// What merging one bin produced.
+#[derive(Debug)]
+pub struct Merged {
+    /// The new data files (usually one; more when the inputs exceed the target size after all).
+    pub files: Vec<DataFile>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Merge `inputs` (one partition's data files, written for `writer`'s table) into new files near the target size.
+pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile]) -> Result<Merged> {
+    let first = inputs.first().ok_or_else(|| Error::Invariant("a merge needs at least one input".into()))?;
+    let mut out = writer.partition_writer(first.partition(), &merged_prefix(inputs)).await?;
+    for input in inputs {
+        if input.partition() != first.partition() {
+            return Err(Error::Invariant(format!(
+                "merge inputs {} and {} are in different partitions",
+                first.file_path(),
+                input.file_path()
+            )));
+        }
+        let mut batches = data_file_batches(file_io, input.file_path(), input.file_size_in_bytes()).await?;
+        while let Some(batch) = batches.try_next().await? {
+            out.write(batch).await?;
+        }
+    }
+    let files = out.close().await?;
+    let rows_in: u64 = inputs.iter().map(|f| f.record_count()).sum();
+    let rows_out: u64 = files.iter().map(|f| f.record_count()).sum();
+    if rows_in != rows_out {
+        return Err(Error::Invariant(format!(
+            "merging {} files read {rows_in} rows but wrote {rows_out}",
+            inputs.len()
+        )));
+    }
+    Ok(Merged {
+        bytes_read: inputs.iter().map(|f| f.file_size_in_bytes()).sum(),
+        bytes_written: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+        files,
+    })
+}
+
+/// Of `done` staged files (already covered by the committed positions), the paths that the commit covering them
+/// did not add: inputs of a merge whose commit is durable but whose cleanup (delete, then mark) did not finish.
+/// Only the manifests that commit added are read. A file whose commit has expired from the history is left
+/// alone (orphan removal decides about it).
+pub async fn merged_away(table: &Table, pipeline: &str, done: &[StagedFile]) -> Result<Vec<String>> {
+    let history = position_history(table, pipeline)?;
+    let mut by_commit: BTreeMap<i64, Vec<&StagedFile>> = BTreeMap::new();
+    for f in done {
+        if let Some(id) = history.covering(f) {
+            by_commit.entry(id).or_default().push(f);
+        }
+    }
+    let mut away = Vec::new();
+    for (id, files) in by_commit {
+        let added = added_paths(table, id).await?;
+        away.extend(files.into_iter().filter(|f| !added.contains(f.path.as_str())).map(|f| f.path.clone()));
+    }
+    Ok(away)
+}
+
+/// The data files snapshot `snapshot_id` added.
+async fn added_paths(table: &Table, snapshot_id: i64) -> Result<HashSet<String>> {
+    let metadata = table.metadata();
+    let Some(snapshot) = metadata.snapshot_by_id(snapshot_id) else {
+        return Ok(HashSet::new());
+    };
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let mut added = HashSet::new();
+    for manifest in list.entries().iter().filter(|m| m.added_snapshot_id == snapshot_id) {
+        for entry in manifest.load_manifest(table.file_io()).await?.entries() {
+            if entry.status() == ManifestStatus::Added && entry.snapshot_id() == Some(snapshot_id) {
+                added.insert(entry.file_path().to_string());
+            }
+        }
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+#[path = "merge/tests.rs"]
+mod tests;
