@@ -92,6 +92,9 @@ pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -
             m("MergeTime", "Milliseconds", report.merge_ms),
             m("MergeDeferred", "Count", report.merge_deferred),
             m("MergedInputsDeleted", "Count", report.inputs_deleted),
+            m("SnapshotsExpired", "Count", report.snapshots_expired),
+            m("FilesDeleted", "Count", report.files_deleted),
+            m("MaintenanceTime", "Milliseconds", report.maintain_ms),
         ],
         &[("CommittedSnapshot", json!(report.snapshot_id.map(|id| id.to_string())))],
     )

@@ -18,6 +18,10 @@ pub const COMPACTOR_AFTER_MERGE: &str = "compactor.after_merge";
 pub const COMPACTOR_DURING_DELETE: &str = "compactor.during_delete";
 /// Compactor: the merged inputs are deleted; the staged files are not yet marked.
 pub const COMPACTOR_BEFORE_MARK: &str = "compactor.before_mark";
+/// Compactor maintenance: snapshots are due for expiry; the expiry commit is next.
+pub const EXPIRE_BEFORE_COMMIT: &str = "expire.before_commit";
+/// Compactor maintenance: the expiry is committed; the expired snapshots' manifest lists are not deleted yet.
+pub const EXPIRE_AFTER_COMMIT: &str = "expire.after_commit";
 /// Ingest: dedup and window state are updated for a partition batch; its files are not written yet.
 pub const INGEST_AFTER_STATE: &str = "ingest.after_state";
 /// Compactor: the closed watermark has moved and the window file is written; its commit is next.
@@ -54,7 +58,7 @@ pub const STATE_CALLS: [&str; 13] = [
 ];
 
 /// Every named step, for the test drivers.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     INGEST_AFTER_STATE,
     INGEST_AFTER_WRITE,
     INGEST_AFTER_STAGE,
@@ -64,6 +68,8 @@ pub const ALL: [&str; 13] = [
     COMPACTOR_AFTER_COMMIT,
     COMPACTOR_DURING_DELETE,
     COMPACTOR_BEFORE_MARK,
+    EXPIRE_BEFORE_COMMIT,
+    EXPIRE_AFTER_COMMIT,
     EMIT_BEFORE_COMMIT,
     EMIT_AFTER_COMMIT,
     CATALOG_BEFORE_SWAP,

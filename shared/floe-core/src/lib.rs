@@ -34,7 +34,8 @@ pub mod testing;
 
 pub use backends::Backends;
 pub use commit::{
-    Compactor, CompactorOptions, MERGED_PREFIX, POSITIONS_PREFIX, Positions, RunReport, TableFailure, TableReport,
+    Compactor, CompactorOptions, DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, EXPIRE_BATCH,
+    ExpiryPolicy, MERGED_PREFIX, POSITIONS_PREFIX, Positions, RunReport, TableFailure, TableReport,
     committed_positions, positions_key,
 };
 pub use error::{Error, Result};

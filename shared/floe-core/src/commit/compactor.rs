@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use iceberg::Catalog;
 use iceberg::io::FileIO;
 use iceberg::spec::DataFile;
+use iceberg::table::Table;
 use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
@@ -41,6 +42,8 @@ pub struct CompactorOptions {
     /// across its tables). Freshness wins over file size: files not merged by then are committed as they are.
     /// Keep it below the schedule period so a run still commits every tick; `Duration::ZERO` turns merging off.
     pub merge_budget: Duration,
+    /// Expire snapshots once this many are due (see [`super::expire`]); 0 never expires.
+    pub expire_batch: usize,
 }
 
 impl Default for CompactorOptions {
@@ -50,6 +53,7 @@ impl Default for CompactorOptions {
             max_attempts: 5,
             time_budget: Duration::from_secs(240),
             merge_budget: Duration::from_secs(30),
+            expire_batch: super::expire::EXPIRE_BATCH,
         }
     }
 }
@@ -169,7 +173,7 @@ impl Compactor {
         let deadlines = Deadlines { merge: start + self.options.merge_budget.min(budget), commit: start + budget };
         let mut run = RunReport::default();
         for layout in &self.base {
-            run.record(&layout.name.to_string(), self.compact_table(layout, deadlines).await);
+            run.record(&layout.name.to_string(), self.table_run(layout, deadlines).await);
             if run.crashed() {
                 return run;
             }
@@ -183,7 +187,7 @@ impl Compactor {
             }
         };
         for layout in &outputs.layouts {
-            run.record(&layout.name.to_string(), self.compact_table(layout, deadlines).await);
+            run.record(&layout.name.to_string(), self.table_run(layout, deadlines).await);
             if run.crashed() {
                 return run;
             }
@@ -201,6 +205,13 @@ impl Compactor {
                 attempts,
             )
             .await;
+            let report = match report {
+                Ok(mut report) => match self.catalog.load_table(&layout.ident()).await {
+                    Ok(table) => self.maintain(&mut report, table, deadlines).await.map(|()| report),
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e),
+            };
             run.record(&layout.name.to_string(), report);
             if run.crashed() {
                 return run;
@@ -249,14 +260,38 @@ impl Compactor {
 }
 
 impl Compactor {
-    async fn compact_table(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<TableReport> {
+    /// Commit a table's staged files, then maintain it.
+    async fn table_run(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<TableReport> {
+        let (mut report, table) = self.compact_table(layout, deadlines).await?;
+        self.maintain(&mut report, table, deadlines).await?;
+        Ok(report)
+    }
+
+    /// Maintenance after the commits, while the run's commit budget lasts: snapshot expiry. (Each commit
+    /// already deleted the metadata files it dropped from the log, see [`super::pinned`].)
+    async fn maintain(&self, report: &mut TableReport, table: Table, deadlines: Deadlines) -> Result<()> {
+        if self.options.expire_batch == 0 || Instant::now() >= deadlines.commit {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let (_, expired) =
+            super::expire::expire(self.catalog.as_ref(), table, now_ms, self.options.expire_batch).await?;
+        report.snapshots_expired = expired.snapshots;
+        report.files_deleted += expired.files_deleted;
+        report.maintain_ms = started.elapsed().as_millis() as u64;
+        Ok(())
+    }
+
+    /// Commit the staged files of a table; the report and the table as last loaded or committed.
+    async fn compact_table(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<(TableReport, Table)> {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
         let mut table = load_or_create(self.catalog.as_ref(), layout).await?;
         layout.check_matches(&table)?;
         if staged.is_empty() {
-            return Ok(report);
+            return Ok((report, table));
         }
         let pipeline = &self.pipeline.name;
         // Merged bins by output prefix: a retry after a lost commit race reuses them instead of merging again.
@@ -274,7 +309,7 @@ impl Compactor {
                 self.state.remove_staged(&table_name, &done).await?;
             }
             if pending.is_empty() {
-                return Ok(report);
+                return Ok((report, table));
             }
             let total = pending.len();
             let batch = limit(pending, self.options.max_files_per_commit);
@@ -314,7 +349,7 @@ impl Compactor {
                     report.bytes = committed_bytes;
                     report.snapshot_id = snapshot_id;
                     report.commit_ms = millis;
-                    return Ok(report);
+                    return Ok((report, committed));
                 }
                 Err(e)
                     if is_conflict(&e) && attempt < self.options.max_attempts && Instant::now() < deadlines.commit =>

@@ -2,16 +2,19 @@
 //! staged ([`compactor`]), the small ones merged into target-size files first ([`merge`]), knowing from the source positions in the snapshot summaries what is already committed
 //! ([`positions`]); it emits final windows from window state ([`emit`]); and every metadata swap goes through a
 //! catalog pinned to the snapshot the commit was planned on ([`pinned`]), so a concurrent committer makes the
-//! swap fail instead of being overwritten.
+//! swap fail instead of being overwritten. After the commits it maintains each table: old snapshots expire and
+//! their manifest lists are deleted ([`expire`]).
 
 pub(crate) mod compactor;
 pub(crate) mod emit;
+pub(crate) mod expire;
 pub(crate) mod merge;
 pub(crate) mod pinned;
 pub(crate) mod positions;
 pub(crate) mod tables;
 
 pub use compactor::{Compactor, CompactorOptions, RunReport, TableFailure};
+pub use expire::{DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, EXPIRE_BATCH, ExpiryPolicy};
 pub use merge::MERGED_PREFIX;
 pub use positions::{POSITIONS_PREFIX, Positions, committed_positions, positions_key};
 pub use tables::TableReport;

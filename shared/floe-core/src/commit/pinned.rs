@@ -6,14 +6,19 @@
 //! same files, would duplicate rows. Through this view the reload returns the pinned table, so the commit's
 //! requirements assert the planned snapshot, and the real catalog's compare-and-swap rejects it if anything
 //! moved; the compactor then re-plans from fresh metadata.
+//!
+//! A successful swap through the view also deletes the metadata files the commit dropped from the table's
+//! metadata log (`write.metadata.delete-after-commit.enabled`, on by default in floe), as Iceberg's Java
+//! `TableOperations` do; every floe commit goes through here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
+use tracing::warn;
 
 /// Table property that bounds iceberg-rust's own commit retries; 0 on the pinned copy (retries are floe's).
 const NUM_RETRIES: &str = "commit.retry.num-retries";
@@ -22,11 +27,14 @@ const NUM_RETRIES: &str = "commit.retry.num-retries";
 pub struct PinnedCatalog<'a> {
     inner: &'a dyn Catalog,
     pinned: Table,
+    /// The metadata files the table referenced as loaded (current and log): what a commit may trim.
+    metadata_files: HashSet<String>,
 }
 
 impl<'a> PinnedCatalog<'a> {
     /// Pin `table` (as loaded from `inner`). Returns the view and the table to build the transaction on.
     pub fn new(inner: &'a dyn Catalog, table: &Table) -> Result<(PinnedCatalog<'a>, Table)> {
+        let metadata_files = metadata_files(table);
         let mut properties = table.metadata().properties().clone();
         properties.insert(NUM_RETRIES.to_string(), "0".to_string());
         // In-memory only: commits send snapshot updates, never these properties.
@@ -46,8 +54,43 @@ impl<'a> PinnedCatalog<'a> {
             builder = builder.metadata_location(location);
         }
         let pinned = builder.build()?;
-        Ok((PinnedCatalog { inner, pinned: pinned.clone() }, pinned))
+        Ok((PinnedCatalog { inner, pinned: pinned.clone(), metadata_files }, pinned))
     }
+}
+
+/// Table property: delete the metadata files a commit drops from the metadata log (Iceberg's default is off;
+/// floe's is on, see [`DELETE_AFTER_COMMIT_DEFAULT`]).
+pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+/// floe writes a metadata file per commit, a commit a minute per table: without deleting the ones that fell out
+/// of the log (`write.metadata.previous-versions-max`, 100 by default), they would pile up forever.
+pub const DELETE_AFTER_COMMIT_DEFAULT: bool = true;
+
+/// The current metadata file of a table and those in its metadata log.
+fn metadata_files(table: &Table) -> HashSet<String> {
+    let log = table.metadata().metadata_log().iter().map(|l| l.metadata_file.clone());
+    log.chain(table.metadata_location().map(str::to_string)).collect()
+}
+
+/// After a commit from `before` to `after`: delete the metadata files that `after` no longer references, if
+/// the table's policy says so. A failed delete leaves an unreferenced file (orphan removal's), so it is logged.
+async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> usize {
+    let enabled = after
+        .metadata()
+        .properties()
+        .get(DELETE_AFTER_COMMIT)
+        .map_or(DELETE_AFTER_COMMIT_DEFAULT, |v| v.eq_ignore_ascii_case("true"));
+    if !enabled {
+        return 0;
+    }
+    let kept = metadata_files(after);
+    let mut deleted = 0;
+    for path in before.difference(&kept) {
+        match after.file_io().delete(path).await {
+            Ok(()) => deleted += 1,
+            Err(e) => warn!(table = %after.identifier(), path, error = %e, "could not delete an old metadata file"),
+        }
+    }
+    deleted
 }
 
 /// Append `files` to `table` in one snapshot whose summary carries `properties`, committed through a view pinned
@@ -127,6 +170,8 @@ impl Catalog for PinnedCatalog<'_> {
             let message = "injected fault at catalog.conflict: the table was modified concurrently";
             return Err(iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, message));
         }
-        self.inner.update_table(commit).await
+        let table = self.inner.update_table(commit).await?;
+        delete_trimmed_metadata(&self.metadata_files, &table).await;
+        Ok(table)
     }
 }

@@ -32,6 +32,10 @@ pub struct TableReport {
     pub merge_deferred: u64,
     /// Merged inputs deleted after the commit.
     pub inputs_deleted: u64,
+    /// Snapshots expired by this run's maintenance, the files it deleted (manifest lists), and its time.
+    pub snapshots_expired: u64,
+    pub files_deleted: u64,
+    pub maintain_ms: u64,
     /// Snapshot committed by this run, if any.
     pub snapshot_id: Option<i64>,
     /// Staged files found already committed by an earlier run that died before marking them.

@@ -62,6 +62,21 @@ struct Source {
 
 /// Table property naming the Parquet codec (Iceberg's standard key).
 pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
+/// Table-maintenance properties floe reads (see the compactor's expiry and metadata cleanup), checked here so a
+/// bad value fails validation instead of a compactor run.
+pub const MAINTENANCE_PROPERTIES: [(&str, &str); 4] = [
+    ("history.expire.max-snapshot-age-ms", "a positive number of milliseconds"),
+    ("history.expire.min-snapshots-to-keep", "a positive count"),
+    ("write.metadata.previous-versions-max", "a positive count"),
+    ("write.metadata.delete-after-commit.enabled", "true or false"),
+];
+
+fn maintenance_value_ok(key: &str, value: &str) -> bool {
+    match key {
+        "write.metadata.delete-after-commit.enabled" => value == "true" || value == "false",
+        _ => value.parse::<i64>().is_ok_and(|n| n > 0),
+    }
+}
 
 /// Namespace and table name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -280,6 +295,17 @@ impl Validator<'_> {
                 &format!("table.properties.\"{}\"", COMPRESSION_CODEC_PROPERTY),
                 format!("codec `{codec}` is not supported: use zstd or uncompressed"),
             );
+        }
+        for (key, want) in MAINTENANCE_PROPERTIES {
+            if let Some(value) = raw.table.properties.get(key)
+                && !maintenance_value_ok(key, value)
+            {
+                return self.err(
+                    raw.table.name.span(),
+                    &format!("table.properties.\"{key}\""),
+                    format!("`{value}` is not {want}"),
+                );
+            }
         }
         let mut columns: Vec<Column> = Vec::new();
         for (i, c) in raw.table.columns.get_ref().iter().enumerate() {

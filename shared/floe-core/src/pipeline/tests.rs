@@ -111,4 +111,24 @@ fn rejects_semantic_mistakes() {
 
     let size = MINIMAL.replace("name = \"tbl\"", "name = \"tbl\"\ntarget_file_size_mb = 0");
     assert!(err(&size).contains("between 1 and 4096"));
+
+    let age = MINIMAL.replace(
+        "name = \"tbl\"",
+        "name = \"tbl\"\nproperties = { \"history.expire.max-snapshot-age-ms\" = \"1 day\" }",
+    );
+    let message = err(&age);
+    assert!(
+        message.contains("history.expire.max-snapshot-age-ms") && message.contains("`1 day` is not a positive number"),
+        "{message}"
+    );
+    let delete = MINIMAL.replace(
+        "name = \"tbl\"",
+        "name = \"tbl\"\nproperties = { \"write.metadata.delete-after-commit.enabled\" = \"yes\" }",
+    );
+    assert!(err(&delete).contains("is not true or false"), "{}", err(&delete));
+    let fine = MINIMAL.replace(
+        "name = \"tbl\"",
+        "name = \"tbl\"\nproperties = { \"history.expire.max-snapshot-age-ms\" = \"3600000\", \"history.expire.min-snapshots-to-keep\" = \"5\" }",
+    );
+    assert!(Pipeline::parse(&fine, "p.toml").is_ok());
 }

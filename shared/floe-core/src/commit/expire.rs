@@ -1,0 +1,181 @@
+//! Snapshot expiry: the compactor writes a snapshot per table per minute, so old ones are removed from the
+//! metadata by the standard table properties, and the manifest lists only they referenced are deleted.
+//!
+//! - `history.expire.max-snapshot-age-ms`: snapshots older than this are expired; floe's default is 24 hours
+//!   ([`DEFAULT_MAX_SNAPSHOT_AGE_MS`]; Iceberg's is 5 days, which at a commit a minute keeps 7,200 snapshots in
+//!   every `metadata.json` the compactor rewrites).
+//! - `history.expire.min-snapshots-to-keep`: the newest snapshots of the current ancestry kept whatever their
+//!   age (Iceberg's default, 1).
+//! - **Never what recovery needs**: the newest snapshot of the current ancestry carrying each `floe.*` summary
+//!   key (the committed positions, the closed window watermark) is kept, as is everything newer, even if
+//!   another writer committed after floe without carrying floe's summaries.
+//! - Expiry commits through iceberg-rust's `expire_snapshots` action (which keeps the heads of branches and tags
+//!   and their retention rules) on the pinned view, so a concurrent commit makes it re-plan on the next run.
+//!   It runs once [`EXPIRE_BATCH`] snapshots are due, so it costs one extra metadata write per half hour per
+//!   table, not one per run.
+//!
+//! Data files and manifests stay: floe's appends keep every earlier manifest in each new snapshot, so an expired
+//! snapshot's manifests are still referenced by the current one. Only its manifest list becomes garbage.
+
+use std::collections::{HashMap, HashSet};
+
+use iceberg::Catalog;
+use iceberg::spec::TableMetadata;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use tracing::{info, warn};
+
+use super::pinned::PinnedCatalog;
+use crate::error::{Error, Result};
+use crate::failpoint;
+
+pub const MAX_SNAPSHOT_AGE_MS: &str = "history.expire.max-snapshot-age-ms";
+pub const MIN_SNAPSHOTS_TO_KEEP: &str = "history.expire.min-snapshots-to-keep";
+/// floe's default snapshot age limit: a day of time travel.
+pub const DEFAULT_MAX_SNAPSHOT_AGE_MS: i64 = 24 * 60 * 60 * 1000;
+/// Iceberg's default.
+pub const DEFAULT_MIN_SNAPSHOTS_TO_KEEP: usize = 1;
+/// Expire once this many snapshots are due.
+pub const EXPIRE_BATCH: usize = 30;
+
+/// A table's expiry settings, from its properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryPolicy {
+    pub max_age_ms: i64,
+    pub min_keep: usize,
+}
+
+impl ExpiryPolicy {
+    /// The policy of a table's properties (floe's defaults where a property is absent).
+    pub fn of(table: &str, properties: &HashMap<String, String>) -> Result<ExpiryPolicy> {
+        let bad = |key: &str, value: &str, want: &str| Error::TableMismatch {
+            table: table.to_string(),
+            message: format!("table property {key} = `{value}` is not {want}"),
+        };
+        let max_age_ms = match properties.get(MAX_SNAPSHOT_AGE_MS) {
+            None => DEFAULT_MAX_SNAPSHOT_AGE_MS,
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(MAX_SNAPSHOT_AGE_MS, v, "a positive number of milliseconds"))?,
+        };
+        let min_keep = match properties.get(MIN_SNAPSHOTS_TO_KEEP) {
+            None => DEFAULT_MIN_SNAPSHOTS_TO_KEEP,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(MIN_SNAPSHOTS_TO_KEEP, v, "a positive count"))?,
+        };
+        Ok(ExpiryPolicy { max_age_ms, min_keep })
+    }
+}
+
+/// The current snapshot's ancestry, newest first.
+fn ancestry(metadata: &TableMetadata) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(s) = metadata.snapshot_by_id(id) else { break };
+        ids.push(id);
+        next = s.parent_snapshot_id();
+    }
+    ids
+}
+
+/// The oldest snapshot expiry must keep for floe's recovery: of the newest carrier in the current ancestry of
+/// each `floe.*` summary key, the oldest. Everything from it to the current snapshot is kept.
+pub fn oldest_needed(metadata: &TableMetadata) -> Option<i64> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut oldest = None;
+    for id in ancestry(metadata) {
+        let snapshot = metadata.snapshot_by_id(id).expect("in the ancestry");
+        for key in snapshot.summary().additional_properties.keys() {
+            if key.starts_with("floe.") && key != "floe.pipeline" && seen.insert(key.as_str()) {
+                oldest = Some(id);
+            }
+        }
+    }
+    oldest
+}
+
+/// The snapshots due for expiry at `now_ms`: older than the age limit, not the current one, not among the
+/// `min_keep` newest of the current ancestry, and not needed for recovery ([`oldest_needed`] and newer).
+pub fn due(metadata: &TableMetadata, policy: &ExpiryPolicy, now_ms: i64) -> Vec<i64> {
+    let cutoff = now_ms.saturating_sub(policy.max_age_ms);
+    let line = ancestry(metadata);
+    let needed = oldest_needed(metadata).and_then(|id| line.iter().position(|x| *x == id));
+    // Kept from the ancestry: the newest `min_keep`, and everything up to the oldest needed one.
+    let keep_upto = needed.map_or(0, |i| i + 1).max(policy.min_keep);
+    let kept: HashSet<i64> = line.iter().take(keep_upto).copied().collect();
+    let mut ids: Vec<i64> = metadata
+        .snapshots()
+        .filter(|s| !kept.contains(&s.snapshot_id()) && s.timestamp_ms() < cutoff)
+        .map(|s| s.snapshot_id())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// What an expiry did.
+#[derive(Debug, Default)]
+pub struct Expired {
+    pub snapshots: u64,
+    pub files_deleted: u64,
+}
+
+/// Expire `table`'s due snapshots if at least `batch` are due, then delete their manifest lists. Returns the
+/// table as committed (or as given, when nothing was due).
+pub async fn expire(catalog: &dyn Catalog, table: Table, now_ms: i64, batch: usize) -> Result<(Table, Expired)> {
+    let name = table.identifier().to_string();
+    let policy = ExpiryPolicy::of(&name, table.metadata().properties())?;
+    let due = due(table.metadata(), &policy, now_ms);
+    if due.is_empty() || due.len() < batch {
+        return Ok((table, Expired::default()));
+    }
+    // The action's own age rule, bounded so that it cannot reach what recovery needs.
+    let mut older_than = now_ms.saturating_sub(policy.max_age_ms);
+    if let Some(id) = oldest_needed(table.metadata()) {
+        let needed_ts = table.metadata().snapshot_by_id(id).map_or(i64::MAX, |s| s.timestamp_ms());
+        older_than = older_than.min(needed_ts);
+    }
+    failpoint::hit(failpoint::EXPIRE_BEFORE_COMMIT).await?;
+    let (view, pinned) = PinnedCatalog::new(catalog, &table)?;
+    let tx = Transaction::new(&pinned);
+    let action = tx.expire_snapshots().expire_older_than_ms(older_than).retain_last(policy.min_keep);
+    let committed = match action.apply(tx) {
+        Ok(tx) => tx.commit(&view).await,
+        Err(e) => Err(e),
+    };
+    let committed = match committed {
+        Ok(t) => t,
+        Err(e) if super::tables::is_conflict(&e) => {
+            // Another commit won the race; the next run expires from the new metadata.
+            warn!(table = %name, error = %e, "expiry lost a commit race; the next run retries");
+            return Ok((catalog.load_table(table.identifier()).await?, Expired::default()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kept: HashSet<i64> = committed.metadata().snapshots().map(|s| s.snapshot_id()).collect();
+    let expired: Vec<_> = table.metadata().snapshots().filter(|s| !kept.contains(&s.snapshot_id())).collect();
+    failpoint::hit(failpoint::EXPIRE_AFTER_COMMIT).await?;
+    let mut report = Expired { snapshots: expired.len() as u64, files_deleted: 0 };
+    // Each snapshot has its own manifest list; the kept ones never reference an expired one's.
+    let kept_lists: HashSet<&str> = committed.metadata().snapshots().map(|s| s.manifest_list()).collect();
+    for s in &expired {
+        if kept_lists.contains(s.manifest_list()) {
+            continue;
+        }
+        match committed.file_io().delete(s.manifest_list()).await {
+            Ok(()) => report.files_deleted += 1,
+            Err(e) => warn!(table = %name, path = s.manifest_list(), error = %e, "could not delete a manifest list"),
+        }
+    }
+    info!(table = %name, expired = report.snapshots, files_deleted = report.files_deleted, "expired snapshots");
+    Ok((committed, report))
+}
+
+#[cfg(test)]
+#[path = "expire/tests.rs"]
+mod tests;
