@@ -77,6 +77,13 @@ pub async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let reports = rt.compactor()?.run().await?;
     for r in &reports {
         match r.snapshot_id {
+            Some(id) if r.staged == 0 => println!(
+                "3. compactor: {} ← {} rows in {} file(s), committed snapshot {id} in {:.2}s",
+                r.table,
+                r.rows,
+                r.files,
+                t.elapsed().as_secs_f64(),
+            ),
             Some(id) => println!(
                 "3. compactor: {} ← {} rows, committed snapshot {id} in {:.2}s; {} staged files (avg {:.1} KB) became {} (avg {:.1} KB)",
                 r.table,

@@ -108,6 +108,24 @@ impl RunReport {
 struct Deadlines {
     merge: Instant,
     commit: Instant,
+    /// This run's id, part of the merged files' names (see [`merged_prefix`]).
+    run: u64,
+}
+
+/// A random run id (std's randomly keyed hasher: no extra dependency).
+fn run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// A test's simulated crash: it must end the run, not be handled like a failure.
+fn simulated_crash(e: &Error) -> bool {
+    #[cfg(feature = "failpoints")]
+    if matches!(e, Error::Failpoint(_)) {
+        return true;
+    }
+    let _ = e;
+    false
 }
 
 /// Compactor handler; build once per process.
@@ -170,7 +188,8 @@ impl Compactor {
     /// A run over every table: a failing table is logged and reported, and the run goes on with the others.
     pub async fn run_all_at(&self, now_ms: i64, budget: Duration) -> RunReport {
         let start = Instant::now();
-        let deadlines = Deadlines { merge: start + self.options.merge_budget.min(budget), commit: start + budget };
+        let deadlines =
+            Deadlines { merge: start + self.options.merge_budget.min(budget), commit: start + budget, run: run_id() };
         let mut run = RunReport::default();
         for layout in &self.base {
             run.record(&layout.name.to_string(), self.table_run(layout, deadlines).await);
@@ -283,8 +302,34 @@ impl Compactor {
         Ok(())
     }
 
-    /// Commit the staged files of a table; the report and the table as last loaded or committed.
+    /// Commit the staged files of a table; the report and the table as last loaded or committed. Merged files
+    /// this run wrote but did not commit (it lost a race, or failed) are deleted.
     async fn compact_table(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<(TableReport, Table)> {
+        let mut merged: HashMap<String, Merged> = HashMap::new();
+        let mut committed: Vec<String> = Vec::new();
+        let result = self.commit_staged(layout, deadlines, &mut merged, &mut committed).await;
+        if !matches!(&result, Err(e) if simulated_crash(e)) {
+            for (prefix, m) in &merged {
+                if committed.contains(prefix) {
+                    continue;
+                }
+                for f in &m.files {
+                    if let Err(e) = self.file_io.delete(f.file_path()).await {
+                        warn!(table = %layout.name, path = f.file_path(), error = %e, "could not delete an uncommitted merged file");
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    async fn commit_staged(
+        &self,
+        layout: &TableLayout,
+        deadlines: Deadlines,
+        merged: &mut HashMap<String, Merged>,
+        committed_prefixes: &mut Vec<String>,
+    ) -> Result<(TableReport, Table)> {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
@@ -294,8 +339,6 @@ impl Compactor {
             return Ok((report, table));
         }
         let pipeline = &self.pipeline.name;
-        // Merged bins by output prefix: a retry after a lost commit race reuses them instead of merging again.
-        let mut merged: HashMap<String, Merged> = HashMap::new();
 
         for attempt in 1..=self.options.max_attempts {
             let positions = committed_positions(&table, pipeline)?;
@@ -319,8 +362,25 @@ impl Compactor {
                 .iter()
                 .map(|f| TableWriter::data_file_from_json(layout, &f.data_file))
                 .collect::<Result<Vec<_>>>()?;
-            let (data_files, replaced) =
-                self.merge_small(layout, &staged_files, deadlines.merge, &mut merged, &mut report).await?;
+            let mut attempt_report = report.clone();
+            let merging = self.merge_small(layout, &staged_files, deadlines, merged, &mut attempt_report).await;
+            let (data_files, replaced, prefixes) = match merging {
+                Ok(planned) => planned,
+                Err(e) if !simulated_crash(&e) && attempt < self.options.max_attempts => {
+                    // A rival compactor may have committed these files and deleted their inputs meanwhile.
+                    let fresh = self.catalog.load_table(&layout.ident()).await?;
+                    if committed_positions(&fresh, pipeline)? == positions {
+                        return Err(e);
+                    }
+                    warn!(table = %table_name, attempt, error = %e, "merge failed and the table moved; re-planning");
+                    report.conflicts += 1;
+                    table = fresh;
+                    staged = batch;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            report = attempt_report;
             let mut properties = HashMap::new();
             properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
@@ -332,6 +392,8 @@ impl Compactor {
             let result = super::pinned::fast_append(self.catalog.as_ref(), &table, data_files, properties).await?;
             match result {
                 Ok(committed) => {
+                    // Referenced from now on, whatever fails next: never cleaned up as uncommitted.
+                    committed_prefixes.extend(prefixes);
                     let snapshot_id = committed.metadata().current_snapshot_id();
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = committed_files, staged = batch.len(),
@@ -374,20 +436,21 @@ impl Compactor {
         &self,
         layout: &TableLayout,
         staged: &[DataFile],
-        deadline: Instant,
+        deadlines: Deadlines,
         merged: &mut HashMap<String, Merged>,
         report: &mut TableReport,
-    ) -> Result<(Vec<DataFile>, Vec<String>)> {
+    ) -> Result<(Vec<DataFile>, Vec<String>, Vec<String>)> {
         let bins = pack(staged, &MergePolicy::for_target(layout.target_file_size as u64));
         let mut in_bin = vec![false; staged.len()];
         let mut files = Vec::new();
         let mut replaced = Vec::new();
+        let mut prefixes = Vec::new();
         let mut writer = None;
         for bin in bins {
             let inputs: Vec<&DataFile> = bin.iter().map(|&i| &staged[i]).collect();
-            let prefix = merged_prefix(&inputs);
+            let prefix = merged_prefix(&inputs, deadlines.run);
             if !merged.contains_key(&prefix) {
-                if Instant::now() >= deadline {
+                if Instant::now() >= deadlines.merge {
                     // Freshness first: the rest of the bins are committed unmerged; rewrites pick them up later.
                     report.merge_deferred += inputs.len() as u64;
                     continue;
@@ -397,7 +460,7 @@ impl Compactor {
                     None => writer.insert(TableWriter::new(layout.clone(), self.file_io.clone())?),
                 };
                 let started = Instant::now();
-                let result = super::merge::merge(writer, &self.file_io, &inputs).await?;
+                let result = super::merge::merge(writer, &self.file_io, &inputs, deadlines.run).await?;
                 info!(table = %layout.name, inputs = inputs.len(), outputs = result.files.len(),
                     bytes_read = result.bytes_read, bytes_written = result.bytes_written,
                     merge_ms = started.elapsed().as_millis() as u64, "merged staged files");
@@ -411,6 +474,7 @@ impl Compactor {
             report.bytes_written += result.bytes_written;
             files.extend(result.files.iter().cloned());
             replaced.extend(inputs.iter().map(|f| f.file_path().to_string()));
+            prefixes.push(prefix.clone());
             for i in bin {
                 in_bin[i] = true;
             }
@@ -419,7 +483,7 @@ impl Compactor {
             failpoint::hit(failpoint::COMPACTOR_AFTER_MERGE).await?;
         }
         files.extend(staged.iter().zip(&in_bin).filter(|(_, merged)| !**merged).map(|(f, _)| f.clone()));
-        Ok((files, replaced))
+        Ok((files, replaced, prefixes))
     }
 
     /// Delete staged files that merged files replaced (a file already gone counts as deleted). A failed delete

@@ -7,8 +7,8 @@
 //!   target size. A bin of one file is left alone, as are files already near the target.
 //! - **Merging** ([`merge`]) streams every input's record batches, one row group at a time, through one rolling
 //!   writer, so memory holds a row group, never a partition. The outputs are named after the inputs
-//!   (`floe-merged-<hash of the input paths>-NNNNN.parquet`) and written with a fixed writer identity: a run
-//!   that crashed before its commit and runs again writes the same objects with the same bytes.
+//!   and the run (`floe-merged-<hash of the input paths>-<run>-NNNNN.parquet`), so concurrent compactors never
+//!   write the same object; a run that lost a commit race deletes the merged files it will not commit.
 //! - **Exactly once** is unchanged: the merged files are committed in the same snapshot, with the same advanced
 //!   source positions, as the staged files would have been. The inputs were never committed (they are still
 //!   pending by the positions), so once the commit is durable nothing can reference them: the compactor deletes
@@ -84,14 +84,18 @@ pub fn pack(files: &[DataFile], policy: &MergePolicy) -> Vec<Vec<usize>> {
     bins
 }
 
-/// The name prefix of the files merged from `inputs`: a function of the input paths alone.
-pub fn merged_prefix(inputs: &[&DataFile]) -> String {
+/// The name prefix of the files merged from `inputs` by compactor run `run`: the input paths and the run.
+///
+/// The run is part of the name so that two compactors merging the same files never write the same object: one
+/// of them may already have committed it while the other is still writing (on a local file system that would
+/// truncate a committed file). Within a run, a retry after a lost commit race reuses its merged files.
+pub fn merged_prefix(inputs: &[&DataFile], run: u64) -> String {
     let mut key = String::new();
     for f in inputs {
         key.push_str(f.file_path());
         key.push('\n');
     }
-    format!("{MERGED_PREFIX}-{:016x}", hash64(key.as_bytes()))
+    format!("{MERGED_PREFIX}-{:016x}-{run:016x}", hash64(key.as_bytes()))
 }
 
 /// What merging one bin produced.
@@ -104,9 +108,9 @@ pub struct Merged {
 }
 
 /// Merge `inputs` (one partition's data files, written for `writer`'s table) into new files near the target size.
-pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile]) -> Result<Merged> {
+pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile], run: u64) -> Result<Merged> {
     let first = inputs.first().ok_or_else(|| Error::Invariant("a merge needs at least one input".into()))?;
-    let mut out = writer.partition_writer(first.partition(), &merged_prefix(inputs)).await?;
+    let mut out = writer.partition_writer(first.partition(), &merged_prefix(inputs, run)).await?;
     for input in inputs {
         if input.partition() != first.partition() {
             return Err(Error::Invariant(format!(

@@ -57,10 +57,11 @@ fn nothing_to_merge_gives_no_bins() {
 #[test]
 fn the_merged_name_depends_on_the_inputs_only() {
     let (a, b, c) = (file("s3://w/t/data/a.parquet", 1, 1), file("s3://w/t/data/b.parquet", 1, 1), file("x", 1, 1));
-    assert_eq!(merged_prefix(&[&a, &b]), merged_prefix(&[&a, &b]));
-    assert_ne!(merged_prefix(&[&a, &b]), merged_prefix(&[&a, &c]));
-    assert_ne!(merged_prefix(&[&a, &b]), merged_prefix(&[&b, &a]), "input order is row order");
-    assert!(merged_prefix(&[&a]).starts_with("floe-merged-"));
+    assert_eq!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&a, &b], 7));
+    assert_ne!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&a, &c], 7));
+    assert_ne!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&b, &a], 7), "input order is row order");
+    assert_ne!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&a, &b], 8), "another run never writes the same object");
+    assert!(merged_prefix(&[&a], 7).starts_with("floe-merged-"));
 }
 
 const PIPELINE: &str = r#"
@@ -142,7 +143,7 @@ async fn a_merge_keeps_every_row_of_its_partition_and_rewrites_the_same_bytes() 
     let expected = rows(&file_io, &inputs).await;
     assert_eq!(expected.len(), 400);
 
-    let merged = merge(&writer, &file_io, &refs).await.unwrap();
+    let merged = merge(&writer, &file_io, &refs, 1).await.unwrap();
     assert_eq!(merged.files.len(), 1);
     let out = &merged.files[0];
     assert_eq!(out.record_count(), 400);
@@ -160,10 +161,10 @@ async fn a_merge_keeps_every_row_of_its_partition_and_rewrites_the_same_bytes() 
     assert_eq!(out.null_value_counts().get(&2), Some(&134));
     assert_eq!(rows(&file_io, &merged.files).await, expected, "same rows, in input order");
 
-    // A run that crashed before its commit merges again: the same object, byte for byte.
+    // Merging again in the same run (a retry): the same object, byte for byte.
     let path = out.file_path().strip_prefix("file://").unwrap().to_string();
     let first = std::fs::read(&path).unwrap();
-    let again = merge(&writer, &file_io, &refs).await.unwrap();
+    let again = merge(&writer, &file_io, &refs, 1).await.unwrap();
     assert_eq!(again.files[0].file_path(), out.file_path());
     assert_eq!(std::fs::read(&path).unwrap(), first);
 }
@@ -177,6 +178,6 @@ async fn inputs_of_different_partitions_are_refused() {
     let writer = TableWriter::new(layout.clone(), file_io.clone()).unwrap();
     let a = writer.write(batch(&layout, 0..10, 1), "a").await.unwrap();
     let b = writer.write(batch(&layout, 10..20, 2), "b").await.unwrap();
-    let err = merge(&writer, &file_io, &[&a[0], &b[0]]).await.unwrap_err();
+    let err = merge(&writer, &file_io, &[&a[0], &b[0]], 1).await.unwrap_err();
     assert!(matches!(err, Error::Invariant(_)), "{err}");
 }
