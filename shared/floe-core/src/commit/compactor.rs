@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
-use super::tables::{TableReport, is_conflict, load_or_create};
+use super::tables::{TableReport, delete_files, is_conflict, load_or_create};
 use crate::backends::Backends;
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -84,11 +84,7 @@ impl RunReport {
 
     /// Whether a simulated crash (a test's failpoint) stopped the run: a crash ends the process, not a table.
     fn crashed(&self) -> bool {
-        #[cfg(feature = "failpoints")]
-        if let Some(TableFailure { error: Error::Failpoint(_), .. }) = self.failures.last() {
-            return true;
-        }
-        false
+        self.failures.last().is_some_and(|f| simulated_crash(&f.error))
     }
 
     fn record(&mut self, table: &str, result: Result<TableReport>) {
@@ -225,10 +221,7 @@ impl Compactor {
             )
             .await;
             let report = match report {
-                Ok(mut report) => match self.catalog.load_table(&layout.ident()).await {
-                    Ok(table) => self.maintain(&mut report, table, deadlines).await.map(|()| report),
-                    Err(e) => Err(e.into()),
-                },
+                Ok((mut report, table)) => self.maintain(&mut report, table, deadlines).await.map(|()| report),
                 Err(e) => Err(e),
             };
             run.record(&layout.name.to_string(), report);
@@ -309,16 +302,12 @@ impl Compactor {
         let mut committed: Vec<String> = Vec::new();
         let result = self.commit_staged(layout, deadlines, &mut merged, &mut committed).await;
         if !matches!(&result, Err(e) if simulated_crash(e)) {
-            for (prefix, m) in &merged {
-                if committed.contains(prefix) {
-                    continue;
-                }
-                for f in &m.files {
-                    if let Err(e) = self.file_io.delete(f.file_path()).await {
-                        warn!(table = %layout.name, path = f.file_path(), error = %e, "could not delete an uncommitted merged file");
-                    }
-                }
-            }
+            let uncommitted = merged
+                .iter()
+                .filter(|(prefix, _)| !committed.contains(prefix))
+                .flat_map(|(_, m)| m.files.iter().map(|f| f.file_path().to_string()));
+            let uncommitted: Vec<String> = uncommitted.collect();
+            delete_files(&self.file_io, &layout.name.to_string(), &uncommitted, "uncommitted merged file").await;
         }
         result
     }
@@ -362,8 +351,9 @@ impl Compactor {
                 .iter()
                 .map(|f| TableWriter::data_file_from_json(layout, &f.data_file))
                 .collect::<Result<Vec<_>>>()?;
-            let mut attempt_report = report.clone();
-            let merging = self.merge_small(layout, &staged_files, deadlines, merged, &mut attempt_report).await;
+            // Counted for the attempt that commits (a retry reuses merged files; it does not merge them again).
+            report.clear_merge_counts();
+            let merging = self.merge_small(layout, &staged_files, deadlines, merged, &mut report).await;
             let (data_files, replaced, prefixes) = match merging {
                 Ok(planned) => planned,
                 Err(e) if !simulated_crash(&e) && attempt < self.options.max_attempts => {
@@ -380,7 +370,6 @@ impl Compactor {
                 }
                 Err(e) => return Err(e),
             };
-            report = attempt_report;
             let mut properties = HashMap::new();
             properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
@@ -486,16 +475,13 @@ impl Compactor {
         Ok((files, replaced, prefixes))
     }
 
-    /// Delete staged files that merged files replaced (a file already gone counts as deleted). A failed delete
-    /// only leaves an unreferenced file behind (orphan removal takes it later), so it is logged, not raised.
+    /// Delete staged files that merged files replaced (a file already gone counts as deleted), one at a time so
+    /// a test can crash between two deletes.
     async fn delete_inputs(&self, table: &str, paths: &[String]) -> Result<u64> {
         let mut deleted = 0;
         for path in paths {
             failpoint::check(failpoint::COMPACTOR_DURING_DELETE)?;
-            match self.file_io.delete(path).await {
-                Ok(()) => deleted += 1,
-                Err(e) => warn!(table, path, error = %e, "could not delete a merged input; orphan removal will"),
-            }
+            deleted += delete_files(&self.file_io, table, std::slice::from_ref(path), "merged input").await;
         }
         Ok(deleted)
     }

@@ -47,7 +47,8 @@ pub fn committed_closed(table: &Table, pipeline: &str) -> Result<Option<i64>> {
     }
 }
 
-/// Emit the final windows of one output. `now_ms` is processing time (for idle partitions).
+/// Emit the final windows of one output. `now_ms` is processing time (for idle partitions). Returns the report
+/// and the window table as last loaded or committed.
 pub async fn emit_windows(
     catalog: &Arc<dyn Catalog>,
     state: &dyn StateStore,
@@ -56,7 +57,7 @@ pub async fn emit_windows(
     layout: &TableLayout,
     now_ms: i64,
     max_attempts: u32,
-) -> Result<TableReport> {
+) -> Result<(TableReport, Table)> {
     let window = output.window.as_ref().expect("emit_windows is called for windowed outputs");
     let scope = format!("{pipeline}/{}", output.table);
     let table_name = layout.name.to_string();
@@ -92,7 +93,7 @@ pub async fn emit_windows(
         }
     }
     let Some(through) = closed.filter(|c| Some(*c) > emitted) else {
-        return Ok(report);
+        return Ok((report, table));
     };
 
     let close_at_most = match window.spec {
@@ -103,7 +104,7 @@ pub async fn emit_windows(
     let finals = final_windows(window, &cells, emitted, through).map_err(|m| state_error(&scope, &m))?;
     if finals.is_empty() {
         finish(state, &scope, window, through).await?;
-        return Ok(report);
+        return Ok((report, table));
     }
     let batch = window_batch(window, layout, &finals)?;
     let writer = TableWriter::new(layout.clone(), table.file_io().clone())?;
@@ -131,7 +132,7 @@ pub async fn emit_windows(
                 info!(table = %table_name, windows = finals.len(), through, "emitted final windows");
                 failpoint::hit(failpoint::EMIT_AFTER_COMMIT).await?;
                 finish(state, &scope, window, through).await?;
-                return Ok(report);
+                return Ok((report, done));
             }
             Err(e) if is_conflict(&e) && attempt < max_attempts => {
                 warn!(table = %table_name, attempt, error = %e, "window commit conflict; re-checking");
@@ -140,7 +141,7 @@ pub async fn emit_windows(
                 if committed_closed(&table, pipeline)? >= Some(through) {
                     // A concurrent compactor emitted the same windows.
                     finish(state, &scope, window, through).await?;
-                    return Ok(report);
+                    return Ok((report, table));
                 }
             }
             Err(e) => return Err(Error::Iceberg(e)),

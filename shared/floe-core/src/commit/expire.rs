@@ -48,26 +48,17 @@ pub struct ExpiryPolicy {
 impl ExpiryPolicy {
     /// The policy of a table's properties (floe's defaults where a property is absent).
     pub fn of(table: &str, properties: &HashMap<String, String>) -> Result<ExpiryPolicy> {
-        let bad = |key: &str, value: &str, want: &str| Error::TableMismatch {
-            table: table.to_string(),
-            message: format!("table property {key} = `{value}` is not {want}"),
+        let positive = |key: &str, default: i64, want: &str| match properties.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| Error::TableMismatch {
+                table: table.to_string(),
+                message: format!("table property {key} = `{v}` is not {want}"),
+            }),
         };
-        let max_age_ms = match properties.get(MAX_SNAPSHOT_AGE_MS) {
-            None => DEFAULT_MAX_SNAPSHOT_AGE_MS,
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad(MAX_SNAPSHOT_AGE_MS, v, "a positive number of milliseconds"))?,
-        };
-        let min_keep = match properties.get(MIN_SNAPSHOTS_TO_KEEP) {
-            None => DEFAULT_MIN_SNAPSHOTS_TO_KEEP,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad(MIN_SNAPSHOTS_TO_KEEP, v, "a positive count"))?,
-        };
+        let max_age_ms =
+            positive(MAX_SNAPSHOT_AGE_MS, DEFAULT_MAX_SNAPSHOT_AGE_MS, "a positive number of milliseconds")?;
+        let min_keep =
+            positive(MIN_SNAPSHOTS_TO_KEEP, DEFAULT_MIN_SNAPSHOTS_TO_KEEP as i64, "a positive count")? as usize;
         Ok(ExpiryPolicy { max_age_ms, min_keep })
     }
 }
@@ -163,15 +154,9 @@ pub async fn expire(catalog: &dyn Catalog, table: Table, now_ms: i64, batch: usi
     let mut report = Expired { snapshots: expired.len() as u64, files_deleted: 0 };
     // Each snapshot has its own manifest list; the kept ones never reference an expired one's.
     let kept_lists: HashSet<&str> = committed.metadata().snapshots().map(|s| s.manifest_list()).collect();
-    for s in &expired {
-        if kept_lists.contains(s.manifest_list()) {
-            continue;
-        }
-        match committed.file_io().delete(s.manifest_list()).await {
-            Ok(()) => report.files_deleted += 1,
-            Err(e) => warn!(table = %name, path = s.manifest_list(), error = %e, "could not delete a manifest list"),
-        }
-    }
+    let lists: Vec<String> =
+        expired.iter().map(|s| s.manifest_list()).filter(|l| !kept_lists.contains(l)).map(str::to_string).collect();
+    report.files_deleted = super::tables::delete_files(committed.file_io(), &name, &lists, "manifest list").await;
     info!(table = %name, expired = report.snapshots, files_deleted = report.files_deleted, "expired snapshots");
     Ok((committed, report))
 }

@@ -18,7 +18,6 @@ use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
-use tracing::warn;
 
 /// Table property that bounds iceberg-rust's own commit retries; 0 on the pinned copy (retries are floe's).
 const NUM_RETRIES: &str = "commit.retry.num-retries";
@@ -73,7 +72,7 @@ fn metadata_files(table: &Table) -> HashSet<String> {
 
 /// After a commit from `before` to `after`: delete the metadata files that `after` no longer references, if
 /// the table's policy says so. A failed delete leaves an unreferenced file (orphan removal's), so it is logged.
-async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> usize {
+async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> u64 {
     let enabled = after
         .metadata()
         .properties()
@@ -83,14 +82,8 @@ async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> usi
         return 0;
     }
     let kept = metadata_files(after);
-    let mut deleted = 0;
-    for path in before.difference(&kept) {
-        match after.file_io().delete(path).await {
-            Ok(()) => deleted += 1,
-            Err(e) => warn!(table = %after.identifier(), path, error = %e, "could not delete an old metadata file"),
-        }
-    }
-    deleted
+    let dropped: Vec<String> = before.difference(&kept).cloned().collect();
+    super::tables::delete_files(after.file_io(), &after.identifier().to_string(), &dropped, "old metadata file").await
 }
 
 /// Append `files` to `table` in one snapshot whose summary carries `properties`, committed through a view pinned

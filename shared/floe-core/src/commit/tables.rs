@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use iceberg::io::FileIO;
 use iceberg::{Catalog, ErrorKind, NamespaceIdent};
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::Result;
 use crate::table::layout::TableLayout;
@@ -74,6 +75,30 @@ pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) 
         }
         Err(e) => catalog.load_table(&ident).await.map_err(|_| e.into()),
     }
+}
+
+impl TableReport {
+    /// Reset what merging counts, before an attempt that merges (or reuses) again.
+    pub(crate) fn clear_merge_counts(&mut self) {
+        self.merged_inputs = 0;
+        self.merged_outputs = 0;
+        self.bytes_read = 0;
+        self.bytes_written = 0;
+        self.merge_deferred = 0;
+    }
+}
+
+/// Delete files the compactor no longer needs (a file already gone counts as deleted); how many went. A failed
+/// delete only leaves an unreferenced file behind (orphan removal's), so it is logged as `what`, not raised.
+pub(crate) async fn delete_files(file_io: &FileIO, table: &str, paths: &[String], what: &str) -> u64 {
+    let mut deleted = 0;
+    for path in paths {
+        match file_io.delete(path).await {
+            Ok(()) => deleted += 1,
+            Err(e) => warn!(table, path, error = %e, "could not delete a {what}; orphan removal will"),
+        }
+    }
+    deleted
 }
 
 pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {

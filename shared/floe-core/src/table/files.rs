@@ -1,5 +1,5 @@
 //! The data files a table's current snapshot references, read from its manifests (what a scan would plan, without
-//! reading any data): for file counts and sizes, and for maintenance that needs to know what is live.
+//! reading any data): what is live, for tests and for maintenance.
 
 use iceberg::spec::{DataContentType, DataFile, ManifestStatus};
 use iceberg::table::Table;
@@ -21,24 +21,4 @@ pub async fn live_data_files(table: &Table) -> Result<Vec<DataFile>> {
         }
     }
     Ok(files)
-}
-
-/// Count and total size in bytes of a table's live data files.
-pub async fn file_stats(table: &Table) -> Result<FileStats> {
-    let files = live_data_files(table).await?;
-    Ok(FileStats { files: files.len() as u64, bytes: files.iter().map(DataFile::file_size_in_bytes).sum() })
-}
-
-/// How many live data files a table has and how large they are.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct FileStats {
-    pub files: u64,
-    pub bytes: u64,
-}
-
-impl FileStats {
-    /// Average file size in bytes (0 without files).
-    pub fn average(&self) -> u64 {
-        self.bytes.checked_div(self.files).unwrap_or(0)
-    }
 }

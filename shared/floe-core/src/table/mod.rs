@@ -9,6 +9,6 @@ pub(crate) mod layout;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
-pub use files::{FileStats, file_stats, live_data_files};
+pub use files::live_data_files;
 pub use layout::{TableLayout, dead_letter_columns, table_location};
 pub use writer::{TableWriter, file_prefix};
