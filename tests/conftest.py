@@ -129,9 +129,14 @@ class Floe:
         return json.loads(proc.stdout) if proc.returncode == 0 else proc
 
     def compact(
-        self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None, fail_times: int | None = None
+        self,
+        fail_at: str | None = None,
+        check: bool = True,
+        now_ms: int | None = None,
+        fail_times: int | None = None,
+        no_merge: bool = False,
     ):
-        now = now_args(now_ms)
+        now = now_args(now_ms) + (["--no-merge"] if no_merge else [])
         proc = self._run(["compact", *now], fail_at, check, fail_times)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
@@ -157,12 +162,15 @@ class Floe:
         return {str(p.relative_to(warehouse)): p.read_bytes() for p in warehouse.rglob("*.parquet")}
 
     def committed_files(self, namespace: str) -> set[str]:
-        """Paths under the warehouse of the data files in the current snapshots of every table of a namespace."""
+        """Paths under the warehouse of the data files that any snapshot of any table of a namespace references
+        (a rewrite's inputs stay referenced by the snapshots before it until those expire)."""
         catalog = self.catalog()
         paths = set()
         for ident in catalog.list_tables(namespace):
-            for f in catalog.load_table(ident).inspect.files().to_pylist():
-                paths.add(f["file_path"].split("/warehouse/", 1)[-1])
+            table = catalog.load_table(ident)
+            for snapshot in table.snapshots():
+                for f in table.inspect.files(snapshot_id=snapshot.snapshot_id).to_pylist():
+                    paths.add(f["file_path"].split("/warehouse/", 1)[-1])
         return paths
 
 

@@ -30,7 +30,9 @@ ATTEMPT_TIMEOUT_MS = "1000"
 @dataclass
 class Cell:
     name: str
-    phase: str  # "ingest": the fault hits the first delivery; "compact": it hits a compactor run
+    # "ingest": the fault hits the first delivery; "compact": it hits a compactor run; "rewrite": it hits the run
+    # that rewrites the small files two unmerged commits left
+    phase: str
     expect: str  # "fails": that attempt fails and recovery follows; "absorbed": retried inside the attempt
     fail_at: str | None = None  # floe failpoint (crash, or throttling for state.* calls)
     fail_times: int | None = None
@@ -89,6 +91,13 @@ CELLS = [
     Cell("crash after writing the window file, before its commit", "compact", "fails", "emit.before_commit"),
     Cell("crash after committing windows, before cleaning their state", "compact", "fails", "emit.after_commit"),
     Cell("catalog conflict on the swap", "compact", "absorbed", "catalog.conflict", 2),
+    # Compactor maintenance: rewriting committed small files.
+    Cell("crash after rewriting committed small files, before the replace commit", "rewrite", "fails",
+         "rewrite.before_commit", leaves_merged=True),
+    Cell("crash after writing the replace metadata, before the swap", "rewrite", "fails", "catalog.before_swap",
+         leaves_merged=True),
+    Cell("crash after the replace commit", "rewrite", "fails", "rewrite.after_commit"),
+    Cell("catalog conflict on the replace swap", "rewrite", "absorbed", "catalog.conflict", 2),
     # Compactor: throttled state store.
     Cell("state store throttled: listing staged files", "compact", "fails", "state.staged_files", 1),
     Cell("state store throttled: marking files committed", "compact", "fails", "state.remove_staged", 1),
@@ -125,6 +134,16 @@ def tables(floe) -> dict[str, Counter]:
         rows = catalog.load_table(ident).scan().to_arrow().to_pylist()
         out[".".join(ident)] = Counter(json.dumps(r, sort_keys=True, default=str) for r in rows)
     return out
+
+
+def rewritten(floe) -> bool:
+    """Whether some table of the pipeline has a replace snapshot (a rewrite of committed files)."""
+    catalog = floe.catalog()
+    return any(
+        s.summary is not None and s.summary.operation.value == "replace"
+        for ident in catalog.list_tables(NAMESPACE)
+        for s in catalog.load_table(ident).snapshots()
+    )
 
 
 def clean_run(floe, ds):
@@ -204,6 +223,14 @@ def test_fault_then_recovery_is_exact(floe, dataset, cell: Cell, tmp_path_factor
             floe.ingest(first, now_ms=NOW_MS)  # the mapping delivers the same event again
         floe.ingest(rest, now_ms=NOW_MS)
         floe.compact(now_ms=NOW_MS)
+    elif cell.phase == "rewrite":
+        floe.ingest(first, now_ms=NOW_MS)
+        floe.compact(now_ms=NOW_MS, no_merge=True)
+        floe.ingest(rest, now_ms=NOW_MS)
+        floe.compact(now_ms=NOW_MS, no_merge=True)
+        attempt(floe, cell, lambda **kw: floe.compact(now_ms=NOW_MS, **kw))
+        floe.compact(now_ms=NOW_MS)  # the next scheduled run
+        assert rewritten(floe), f"{cell}: no table has a replace snapshot"
     else:
         floe.ingest(first, now_ms=NOW_MS)
         floe.ingest(rest, now_ms=NOW_MS)

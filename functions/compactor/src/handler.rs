@@ -69,6 +69,7 @@ impl Handler {
         for (table, f) in &failures {
             metrics_lines.push(metrics::table_error_line(stamp, pipeline, table, &f.message(), f.retryable));
         }
+        metrics_lines.push(metrics::compactor_run_line(stamp, pipeline, &run.tables, failures.len()));
         Outcome { reports: run.tables, failures, metrics_lines }
     }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glue::types::{Column, DatabaseInput, StorageDescriptor, TableInput};
+use floe_core::MetadataSwap;
 use iceberg::io::FileIO;
 use iceberg::spec::{NestedFieldRef, PrimitiveType, TableMetadata, TableMetadataBuilder, Type};
 use iceberg::table::Table;
@@ -335,9 +336,25 @@ impl Catalog for GlueCatalog {
         floe_core::failpoint::hit(floe_core::failpoint::CATALOG_BEFORE_SWAP)
             .await
             .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
+        self.update_pointer(&ident, glue, version, staged.metadata(), &new_location, &current_location).await?;
+        Ok(staged)
+    }
+}
+
+impl GlueCatalog {
+    /// Point the Glue table at `new_location`, guarded by the Glue version read with `glue` (a concurrent
+    /// update makes Glue answer `ConcurrentModificationException`, a conflict).
+    async fn update_pointer(
+        &self,
+        ident: &TableIdent,
+        glue: aws_sdk_glue::types::Table,
+        version: Option<String>,
+        metadata: &TableMetadata,
+        new_location: &str,
+        current_location: &str,
+    ) -> Result<()> {
         let parameters = glue.parameters.clone().unwrap_or_default();
-        let input =
-            self.table_input(ident.name(), staged.metadata(), parameters, &new_location, Some(&current_location))?;
+        let input = self.table_input(ident.name(), metadata, parameters, new_location, Some(current_location))?;
         self.client
             .update_table()
             .set_catalog_id(self.catalog_id.clone())
@@ -347,7 +364,25 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| glue_error("UpdateTable", e))?;
-        Ok(staged)
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetadataSwap for GlueCatalog {
+    async fn swap(
+        &self,
+        ident: &TableIdent,
+        expected: &str,
+        new_location: &str,
+        metadata: &TableMetadata,
+    ) -> Result<()> {
+        let (glue, current_location, version) = self.glue_table(ident).await?;
+        if current_location != expected {
+            let message = format!("{ident} points at {current_location}, not {expected}");
+            return Err(Error::new(ErrorKind::CatalogCommitConflicts, message).with_retryable(true));
+        }
+        self.update_pointer(ident, glue, version, metadata, new_location, expected).await
     }
 }
 

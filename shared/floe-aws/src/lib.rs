@@ -92,6 +92,7 @@ impl Aws {
             warehouse: self.warehouse.clone(),
             file_io: self.file_io.clone(),
             catalog: self.catalog.clone(),
+            swap: self.catalog.clone(),
             state: self.state.clone(),
         }
     }

@@ -92,6 +92,8 @@ pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -
             m("MergeTime", "Milliseconds", report.merge_ms),
             m("MergeDeferred", "Count", report.merge_deferred),
             m("MergedInputsDeleted", "Count", report.inputs_deleted),
+            m("FilesRewritten", "Count", report.rewritten_inputs),
+            m("RewrittenFilesWritten", "Count", report.rewritten_outputs),
             m("SnapshotsExpired", "Count", report.snapshots_expired),
             m("FilesDeleted", "Count", report.files_deleted),
             m("MaintenanceTime", "Milliseconds", report.maintain_ms),
@@ -111,9 +113,35 @@ pub fn table_error_line(timestamp_ms: i64, pipeline: &str, table: &str, error: &
     )
 }
 
+/// The compactor's pipeline-level metrics for one run: tables that still have staged files after it (the
+/// commit budget or `max_files_per_commit` was not enough) or that failed. Emitted every run, so the
+/// staleness alarm also fires when the compactor stops running (missing data is breaching).
+pub fn compactor_run_line(timestamp_ms: i64, pipeline: &str, reports: &[TableReport], failed: usize) -> String {
+    let behind = reports.iter().filter(|r| r.remaining > 0).count() + failed;
+    let remaining: u64 = reports.iter().map(|r| r.remaining).sum();
+    emf_line(
+        timestamp_ms,
+        &[("Pipeline", pipeline), ("Function", "compactor")],
+        &[m("TablesBehind", "Count", behind as u64), m("StagedFilesWaiting", "Count", remaining)],
+        &[],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_line_counts_tables_behind() {
+        let reports = [
+            TableReport { table: "a.b".into(), remaining: 3, ..Default::default() },
+            TableReport { table: "a.c".into(), ..Default::default() },
+        ];
+        let line: Value = serde_json::from_str(&compactor_run_line(1, "p", &reports, 1)).unwrap();
+        assert_eq!(line["TablesBehind"], 2.0);
+        assert_eq!(line["StagedFilesWaiting"], 3.0);
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], json!(["Pipeline", "Function"]));
+    }
 
     #[test]
     fn emf_line_has_the_documented_shape() {

@@ -114,8 +114,10 @@ pub enum Command {
     /// Commit staged files to the Iceberg tables, as the compactor Lambda does on its schedule.
     ///
     /// One run commits every table's staged files in one snapshot per table (recording the source positions
-    /// in the snapshot summary, so nothing is ever committed twice) and emits final windows. Prints each
-    /// table's report as JSON. With --every it runs on a fixed schedule until interrupted.
+    /// in the snapshot summary, so nothing is ever committed twice), small ones merged first, emits final
+    /// windows, then maintains each table (rewrites committed small files, merges manifests, expires old
+    /// snapshots). Prints each table's report as JSON. With --every it runs on a fixed schedule until
+    /// interrupted.
     Compact {
         #[command(flatten)]
         common: Common,
@@ -125,6 +127,24 @@ pub enum Command {
         /// Processing time for idle-partition detection, in milliseconds since the epoch (default: now).
         #[arg(long, conflicts_with = "every", value_name = "MS")]
         now_ms: Option<i64>,
+        /// Commit staged files as they are: no merging and no rewrites (what a table without floe's
+        /// maintenance looks like; expiry still runs).
+        #[arg(long)]
+        no_merge: bool,
+    },
+    /// Maintain every table until nothing is left to do: commit what is staged, rewrite small files, merge
+    /// manifests, expire snapshots due by the table properties.
+    ///
+    /// The scheduled compactor does the same within a 30-second merge budget per run; this runs as many
+    /// rounds as it takes (e.g. to catch up after `compact --no-merge`, or after raising
+    /// `table.target_file_size_mb`), with a progress line per round. Prints the summed report of each table
+    /// as JSON. Exit code 0 when done, 1 on a table error.
+    Maintain {
+        #[command(flatten)]
+        common: Common,
+        /// Stop after this many rounds even if work is left.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        max_rounds: u32,
     },
     /// Create topics on a Kafka broker (`name:partitions`); existing topics are left alone.
     Topics {

@@ -13,6 +13,7 @@ mod faults;
 pub mod generator;
 pub mod kafka;
 mod local;
+mod maintain;
 pub mod readback;
 mod runtime;
 mod validate;
@@ -109,14 +110,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&total)?);
             Ok(())
         }
-        Command::Compact { common, every: None, now_ms } => {
+        Command::Compact { common, every: None, now_ms, no_merge } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
-            let compactor = rt.compactor()?;
+            let compactor = if no_merge {
+                let options = CompactorOptions { merge_budget: std::time::Duration::ZERO, ..Default::default() };
+                rt.compactor_with(options)?
+            } else {
+                rt.compactor()?
+            };
             let reports = match now_ms {
                 Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
                 None => compactor.run().await?,
             };
+            println!("{}", serde_json::to_string(&reports)?);
+            Ok(())
+        }
+        Command::Maintain { common, max_rounds } => {
+            init_tracing("warn");
+            let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
+            let reports = maintain::until_done(&rt, max_rounds).await?;
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
         }

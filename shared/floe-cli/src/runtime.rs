@@ -47,6 +47,10 @@ impl Runtime {
     }
 
     pub fn compactor(&self) -> anyhow::Result<Compactor> {
-        Ok(Compactor::new(self.pipeline.clone(), &self.backends, CompactorOptions::default())?)
+        self.compactor_with(CompactorOptions::default())
+    }
+
+    pub fn compactor_with(&self, options: CompactorOptions) -> anyhow::Result<Compactor> {
+        Ok(Compactor::new(self.pipeline.clone(), &self.backends, options)?)
     }
 }

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use iceberg::Catalog;
+use async_trait::async_trait;
 use iceberg::io::FileIO;
+use iceberg::spec::TableMetadata;
+use iceberg::{Catalog, TableIdent};
 
 use crate::state::StateStore;
 
@@ -16,7 +18,25 @@ pub struct Backends {
     pub warehouse: String,
     pub file_io: FileIO,
     pub catalog: Arc<dyn Catalog>,
+    /// The same catalog's compare-and-swap, for snapshots floe builds itself (rewrites, manifest merges).
+    pub swap: Arc<dyn MetadataSwap>,
     pub state: Arc<dyn StateStore>,
+}
+
+/// A catalog's metadata pointer swap. iceberg-rust 0.10.1 builds a catalog commit only from its own transaction
+/// actions, which cannot replace files; floe writes a `replace` snapshot on the spec APIs and swaps the table's
+/// pointer to it through this, the same compare-and-swap the catalog's own commits use.
+#[async_trait]
+pub trait MetadataSwap: Send + Sync {
+    /// Point `ident` at `new_location` (already written, holding `metadata`) if it still points at `expected`.
+    /// A table that moved meanwhile is an `ErrorKind::CatalogCommitConflicts` error.
+    async fn swap(
+        &self,
+        ident: &TableIdent,
+        expected: &str,
+        new_location: &str,
+        metadata: &TableMetadata,
+    ) -> iceberg::Result<()>;
 }
 
 impl std::fmt::Debug for Backends {

@@ -18,6 +18,10 @@ pub const COMPACTOR_AFTER_MERGE: &str = "compactor.after_merge";
 pub const COMPACTOR_DURING_DELETE: &str = "compactor.during_delete";
 /// Compactor: the merged inputs are deleted; the staged files are not yet marked.
 pub const COMPACTOR_BEFORE_MARK: &str = "compactor.before_mark";
+/// Compactor maintenance: committed small files are rewritten into new files; the replace snapshot is next.
+pub const REWRITE_BEFORE_COMMIT: &str = "rewrite.before_commit";
+/// Compactor maintenance: the replace snapshot is committed; expiry has not run.
+pub const REWRITE_AFTER_COMMIT: &str = "rewrite.after_commit";
 /// Compactor maintenance: snapshots are due for expiry; the expiry commit is next.
 pub const EXPIRE_BEFORE_COMMIT: &str = "expire.before_commit";
 /// Compactor maintenance: the expiry is committed; the expired snapshots' manifest lists are not deleted yet.
@@ -58,7 +62,7 @@ pub const STATE_CALLS: [&str; 13] = [
 ];
 
 /// Every named step, for the test drivers.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 17] = [
     INGEST_AFTER_STATE,
     INGEST_AFTER_WRITE,
     INGEST_AFTER_STAGE,
@@ -68,6 +72,8 @@ pub const ALL: [&str; 15] = [
     COMPACTOR_AFTER_COMMIT,
     COMPACTOR_DURING_DELETE,
     COMPACTOR_BEFORE_MARK,
+    REWRITE_BEFORE_COMMIT,
+    REWRITE_AFTER_COMMIT,
     EXPIRE_BEFORE_COMMIT,
     EXPIRE_AFTER_COMMIT,
     EMIT_BEFORE_COMMIT,

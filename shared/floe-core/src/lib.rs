@@ -32,7 +32,7 @@ mod table;
 #[cfg(feature = "failpoints")]
 pub mod testing;
 
-pub use backends::Backends;
+pub use backends::{Backends, MetadataSwap};
 pub use commit::{
     Compactor, CompactorOptions, DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, EXPIRE_BATCH,
     ExpiryPolicy, MERGED_PREFIX, POSITIONS_PREFIX, Positions, RunReport, TableFailure, TableReport,

@@ -12,6 +12,7 @@ use iceberg_catalog_sql::{
 };
 
 use crate::state::SqliteStateStore;
+use crate::swap::SqlSwap;
 
 /// Catalog name written into the SQL catalog tables (readers must use the same name).
 pub const CATALOG_NAME: &str = "floe";
@@ -24,6 +25,7 @@ pub struct Embedded {
     pub warehouse: String,
     pub file_io: FileIO,
     pub catalog: Arc<dyn Catalog>,
+    pub swap: Arc<SqlSwap>,
     pub state: Arc<SqliteStateStore>,
 }
 
@@ -44,8 +46,9 @@ impl Embedded {
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
             .load(CATALOG_NAME, props)
             .await?;
+        let swap = Arc::new(SqlSwap::open(&home.join("catalog.db"), CATALOG_NAME).await?);
         let state = Arc::new(SqliteStateStore::open(&home.join("state.db")).await?);
-        Ok(Embedded { home, warehouse, file_io, catalog: Arc::new(catalog), state })
+        Ok(Embedded { home, warehouse, file_io, catalog: Arc::new(catalog), swap, state })
     }
 
     /// The backends as the handlers take them.
@@ -54,6 +57,7 @@ impl Embedded {
             warehouse: self.warehouse.clone(),
             file_io: self.file_io.clone(),
             catalog: self.catalog.clone(),
+            swap: self.swap.clone(),
             state: self.state.clone(),
         }
     }

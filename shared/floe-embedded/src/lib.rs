@@ -8,6 +8,8 @@
 mod backend;
 mod state;
 mod stream;
+mod swap;
 
 pub use backend::{CATALOG_NAME, Embedded};
 pub use state::SqliteStateStore;
+pub use swap::SqlSwap;

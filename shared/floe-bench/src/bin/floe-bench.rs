@@ -5,6 +5,8 @@
 //!   Parquet files on disk and staged in the state store.
 //! - `baseline`: the arrow-rs baseline on the same events.
 //! - `commit`: stage N small files through the ingest handler, then time one compactor run committing them.
+//! - `compaction`: stage N small files, then time one compactor run that merges them before committing.
+//! - `history`: N commits of one small file each with floe's maintenance on; commit time as history grows.
 //!
 //! Every command prints one JSON line of figures.
 
@@ -49,6 +51,32 @@ enum Command {
         files: usize,
         #[arg(long, default_value_t = 20)]
         records_per_file: usize,
+    },
+    /// Stage `--files` data files under `--home`, then time one compactor run that merges them (one thread).
+    Compaction {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        files: usize,
+        #[arg(long, default_value_t = 200)]
+        records_per_file: usize,
+        /// Partition the table by event type and a 4-way bucket of the event id (28 partitions), as a
+        /// realistic pipeline is, instead of leaving it unpartitioned.
+        #[arg(long)]
+        partitioned: bool,
+        /// Commit the staged files as they are (the table without floe's merging, for comparison).
+        #[arg(long)]
+        no_merge: bool,
+    },
+    /// `--commits` compactor runs of one small staged file each (maintenance on), sampling commit time.
+    History {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        commits: usize,
+        /// Report the commits around these counts of prior commits.
+        #[arg(long, value_delimiter = ',', default_value = "100,10000")]
+        at: Vec<usize>,
     },
 }
 
@@ -207,6 +235,106 @@ async fn run_commit(home: &Path, files: usize, records_per_file: usize) -> anyho
         "cpu_s": cpu, "metadata_commit_ms": commit_ms}))
 }
 
+/// Events of one Kafka partition with about `records_per_file` records each: one staged data file per event
+/// in the unpartitioned bench table.
+fn small_events(files: usize, records_per_file: usize) -> anyhow::Result<Vec<MskEvent>> {
+    let options = generate::Options {
+        records: files * records_per_file,
+        partitions: 1,
+        partitions_per_event: 1,
+        batch_size: Some(records_per_file),
+        ..Default::default()
+    };
+    generate::generate(&options).events.iter().map(|b| Ok(serde_json::from_slice(b)?)).collect()
+}
+
+const PARTITIONED: &str = "\n[[table.partition]]\ncolumn = \"event_type\"\ntransform = \"identity\"\n\n\
+    [[table.partition]]\ncolumn = \"event_id\"\ntransform = \"bucket[4]\"\n";
+
+async fn run_compaction(
+    home: &Path,
+    files: usize,
+    records_per_file: usize,
+    partitioned: bool,
+    no_merge: bool,
+) -> anyhow::Result<serde_json::Value> {
+    fresh(home)?;
+    let mut toml = generate::pipeline_toml("bench");
+    if partitioned {
+        toml.push_str(PARTITIONED);
+    }
+    let pipeline = Arc::new(floe_core::parse_pipeline(&toml, "bench pipeline")?);
+    let (e, ingestor) = ingestor(home, pipeline.clone()).await?;
+    let mut staged = IngestReport::default();
+    for event in small_events(files, records_per_file)? {
+        staged.add(&ingestor.handle(&event).await?);
+    }
+    let budget = Duration::from_secs(600);
+    let merge_budget = if no_merge { Duration::ZERO } else { budget };
+    let options = CompactorOptions { merge_budget, time_budget: budget, ..Default::default() };
+    let compactor = Compactor::new(pipeline, &e.backends(), options)?;
+    let timer = Timer::start();
+    let reports = compactor.run().await?;
+    let (wall, cpu) = timer.stop();
+    let r = reports.iter().find(|r| r.table == "bench.events").context("no report for bench.events")?;
+    anyhow::ensure!(r.staged == staged.files, "staged {} files, committed {}", staged.files, r.staged);
+    let table =
+        e.catalog.load_table(&floe_core::TableLayout::target(compactor.pipeline(), &e.warehouse)?.ident()).await?;
+    let live = floe_core::live_data_files(&table).await?;
+    let partitions: std::collections::HashSet<_> = live.iter().map(|f| f.partition().clone()).collect();
+    Ok(json!({"staged_files": r.staged, "merged_inputs": r.merged_inputs, "committed_files": r.files,
+        "partitions": partitions.len(), "live_files": live.len(),
+        "bytes_read": r.bytes_read, "bytes_written": r.bytes_written, "merge_ms": r.merge_ms, "run_s": wall,
+        "cpu_s": cpu, "mb_per_s_cpu": r.bytes_read as f64 / 1e6 / cpu, "avg_file_before": r.staged_bytes / r.staged.max(1),
+        "avg_file_after": r.bytes / r.files.max(1)}))
+}
+
+async fn run_history(home: &Path, commits: usize, at: &[usize]) -> anyhow::Result<serde_json::Value> {
+    fresh(home)?;
+    // Snapshots older than a minute expire: at this bench's pace that keeps the last ~1,000-2,000 commits, as a
+    // day of one commit a minute does with floe's default of 24 hours.
+    let toml = generate::pipeline_toml("bench").replace(
+        r#"properties = { "write.parquet.compression-codec" = "zstd" }"#,
+        r#"properties = { "write.parquet.compression-codec" = "zstd", "history.expire.max-snapshot-age-ms" = "60000" }"#,
+    );
+    let pipeline = Arc::new(floe_core::parse_pipeline(&toml, "bench pipeline")?);
+    let (e, ingestor) = ingestor(home, pipeline.clone()).await?;
+    let compactor = Compactor::new(pipeline, &e.backends(), CompactorOptions::default())?;
+    let events = small_events(commits, 5)?;
+    let mut samples: Vec<serde_json::Value> = Vec::new();
+    let mut window: Vec<(u64, u64)> = Vec::new();
+    let started = Instant::now();
+    for (n, event) in events.iter().enumerate() {
+        ingestor.handle(event).await?;
+        let t = Instant::now();
+        let reports = compactor.run().await?;
+        let run_ms = t.elapsed().as_millis() as u64;
+        let r = reports.iter().find(|r| r.table == "bench.events").context("no report for bench.events")?;
+        window.push((r.commit_ms, run_ms));
+        if window.len() > 21 {
+            window.remove(0);
+        }
+        if at.contains(&(n + 1)) || n + 1 == events.len() {
+            let table = e
+                .catalog
+                .load_table(&floe_core::TableLayout::target(compactor.pipeline(), &e.warehouse)?.ident())
+                .await?;
+            let manifests = match table.metadata().current_snapshot() {
+                Some(s) => table.manifest_list_reader(s).load().await?.entries().len(),
+                None => 0,
+            };
+            let mut commit: Vec<u64> = window.iter().map(|w| w.0).collect();
+            let mut run: Vec<u64> = window.iter().map(|w| w.1).collect();
+            commit.sort_unstable();
+            run.sort_unstable();
+            samples.push(json!({"prior_commits": n + 1, "commit_ms_median": commit[commit.len() / 2],
+                "run_ms_median": run[run.len() / 2], "snapshots": table.metadata().snapshots().count(),
+                "manifests": manifests, "live_files": floe_core::live_data_files(&table).await?.len()}));
+        }
+    }
+    Ok(json!({"commits": events.len(), "wall_s": started.elapsed().as_secs_f64(), "samples": samples}))
+}
+
 fn main() -> anyhow::Result<()> {
     // One thread: the figures are per core, as a Lambda function with 1,769 MB or less gets one vCPU.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -215,6 +343,10 @@ fn main() -> anyhow::Result<()> {
         Command::Floe(args) => rt.block_on(run_floe(&args))?,
         Command::Baseline(args) => run_baseline(&args)?,
         Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,
+        Command::Compaction { home, files, records_per_file, partitioned, no_merge } => {
+            rt.block_on(run_compaction(&home, files, records_per_file, partitioned, no_merge))?
+        }
+        Command::History { home, commits, at } => rt.block_on(run_history(&home, commits, &at))?,
     };
     println!("{out}");
     Ok(())

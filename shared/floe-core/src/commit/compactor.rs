@@ -20,8 +20,9 @@ use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
-use super::tables::{TableReport, delete_files, is_conflict, load_or_create};
-use crate::backends::Backends;
+use super::rewrite::Rewriter;
+use super::tables::{TableReport, delete_files, is_conflict, load_or_create, unreferenced};
+use crate::backends::{Backends, MetadataSwap};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pipeline::{Output, Pipeline};
@@ -115,13 +116,22 @@ fn run_id() -> u64 {
 }
 
 /// A test's simulated crash: it must end the run, not be handled like a failure.
-fn simulated_crash(e: &Error) -> bool {
+pub(super) fn simulated_crash(e: &Error) -> bool {
     #[cfg(feature = "failpoints")]
     if matches!(e, Error::Failpoint(_)) {
         return true;
     }
     let _ = e;
     false
+}
+
+/// What a table's commit attempts left behind, for cleaning up merged files.
+#[derive(Debug, Default)]
+struct Attempts {
+    /// Merged-file prefixes of the commit that succeeded: referenced from then on.
+    committed: Vec<String>,
+    /// A commit failed other than by a rejected swap: whether it applied is unknown.
+    outcome_unknown: bool,
 }
 
 /// Compactor handler; build once per process.
@@ -134,6 +144,7 @@ pub struct Compactor {
     warehouse: String,
     file_io: FileIO,
     catalog: Arc<dyn Catalog>,
+    swap: Arc<dyn MetadataSwap>,
     state: Arc<dyn StateStore>,
     options: CompactorOptions,
 }
@@ -160,6 +171,7 @@ impl Compactor {
             warehouse,
             file_io: backends.file_io.clone(),
             catalog: backends.catalog.clone(),
+            swap: backends.swap.clone(),
             state: backends.state.clone(),
             options,
         })
@@ -221,7 +233,7 @@ impl Compactor {
             )
             .await;
             let report = match report {
-                Ok((mut report, table)) => self.maintain(&mut report, table, deadlines).await.map(|()| report),
+                Ok((mut report, table)) => self.maintain(&mut report, table, layout, deadlines).await.map(|()| report),
                 Err(e) => Err(e),
             };
             run.record(&layout.name.to_string(), report);
@@ -275,39 +287,85 @@ impl Compactor {
     /// Commit a table's staged files, then maintain it.
     async fn table_run(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<TableReport> {
         let (mut report, table) = self.compact_table(layout, deadlines).await?;
-        self.maintain(&mut report, table, deadlines).await?;
+        self.maintain(&mut report, table, layout, deadlines).await?;
         Ok(report)
     }
 
-    /// Maintenance after the commits, while the run's commit budget lasts: snapshot expiry. (Each commit
-    /// already deleted the metadata files it dropped from the log, see [`super::pinned`].)
-    async fn maintain(&self, report: &mut TableReport, table: Table, deadlines: Deadlines) -> Result<()> {
-        if self.options.expire_batch == 0 || Instant::now() >= deadlines.commit {
-            return Ok(());
-        }
+    /// Maintenance after the commits, while the run's budgets last: small committed files rewritten (and small
+    /// manifests merged) until the merge deadline, then snapshot expiry and the files only expired snapshots
+    /// referenced. (Each commit already deleted the metadata files it dropped from the log, see
+    /// [`super::pinned`].)
+    async fn maintain(
+        &self,
+        report: &mut TableReport,
+        mut table: Table,
+        layout: &TableLayout,
+        deadlines: Deadlines,
+    ) -> Result<()> {
         let started = Instant::now();
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let (_, expired) =
-            super::expire::expire(self.catalog.as_ref(), table, now_ms, self.options.expire_batch).await?;
-        report.snapshots_expired = expired.snapshots;
-        report.files_deleted += expired.files_deleted;
+        if started < deadlines.merge {
+            let rewriter = Rewriter {
+                catalog: self.catalog.as_ref(),
+                swap: self.swap.as_ref(),
+                file_io: &self.file_io,
+                layout,
+                run: deadlines.run,
+                merge_deadline: deadlines.merge,
+                max_attempts: self.options.max_attempts,
+            };
+            let (rewritten, done) = rewriter.run(table).await?;
+            table = rewritten;
+            report.rewritten_inputs = done.inputs;
+            report.rewritten_outputs = done.outputs;
+            report.bytes_read += done.bytes_read;
+            report.bytes_written += done.bytes_written;
+            report.manifests_before = done.manifests_before;
+            report.manifests_after = done.manifests_after;
+            report.conflicts += done.conflicts;
+        }
+        if self.options.expire_batch > 0 && Instant::now() < deadlines.commit {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let (_, expired) =
+                super::expire::expire(self.catalog.as_ref(), table, now_ms, self.options.expire_batch).await?;
+            report.snapshots_expired = expired.snapshots;
+            report.files_deleted += expired.files_deleted;
+        }
         report.maintain_ms = started.elapsed().as_millis() as u64;
         Ok(())
     }
 
     /// Commit the staged files of a table; the report and the table as last loaded or committed. Merged files
-    /// this run wrote but did not commit (it lost a race, or failed) are deleted.
+    /// this run wrote and that the table does not reference (it lost a race, or failed) are deleted, unless a
+    /// commit's outcome is unknown: then they are left for orphan removal, as Iceberg leaves the files of a
+    /// commit in an unknown state.
     async fn compact_table(&self, layout: &TableLayout, deadlines: Deadlines) -> Result<(TableReport, Table)> {
         let mut merged: HashMap<String, Merged> = HashMap::new();
-        let mut committed: Vec<String> = Vec::new();
-        let result = self.commit_staged(layout, deadlines, &mut merged, &mut committed).await;
-        if !matches!(&result, Err(e) if simulated_crash(e)) {
-            let uncommitted = merged
-                .iter()
-                .filter(|(prefix, _)| !committed.contains(prefix))
-                .flat_map(|(_, m)| m.files.iter().map(|f| f.file_path().to_string()));
-            let uncommitted: Vec<String> = uncommitted.collect();
-            delete_files(&self.file_io, &layout.name.to_string(), &uncommitted, "uncommitted merged file").await;
+        let mut attempts = Attempts::default();
+        let result = self.commit_staged(layout, deadlines, &mut merged, &mut attempts).await;
+        if matches!(&result, Err(e) if simulated_crash(e)) {
+            return result;
+        }
+        let candidates: Vec<String> = merged
+            .iter()
+            .filter(|(prefix, _)| !attempts.committed.contains(prefix))
+            .flat_map(|(_, m)| m.files.iter().map(|f| f.file_path().to_string()))
+            .collect();
+        let table = layout.name.to_string();
+        if candidates.is_empty() {
+            return result;
+        }
+        if attempts.outcome_unknown {
+            warn!(table = %table, files = candidates.len(),
+                "a commit's outcome is unknown; its merged files are left for orphan removal");
+        } else {
+            // A conflict can be this run's own commit, applied and retried by the SDK: check what is live.
+            match unreferenced(self.catalog.as_ref(), &layout.ident(), candidates).await {
+                Ok(paths) => {
+                    delete_files(&self.file_io, &table, &paths, "uncommitted merged file").await;
+                }
+                Err(e) => warn!(table = %table, error = %e,
+                    "could not check which merged files are committed; left for orphan removal"),
+            }
         }
         result
     }
@@ -317,7 +375,7 @@ impl Compactor {
         layout: &TableLayout,
         deadlines: Deadlines,
         merged: &mut HashMap<String, Merged>,
-        committed_prefixes: &mut Vec<String>,
+        attempts: &mut Attempts,
     ) -> Result<(TableReport, Table)> {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
@@ -382,7 +440,7 @@ impl Compactor {
             match result {
                 Ok(committed) => {
                     // Referenced from now on, whatever fails next: never cleaned up as uncommitted.
-                    committed_prefixes.extend(prefixes);
+                    attempts.committed.extend(prefixes);
                     let snapshot_id = committed.metadata().current_snapshot_id();
                     let millis = commit_started.elapsed().as_millis() as u64;
                     info!(table = %table_name, snapshot_id, files = committed_files, staged = batch.len(),
@@ -410,7 +468,11 @@ impl Compactor {
                     table = self.catalog.load_table(&layout.ident()).await?;
                     staged = batch;
                 }
-                Err(e) => return Err(Error::Iceberg(e)),
+                Err(e) => {
+                    // Not a rejected swap: the catalog may have applied it (a lost answer, a crash mid-call).
+                    attempts.outcome_unknown = !is_conflict(&e);
+                    return Err(Error::Iceberg(e));
+                }
             }
         }
         Err(Error::Conflict(format!(

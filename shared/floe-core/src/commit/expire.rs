@@ -14,13 +14,14 @@
 //!   It runs once [`EXPIRE_BATCH`] snapshots are due, so it costs one extra metadata write per half hour per
 //!   table, not one per run.
 //!
-//! Data files and manifests stay: floe's appends keep every earlier manifest in each new snapshot, so an expired
-//! snapshot's manifests are still referenced by the current one. Only its manifest list becomes garbage.
+//! After the expiry commit, the files only expired snapshots referenced are deleted ([`unreachable`]): their
+//! manifest lists, and after rewrites and manifest merges the manifests and data files they replaced.
 
 use std::collections::{HashMap, HashSet};
 
+use futures::{StreamExt, TryStreamExt};
 use iceberg::Catalog;
-use iceberg::spec::TableMetadata;
+use iceberg::spec::{DataContentType, ManifestFile, TableMetadata};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use tracing::{info, warn};
@@ -152,14 +153,99 @@ pub async fn expire(catalog: &dyn Catalog, table: Table, now_ms: i64, batch: usi
     let expired: Vec<_> = table.metadata().snapshots().filter(|s| !kept.contains(&s.snapshot_id())).collect();
     failpoint::hit(failpoint::EXPIRE_AFTER_COMMIT).await?;
     let mut report = Expired { snapshots: expired.len() as u64, files_deleted: 0 };
-    // Each snapshot has its own manifest list; the kept ones never reference an expired one's.
-    let kept_lists: HashSet<&str> = committed.metadata().snapshots().map(|s| s.manifest_list()).collect();
-    let lists: Vec<String> =
-        expired.iter().map(|s| s.manifest_list()).filter(|l| !kept_lists.contains(l)).map(str::to_string).collect();
-    report.files_deleted = super::tables::delete_files(committed.file_io(), &name, &lists, "manifest list").await;
+    let garbage = unreachable(&table, &committed).await?;
+    let delete = |paths: Vec<String>, what: &'static str| {
+        let (file_io, name) = (committed.file_io(), name.clone());
+        async move { super::tables::delete_files(file_io, &name, &paths, what).await }
+    };
+    // Data files first, then the manifests listing them, then the lists: a run stopped midway leaves only
+    // files that nothing kept references.
+    report.files_deleted += delete(garbage.data_files, "unreferenced data file").await;
+    report.files_deleted += delete(garbage.manifests, "unreferenced manifest").await;
+    report.files_deleted += delete(garbage.manifest_lists, "manifest list").await;
     info!(table = %name, expired = report.snapshots, files_deleted = report.files_deleted, "expired snapshots");
     Ok((committed, report))
 }
+
+/// Files only expired snapshots referenced.
+#[derive(Debug, Default)]
+pub struct Garbage {
+    pub manifest_lists: Vec<String>,
+    pub manifests: Vec<String>,
+    pub data_files: Vec<String>,
+}
+
+/// What expiring from `before` to `after` made unreachable: the expired snapshots' manifest lists, the
+/// manifests no kept snapshot lists, and of the files those manifests list, the ones no kept snapshot has live.
+/// Appends carry every manifest forward, so after appends only manifest lists go; after a rewrite, the
+/// rewritten inputs and their old manifests go once every snapshot that still listed them has expired.
+///
+/// Reads are bounded: the expired snapshots' lists; the kept ones only if a manifest is missing from the
+/// current snapshot (after a rewrite or merge); and of the kept manifests only those with `existing` entries,
+/// the only ones that can list a file an expired snapshot added (an append manifest lists its own files).
+pub async fn unreachable(before: &Table, after: &Table) -> Result<Garbage> {
+    let kept_ids: HashSet<i64> = after.metadata().snapshots().map(|s| s.snapshot_id()).collect();
+    let kept_lists: HashSet<&str> = after.metadata().snapshots().map(|s| s.manifest_list()).collect();
+    let mut garbage = Garbage::default();
+    let mut dropped: HashMap<String, ManifestFile> = HashMap::new();
+    for snapshot in before.metadata().snapshots().filter(|s| !kept_ids.contains(&s.snapshot_id())) {
+        if !kept_lists.contains(snapshot.manifest_list()) {
+            garbage.manifest_lists.push(snapshot.manifest_list().to_string());
+        }
+        for m in before.manifest_list_reader(snapshot).load().await?.consume_entries() {
+            dropped.entry(m.manifest_path.clone()).or_insert(m);
+        }
+    }
+    let mut kept: HashMap<String, ManifestFile> = HashMap::new();
+    if let Some(current) = after.metadata().current_snapshot() {
+        kept.extend(
+            after
+                .manifest_list_reader(current)
+                .load()
+                .await?
+                .consume_entries()
+                .into_iter()
+                .map(|m| (m.manifest_path.clone(), m)),
+        );
+    }
+    dropped.retain(|path, _| !kept.contains_key(path));
+    if dropped.is_empty() {
+        return Ok(garbage);
+    }
+    // Futures collected first: a lazy map over borrowed snapshots makes the caller's future not `Send`.
+    let readers: Vec<_> = after.metadata().snapshots().map(|s| after.manifest_list_reader(s)).collect();
+    let loads: Vec<_> = readers.into_iter().map(|r| async move { r.load().await }).collect();
+    let lists = futures::stream::iter(loads).buffer_unordered(READ_CONCURRENCY).try_collect::<Vec<_>>().await?;
+    for list in lists {
+        kept.extend(list.consume_entries().into_iter().map(|m| (m.manifest_path.clone(), m)));
+    }
+    dropped.retain(|path, _| !kept.contains_key(path));
+    if dropped.is_empty() {
+        return Ok(garbage);
+    }
+    let io = after.file_io();
+    let rewritten: Vec<_> =
+        kept.values().filter(|m| m.existing_files_count.is_none_or(|n| n > 0)).map(|m| m.load_manifest(io)).collect();
+    let manifests = futures::stream::iter(rewritten).buffer_unordered(READ_CONCURRENCY).try_collect::<Vec<_>>().await?;
+    let live: HashSet<&str> =
+        manifests.iter().flat_map(|m| m.entries()).filter(|e| e.is_alive()).map(|e| e.file_path()).collect();
+    let mut files: HashSet<String> = HashSet::new();
+    for m in dropped.values() {
+        for entry in m.load_manifest(before.file_io()).await?.entries() {
+            if entry.content_type() == DataContentType::Data && !live.contains(entry.file_path()) {
+                files.insert(entry.file_path().to_string());
+            }
+        }
+    }
+    garbage.manifests = dropped.into_keys().collect();
+    garbage.data_files = files.into_iter().collect();
+    garbage.manifests.sort();
+    garbage.data_files.sort();
+    Ok(garbage)
+}
+
+/// Manifest reads in flight at once.
+const READ_CONCURRENCY: usize = 16;
 
 #[cfg(test)]
 #[path = "expire/tests.rs"]

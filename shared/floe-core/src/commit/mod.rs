@@ -11,6 +11,8 @@ pub(crate) mod expire;
 pub(crate) mod merge;
 pub(crate) mod pinned;
 pub(crate) mod positions;
+pub(crate) mod replace;
+pub(crate) mod rewrite;
 pub(crate) mod tables;
 
 pub use compactor::{Compactor, CompactorOptions, RunReport, TableFailure};

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use iceberg::spec::DataFile;
+use iceberg::spec::{DataFile, TableMetadata};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
@@ -44,17 +44,22 @@ impl<'a> PinnedCatalog<'a> {
             .set_properties(properties)?
             .build()?
             .metadata;
-        let mut builder = Table::builder()
-            .metadata(metadata)
-            .identifier(table.identifier().clone())
-            .file_io(table.file_io().clone())
-            .runtime(iceberg::Runtime::current());
-        if let Some(location) = table.metadata_location() {
-            builder = builder.metadata_location(location);
-        }
-        let pinned = builder.build()?;
+        let pinned = table_with(table, metadata, table.metadata_location().map(str::to_string))?;
         Ok((PinnedCatalog { inner, pinned: pinned.clone(), metadata_files }, pinned))
     }
+}
+
+/// `table` (its identifier and file IO) with other metadata.
+pub(super) fn table_with(table: &Table, metadata: TableMetadata, location: Option<String>) -> Result<Table> {
+    let mut builder = Table::builder()
+        .metadata(metadata)
+        .identifier(table.identifier().clone())
+        .file_io(table.file_io().clone())
+        .runtime(iceberg::Runtime::current());
+    if let Some(location) = location {
+        builder = builder.metadata_location(location);
+    }
+    builder.build()
 }
 
 /// Table property: delete the metadata files a commit drops from the metadata log (Iceberg's default is off;
@@ -65,14 +70,14 @@ pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enable
 pub const DELETE_AFTER_COMMIT_DEFAULT: bool = true;
 
 /// The current metadata file of a table and those in its metadata log.
-fn metadata_files(table: &Table) -> HashSet<String> {
+pub(super) fn metadata_files(table: &Table) -> HashSet<String> {
     let log = table.metadata().metadata_log().iter().map(|l| l.metadata_file.clone());
     log.chain(table.metadata_location().map(str::to_string)).collect()
 }
 
 /// After a commit from `before` to `after`: delete the metadata files that `after` no longer references, if
 /// the table's policy says so. A failed delete leaves an unreferenced file (orphan removal's), so it is logged.
-async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> u64 {
+pub(super) async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> u64 {
     let enabled = after
         .metadata()
         .properties()

@@ -1,14 +1,15 @@
 //! What every committer of the compactor shares: loading (or creating) a table from its layout, telling a lost
 //! commit race from a failure, and the per-table report of a run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use iceberg::io::FileIO;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::error::Result;
+use crate::table::files::live_data_files;
 use crate::table::layout::TableLayout;
 
 /// What a run did to one table.
@@ -33,7 +34,14 @@ pub struct TableReport {
     pub merge_deferred: u64,
     /// Merged inputs deleted after the commit.
     pub inputs_deleted: u64,
-    /// Snapshots expired by this run's maintenance, the files it deleted (manifest lists), and its time.
+    /// Committed small files rewritten into target-size ones (a `replace` snapshot), and the files they became.
+    pub rewritten_inputs: u64,
+    pub rewritten_outputs: u64,
+    /// Data manifests of the current snapshot before and after this run's maintenance.
+    pub manifests_before: u64,
+    pub manifests_after: u64,
+    /// Snapshots expired by this run's maintenance, the files it deleted (manifest lists, manifests, data files
+    /// no kept snapshot references), and its time.
     pub snapshots_expired: u64,
     pub files_deleted: u64,
     pub maintain_ms: u64,
@@ -78,6 +86,11 @@ pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) 
 }
 
 impl TableReport {
+    /// An empty report of `table`.
+    pub fn named(table: &str) -> TableReport {
+        TableReport { table: table.to_string(), ..Default::default() }
+    }
+
     /// Reset what merging counts, before an attempt that merges (or reuses) again.
     pub(crate) fn clear_merge_counts(&mut self) {
         self.merged_inputs = 0;
@@ -99,6 +112,15 @@ pub(crate) async fn delete_files(file_io: &FileIO, table: &str, paths: &[String]
         }
     }
     deleted
+}
+
+/// Those of `paths` that the table's current snapshot (loaded fresh) does not reference: what a committer may
+/// delete of the files it wrote for a commit that seemed to fail. A lost race can be the committer's own
+/// commit, applied and answered with a conflict after a retry of the same request.
+pub(crate) async fn unreferenced(catalog: &dyn Catalog, ident: &TableIdent, paths: Vec<String>) -> Result<Vec<String>> {
+    let table = catalog.load_table(ident).await?;
+    let live: HashSet<String> = live_data_files(&table).await?.iter().map(|f| f.file_path().to_string()).collect();
+    Ok(paths.into_iter().filter(|p| !live.contains(p)).collect())
 }
 
 pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {

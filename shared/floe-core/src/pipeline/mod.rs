@@ -64,16 +64,23 @@ struct Source {
 pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
 /// Table-maintenance properties floe reads (see the compactor's expiry and metadata cleanup), checked here so a
 /// bad value fails validation instead of a compactor run.
-pub const MAINTENANCE_PROPERTIES: [(&str, &str); 4] = [
+pub const MAINTENANCE_PROPERTIES: [(&str, &str); 8] = [
     ("history.expire.max-snapshot-age-ms", "a positive number of milliseconds"),
     ("history.expire.min-snapshots-to-keep", "a positive count"),
     ("write.metadata.previous-versions-max", "a positive count"),
     ("write.metadata.delete-after-commit.enabled", "true or false"),
+    ("commit.manifest-merge.enabled", "true or false"),
+    ("commit.manifest.min-count-to-merge", "a positive count"),
+    ("commit.manifest.target-size-bytes", "a positive number of bytes"),
+    ("floe.rewrite.min-input-files", "a count (0 turns rewrites off)"),
 ];
 
 fn maintenance_value_ok(key: &str, value: &str) -> bool {
     match key {
-        "write.metadata.delete-after-commit.enabled" => value == "true" || value == "false",
+        "write.metadata.delete-after-commit.enabled" | "commit.manifest-merge.enabled" => {
+            value == "true" || value == "false"
+        }
+        "floe.rewrite.min-input-files" => value.parse::<u64>().is_ok(),
         _ => value.parse::<i64>().is_ok_and(|n| n > 0),
     }
 }

@@ -1,6 +1,7 @@
 //! The data files a table's current snapshot references, read from its manifests (what a scan would plan, without
 //! reading any data): what is live, for tests and for maintenance.
 
+use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, DataFile, ManifestStatus};
 use iceberg::table::Table;
 
@@ -12,9 +13,13 @@ pub async fn live_data_files(table: &Table) -> Result<Vec<DataFile>> {
         return Ok(Vec::new());
     };
     let list = table.manifest_list_reader(snapshot).load().await?;
+    // Several manifests in flight (the compactor lists a table's files every run), in manifest-list order.
+    // Futures collected first: a lazy map over borrowed entries makes the caller's future not `Send`.
+    let loads: Vec<_> = list.entries().iter().map(|m| m.load_manifest(table.file_io())).collect();
+    let manifests: Vec<_> = futures::stream::iter(loads).buffered(16).try_collect().await?;
     let mut files = Vec::new();
-    for manifest in list.entries() {
-        for entry in manifest.load_manifest(table.file_io()).await?.entries() {
+    for manifest in &manifests {
+        for entry in manifest.entries() {
             if entry.status() != ManifestStatus::Deleted && entry.content_type() == DataContentType::Data {
                 files.push(entry.data_file().clone());
             }
