@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::rewrite::Rewriter;
-use super::tables::{TableReport, delete_files, is_conflict, load_or_create, unreferenced};
+use super::tables::{TableReport, delete_files, is_conflict, load_or_create, simulated_crash, unreferenced};
 use crate::backends::{Backends, MetadataSwap};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -113,16 +113,6 @@ struct Deadlines {
 fn run_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new().build_hasher().finish()
-}
-
-/// A test's simulated crash: it must end the run, not be handled like a failure.
-pub(super) fn simulated_crash(e: &Error) -> bool {
-    #[cfg(feature = "failpoints")]
-    if matches!(e, Error::Failpoint(_)) {
-        return true;
-    }
-    let _ = e;
-    false
 }
 
 /// What a table's commit attempts left behind, for cleaning up merged files.

@@ -27,10 +27,9 @@ use iceberg::spec::{DataFile, TableMetadata};
 use iceberg::table::Table;
 use tracing::{info, warn};
 
-use super::compactor::simulated_crash;
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::replace::{ManifestPolicy, ReplacePlan};
-use super::tables::{delete_files, is_conflict, unreferenced};
+use super::tables::{delete_files, is_conflict, simulated_crash, unreferenced};
 use crate::backends::MetadataSwap;
 use crate::error::{Error, Result};
 use crate::failpoint;

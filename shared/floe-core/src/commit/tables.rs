@@ -8,7 +8,7 @@ use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::table::files::live_data_files;
 use crate::table::layout::TableLayout;
 
@@ -121,6 +121,16 @@ pub(crate) async fn unreferenced(catalog: &dyn Catalog, ident: &TableIdent, path
     let table = catalog.load_table(ident).await?;
     let live: HashSet<String> = live_data_files(&table).await?.iter().map(|f| f.file_path().to_string()).collect();
     Ok(paths.into_iter().filter(|p| !live.contains(p)).collect())
+}
+
+/// A test's simulated crash: it must end the run, not be handled like a failure.
+pub(crate) fn simulated_crash(e: &Error) -> bool {
+    #[cfg(feature = "failpoints")]
+    if matches!(e, Error::Failpoint(_)) {
+        return true;
+    }
+    let _ = e;
+    false
 }
 
 pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {
