@@ -41,10 +41,19 @@ pub async fn preview(table: &Table, columns: &[&str], n: usize) -> anyhow::Resul
 /// Every row of the current snapshot projected onto `columns`, each cell as display text, sorted: for exact
 /// row-set comparisons in tests.
 pub async fn rows(table: &Table, columns: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
+    rows_at(table, None, columns).await
+}
+
+/// [`rows`] of snapshot `snapshot` (time travel), or of the current one.
+pub async fn rows_at(table: &Table, snapshot: Option<i64>, columns: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
     if table.metadata().current_snapshot().is_none() {
         return Ok(Vec::new());
     }
-    let stream = table.scan().select(columns.iter().copied()).build()?.to_arrow().await?;
+    let mut scan = table.scan().select(columns.iter().copied());
+    if let Some(id) = snapshot {
+        scan = scan.snapshot_id(id);
+    }
+    let stream = scan.build()?.to_arrow().await?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     let options = arrow_cast::display::FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();

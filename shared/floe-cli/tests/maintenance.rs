@@ -39,28 +39,7 @@ async fn target(p: &Pipeline, b: &Embedded) -> Table {
 }
 
 async fn rows_at(table: &Table, snapshot: Option<i64>) -> Vec<Vec<String>> {
-    match snapshot {
-        None => readback::rows(table, &COLUMNS).await.unwrap(),
-        Some(id) => {
-            use futures::TryStreamExt;
-            let scan = table.scan().snapshot_id(id).select(COLUMNS).build().unwrap();
-            let batches: Vec<_> = scan.to_arrow().await.unwrap().try_collect().await.unwrap();
-            let options = arrow_cast::display::FormatOptions::default().with_null("NULL");
-            let mut rows = Vec::new();
-            for b in &batches {
-                let f: Vec<_> = b
-                    .columns()
-                    .iter()
-                    .map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-                    .collect();
-                for i in 0..b.num_rows() {
-                    rows.push(f.iter().map(|f| f.value(i).to_string()).collect());
-                }
-            }
-            rows.sort();
-            rows
-        }
-    }
+    readback::rows_at(table, snapshot, &COLUMNS).await.unwrap()
 }
 
 async fn live(table: &Table) -> BTreeSet<String> {

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::rewrite::Rewriter;
-use super::tables::{TableReport, delete_files, is_conflict, load_or_create, simulated_crash, unreferenced};
+use super::tables::{TableReport, delete_files, delete_uncommitted, is_conflict, load_or_create, simulated_crash};
 use crate::backends::{Backends, MetadataSwap};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -340,23 +340,8 @@ impl Compactor {
             .filter(|(prefix, _)| !attempts.committed.contains(prefix))
             .flat_map(|(_, m)| m.files.iter().map(|f| f.file_path().to_string()))
             .collect();
-        let table = layout.name.to_string();
-        if candidates.is_empty() {
-            return result;
-        }
-        if attempts.outcome_unknown {
-            warn!(table = %table, files = candidates.len(),
-                "a commit's outcome is unknown; its merged files are left for orphan removal");
-        } else {
-            // A conflict can be this run's own commit, applied and retried by the SDK: check what is live.
-            match unreferenced(self.catalog.as_ref(), &layout.ident(), candidates).await {
-                Ok(paths) => {
-                    delete_files(&self.file_io, &table, &paths, "uncommitted merged file").await;
-                }
-                Err(e) => warn!(table = %table, error = %e,
-                    "could not check which merged files are committed; left for orphan removal"),
-            }
-        }
+        let (catalog, ident) = (self.catalog.as_ref(), layout.ident());
+        delete_uncommitted(catalog, &self.file_io, &ident, candidates, attempts.outcome_unknown, "merged file").await;
         result
     }
 

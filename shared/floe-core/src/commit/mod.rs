@@ -8,6 +8,8 @@
 pub(crate) mod compactor;
 pub(crate) mod emit;
 pub(crate) mod expire;
+#[cfg(test)]
+mod fixtures;
 pub(crate) mod merge;
 pub(crate) mod pinned;
 pub(crate) mod positions;

@@ -163,10 +163,8 @@ impl Catalog for PinnedCatalog<'_> {
         self.inner.register_table(table, metadata_location).await
     }
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
-        #[cfg(feature = "failpoints")]
-        if crate::failpoint::fires(crate::failpoint::CATALOG_CONFLICT) {
-            let message = "injected fault at catalog.conflict: the table was modified concurrently";
-            return Err(iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, message));
+        if let Some(conflict) = super::tables::injected_conflict() {
+            return Err(conflict);
         }
         let table = self.inner.update_table(commit).await?;
         delete_trimmed_metadata(&self.metadata_files, &table).await;

@@ -311,10 +311,8 @@ pub async fn commit(
     let location = MetadataLocation::from_str(current)?.with_next_version().with_new_metadata(&replacement.metadata);
     replacement.metadata.write_to(table.file_io(), &location).await?;
     failpoint::hit(failpoint::CATALOG_BEFORE_SWAP).await?;
-    #[cfg(feature = "failpoints")]
-    if failpoint::fires(failpoint::CATALOG_CONFLICT) {
-        let message = "injected fault at catalog.conflict: the table was modified concurrently";
-        return Ok(Err(iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, message)));
+    if let Some(conflict) = super::tables::injected_conflict() {
+        return Ok(Err(conflict));
     }
     let new_location = location.to_string();
     if let Err(e) = swap.swap(table.identifier(), current, &new_location, &replacement.metadata).await {

@@ -29,11 +29,11 @@ use tracing::{info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::replace::{ManifestPolicy, ReplacePlan};
-use super::tables::{delete_files, is_conflict, simulated_crash, unreferenced};
+use super::tables::{delete_files, delete_uncommitted, is_conflict, simulated_crash};
 use crate::backends::MetadataSwap;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::table::files::live_data_files;
+use crate::table::files::live_files_in;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
 
@@ -124,19 +124,9 @@ impl Rewriter<'_> {
             .flat_map(|m| m.files.iter().map(|f| f.file_path().to_string()))
             .filter(|p| !committed.contains(p))
             .collect();
-        let name = self.layout.name.to_string();
-        if leftovers.is_empty() || matches!(&result, Err(e) if simulated_crash(e)) {
-            return result;
-        }
-        if outcome_unknown {
-            warn!(table = %name, files = leftovers.len(), "a rewrite's outcome is unknown; its files are left");
-            return result;
-        }
-        match unreferenced(self.catalog, &self.layout.ident(), leftovers).await {
-            Ok(paths) => {
-                delete_files(self.file_io, &name, &paths, "uncommitted rewritten file").await;
-            }
-            Err(e) => warn!(table = %name, error = %e, "could not check a rewrite's files; left"),
+        if !matches!(&result, Err(e) if simulated_crash(e)) {
+            let ident = self.layout.ident();
+            delete_uncommitted(self.catalog, self.file_io, &ident, leftovers, outcome_unknown, "rewritten file").await;
         }
         result
     }
@@ -159,7 +149,7 @@ impl Rewriter<'_> {
                 return Ok((table, report));
             };
             let list = table.manifest_list_reader(current).load().await?;
-            let live = live_data_files(&table).await?;
+            let live = live_files_in(&table, list.entries()).await?;
             let bins = policy.bins(&live);
             let merge_manifests = manifests.due(list.entries());
             if bins.is_empty() && !merge_manifests {

@@ -133,6 +133,43 @@ pub(crate) fn simulated_crash(e: &Error) -> bool {
     false
 }
 
+/// Delete the files a committer wrote for commits that did not land (`what` names them in the logs): nothing if
+/// a commit's outcome is unknown (a timeout, a crash mid-call: as Iceberg, leave them for orphan removal), else
+/// those the table does not reference.
+pub(crate) async fn delete_uncommitted(
+    catalog: &dyn Catalog,
+    file_io: &FileIO,
+    ident: &TableIdent,
+    paths: Vec<String>,
+    outcome_unknown: bool,
+    what: &str,
+) {
+    let table = ident.to_string();
+    if paths.is_empty() {
+        return;
+    }
+    if outcome_unknown {
+        warn!(table, files = paths.len(), "a commit's outcome is unknown; each {what} is left for orphan removal");
+        return;
+    }
+    match unreferenced(catalog, ident, paths).await {
+        Ok(paths) => {
+            delete_files(file_io, &table, &paths, what).await;
+        }
+        Err(e) => warn!(table, error = %e, "could not check which files are committed; each {what} is left"),
+    }
+}
+
+/// A `catalog.conflict` fault armed by a test: the swap is rejected as a concurrent modification.
+pub(crate) fn injected_conflict() -> Option<iceberg::Error> {
+    #[cfg(feature = "failpoints")]
+    if crate::failpoint::fires(crate::failpoint::CATALOG_CONFLICT) {
+        let message = "injected fault at catalog.conflict: the table was modified concurrently";
+        return Some(iceberg::Error::new(ErrorKind::CatalogCommitConflicts, message));
+    }
+    None
+}
+
 pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {
     e.kind() == ErrorKind::CatalogCommitConflicts || e.retryable()
 }

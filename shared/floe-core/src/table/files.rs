@@ -2,7 +2,7 @@
 //! reading any data): what is live, for tests and for maintenance.
 
 use futures::{StreamExt, TryStreamExt};
-use iceberg::spec::{DataContentType, DataFile, ManifestStatus};
+use iceberg::spec::{DataContentType, DataFile, ManifestFile, ManifestStatus};
 use iceberg::table::Table;
 
 use crate::error::Result;
@@ -13,9 +13,14 @@ pub async fn live_data_files(table: &Table) -> Result<Vec<DataFile>> {
         return Ok(Vec::new());
     };
     let list = table.manifest_list_reader(snapshot).load().await?;
+    live_files_in(table, list.entries()).await
+}
+
+/// The live data files that `manifests` (a snapshot's manifest list, already read) list.
+pub async fn live_files_in(table: &Table, manifests: &[ManifestFile]) -> Result<Vec<DataFile>> {
     // Several manifests in flight (the compactor lists a table's files every run), in manifest-list order.
     // Futures collected first: a lazy map over borrowed entries makes the caller's future not `Send`.
-    let loads: Vec<_> = list.entries().iter().map(|m| m.load_manifest(table.file_io())).collect();
+    let loads: Vec<_> = manifests.iter().map(|m| m.load_manifest(table.file_io())).collect();
     let manifests: Vec<_> = futures::stream::iter(loads).buffered(16).try_collect().await?;
     let mut files = Vec::new();
     for manifest in &manifests {

@@ -1,28 +1,14 @@
 //! Bin-packing plans on hand-made file metadata, and real merges of Parquet files written by the table writer
 //! into a temp dir, read back row by row.
 
-use std::sync::Arc;
-
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use futures::TryStreamExt;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Literal, Struct};
 
 use super::*;
+use crate::commit::fixtures::{PIPELINE, batch, file};
 use crate::pipeline::Pipeline;
 use crate::table::layout::TableLayout;
-
-fn file(path: &str, day: i32, size: u64) -> DataFile {
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path.to_string())
-        .file_format(DataFileFormat::Parquet)
-        .partition(Struct::from_iter([Some(Literal::int(day))]))
-        .record_count(1)
-        .file_size_in_bytes(size)
-        .build()
-        .unwrap()
-}
 
 fn paths(files: &[DataFile], bins: &[Vec<usize>]) -> Vec<Vec<String>> {
     bins.iter().map(|b| b.iter().map(|&i| files[i].file_path().to_string()).collect()).collect()
@@ -62,45 +48,6 @@ fn the_merged_name_depends_on_the_inputs_only() {
     assert_ne!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&b, &a], 7), "input order is row order");
     assert_ne!(merged_prefix(&[&a, &b], 7), merged_prefix(&[&a, &b], 8), "another run never writes the same object");
     assert!(merged_prefix(&[&a], 7).starts_with("floe-merged-"));
-}
-
-const PIPELINE: &str = r#"
-name = "m"
-[source]
-topics = ["t"]
-[table]
-namespace = "ns"
-name = "events"
-[[table.columns]]
-name = "id"
-type = "long"
-required = true
-[[table.columns]]
-name = "user"
-type = "string"
-[[table.columns]]
-name = "ts"
-type = "timestamptz"
-required = true
-[[table.partition]]
-column = "ts"
-transform = "day"
-"#;
-
-const DAY_US: i64 = 86_400_000_000;
-
-fn batch(layout: &TableLayout, ids: std::ops::Range<i64>, day: i64) -> RecordBatch {
-    let users: Vec<Option<String>> = ids.clone().map(|i| (i % 3 != 0).then(|| format!("u{i}"))).collect();
-    let ts: Vec<i64> = ids.clone().map(|i| day * DAY_US + i).collect();
-    RecordBatch::try_new(
-        layout.arrow_schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(ids)),
-            Arc::new(StringArray::from(users)),
-            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("+00:00")),
-        ],
-    )
-    .unwrap()
 }
 
 async fn rows(file_io: &FileIO, files: &[DataFile]) -> Vec<(i64, Option<String>, i64)> {

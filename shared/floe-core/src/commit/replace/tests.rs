@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{Array, Int64Array, RecordBatch};
 use futures::TryStreamExt;
 use iceberg::io::{FileIO, LocalFsStorageFactory};
 use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
@@ -12,51 +12,13 @@ use iceberg::spec::ManifestStatus;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent};
 
 use super::*;
+use crate::commit::fixtures::{PIPELINE, batch};
 use crate::commit::merge::merge;
 use crate::commit::pinned::{fast_append, table_with};
 use crate::pipeline::Pipeline;
 use crate::table::files::live_data_files;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
-
-const PIPELINE: &str = r#"
-name = "r"
-[source]
-topics = ["t"]
-[table]
-namespace = "ns"
-name = "events"
-[[table.columns]]
-name = "id"
-type = "long"
-required = true
-[[table.columns]]
-name = "user"
-type = "string"
-[[table.columns]]
-name = "ts"
-type = "timestamptz"
-required = true
-[[table.partition]]
-column = "ts"
-transform = "day"
-"#;
-
-const DAY_US: i64 = 86_400_000_000;
-
-fn batch(layout: &TableLayout, ids: std::ops::Range<i64>, day: i64) -> RecordBatch {
-    let users: Vec<Option<String>> = ids.clone().map(|i| (i % 3 != 0).then(|| format!("u{i}"))).collect();
-    let ts: Vec<i64> = ids.clone().map(|i| day * DAY_US + i).collect();
-    RecordBatch::try_new(
-        layout.arrow_schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(ids)),
-            Arc::new(StringArray::from(users)),
-            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("+00:00")),
-        ],
-    )
-    .unwrap()
-}
 
 async fn ids(table: &Table) -> Vec<i64> {
     let batches: Vec<RecordBatch> =
@@ -80,7 +42,7 @@ async fn six_appends(dir: &std::path::Path) -> (impl Catalog, Table, TableWriter
         .load("t", HashMap::from([(MEMORY_CATALOG_WAREHOUSE.to_string(), warehouse.clone())]))
         .await
         .unwrap();
-    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "r.toml").unwrap(), &warehouse).unwrap();
+    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "m.toml").unwrap(), &warehouse).unwrap();
     catalog.create_namespace(&NamespaceIdent::new("ns".into()), HashMap::new()).await.unwrap();
     let mut table = catalog.create_table(&NamespaceIdent::new("ns".into()), layout.creation()).await.unwrap();
     let file_io = table.file_io().clone();

@@ -1,20 +1,7 @@
 //! The rewrite policy on hand-made file metadata, and carrying floe's summaries forward.
 
-use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Literal, Struct};
-
 use super::*;
-
-fn file(path: &str, day: i32, size: u64) -> DataFile {
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(path.to_string())
-        .file_format(DataFileFormat::Parquet)
-        .partition(Struct::from_iter([Some(Literal::int(day))]))
-        .record_count(1)
-        .file_size_in_bytes(size)
-        .build()
-        .unwrap()
-}
+use crate::commit::fixtures::file;
 
 #[test]
 fn a_partition_is_rewritten_once_it_has_enough_small_files() {
