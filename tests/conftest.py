@@ -59,9 +59,14 @@ class Floe:
         self.extra_env: dict[str, str] = {}
 
     def _command(
-        self, args: list[str], fail_at: str | None = None, pause_at: str | None = None, fail_times: int | None = None
+        self,
+        args: list[str],
+        fail_at: str | None = None,
+        pause_at: str | None = None,
+        fail_times: int | None = None,
+        faults: bool = False,
     ) -> list[str]:
-        faulty = fail_at is not None or pause_at is not None or fail_times is not None
+        faulty = faults or fail_at is not None or pause_at is not None or fail_times is not None
         binary = self.faults_bin if faulty else self.bin
         cmd = [str(binary), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
         cmd += ["--backend", self.backend]
@@ -87,6 +92,14 @@ class Floe:
         now = now_args(now_ms)
         return self._start(["ingest", *now, *map(str, self.write_events(events))], pause_at)
 
+    def start_maintain(self, pause_at: str, now_ms: int | None = None) -> subprocess.Popen:
+        """`floe maintain` in the background, pausing once at a step."""
+        return self._start(["maintain", *now_args(now_ms)], pause_at)
+
+    def start_orphans(self, pause_at: str, older_than: str = "0s") -> subprocess.Popen:
+        """`floe-faults orphans` in the background, pausing once at a step."""
+        return self._start(["orphans", "--older-than", older_than], pause_at)
+
     def _start(self, args: list[str], pause_at: str) -> subprocess.Popen:
         return subprocess.Popen(
             self._command(args, pause_at=pause_at),
@@ -97,9 +110,14 @@ class Floe:
         )
 
     def _run(
-        self, args: list[str], fail_at: str | None = None, check: bool = True, fail_times: int | None = None
+        self,
+        args: list[str],
+        fail_at: str | None = None,
+        check: bool = True,
+        fail_times: int | None = None,
+        faults: bool = False,
     ) -> subprocess.CompletedProcess:
-        cmd = self._command(args, fail_at, fail_times=fail_times)
+        cmd = self._command(args, fail_at, fail_times=fail_times, faults=faults)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=self._env())
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
@@ -138,6 +156,40 @@ class Floe:
     ):
         now = now_args(now_ms) + (["--no-merge"] if no_merge else [])
         proc = self._run(["compact", *now], fail_at, check, fail_times)
+        return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
+
+    def orphans(
+        self, older_than: str | None = None, dry_run: bool = False, fail_at: str | None = None, check: bool = True
+    ):
+        """`floe orphans`: each table's report by name. An age under an hour (e.g. `0s`, so that files the test
+        just wrote count as old) is accepted only by the test build, `floe-faults`."""
+        args = ["orphans", *(["--older-than", older_than] if older_than else []), *(["--dry-run"] if dry_run else [])]
+        proc = self._run(args, fail_at, check, faults=older_than is not None)
+        return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
+
+    def put_object(self, path: str, body: bytes):
+        """Write a file at `path` under the warehouse, behind floe's back."""
+        if self.moto:
+            from aws_stack import BUCKET
+
+            self.moto.client("s3").put_object(Bucket=BUCKET, Key=f"warehouse/{path}", Body=body)
+        else:
+            target = self.home / "warehouse" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+
+    def objects(self) -> set[str]:
+        """Every file under the warehouse, as a path under it."""
+        if self.moto:
+            return set(self.moto.objects(""))
+        warehouse = self.home / "warehouse"
+        return {str(p.relative_to(warehouse)) for p in warehouse.rglob("*") if p.is_file()}
+
+    def maintain(
+        self, fail_at: str | None = None, check: bool = True, now_ms: int | None = None, fail_times: int | None = None
+    ):
+        """`floe maintain`: rounds until nothing is left to do; each table's summed report by name."""
+        proc = self._run(["maintain", *now_args(now_ms)], fail_at, check, fail_times)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
     def catalog(self):

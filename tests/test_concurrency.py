@@ -1,5 +1,7 @@
 """Concurrency on both backends: the same event source mapping batch delivered twice at once, two compactors
-committing the same table at once, and ingest staging while a compactor commits (both orders). Each race is
+committing the same table at once, ingest staging while a compactor commits (both orders), and maintenance
+racing them: a rewrite waiting at its swap while ingest stages and a compactor commits, and two maintenance runs
+rewriting the same files at once. Each race is
 forced, not hoped for: the processes pause at a named step until the test releases them together. The oracle is
 the fault-free run of the same events (see test_faults.py): no lost and no duplicated rows in any table, every
 data file committed once, and metadata PyIceberg reads back."""
@@ -11,7 +13,7 @@ import json
 import pytest
 
 import msk
-from test_faults import NOW_MS, assert_same_as, baseline, deliveries
+from test_faults import NOW_MS, assert_same_as, baseline, deliveries, rewritten
 from test_races import wait_for_line
 from test_slice import TARGET
 
@@ -109,4 +111,51 @@ def test_the_compactor_runs_while_ingest_is_between_writing_and_staging(floe, da
     release.touch()
     finish(ingest, "ingest")
     floe.compact(now_ms=NOW_MS)
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
+
+
+def small_commits(floe, dataset) -> list[dict]:
+    """Two unmerged commits of two thirds of the dataset (small files for a rewrite); the last third is returned."""
+    events = dataset.events(per_partition=20)
+    third = len(events) // 3
+    for part in (events[:third], events[third : 2 * third]):
+        floe.ingest(part, now_ms=NOW_MS)
+        floe.compact(now_ms=NOW_MS, no_merge=True)
+    return events[2 * third :]
+
+
+def test_ingest_and_a_commit_land_while_a_rewrite_waits_at_its_swap(floe, dataset, tmp_path, tmp_path_factory):
+    baseline(floe, dataset, tmp_path_factory)
+    last = small_commits(floe, dataset)
+    release = tmp_path / "release"
+    maintain = floe.start_maintain(pause_at=f"rewrite.before_commit=@{release}", now_ms=NOW_MS)
+    wait_for_line(maintain, "paused at rewrite.before_commit")
+    # The rewrite has written its files and planned its replace snapshot; the table moves under it.
+    floe.ingest(last, now_ms=NOW_MS)
+    floe.compact(now_ms=NOW_MS, no_merge=True)
+    release.touch()
+    reports = finish(maintain, "maintain")
+    assert sum(r["rewritten_inputs"] for r in reports) > 0, reports
+    assert sum(r["conflicts"] for r in reports) >= 1, f"the rewrite never saw the commit: {reports}"
+    assert rewritten(floe)
+    assert_same_as_fault_free(floe, dataset, tmp_path_factory)
+
+
+def test_two_maintenance_runs_rewrite_the_same_files_at_once(floe, dataset, tmp_path, tmp_path_factory):
+    baseline(floe, dataset, tmp_path_factory)
+    last = small_commits(floe, dataset)
+    floe.ingest(last, now_ms=NOW_MS)
+    floe.compact(now_ms=NOW_MS, no_merge=True)
+    release = tmp_path / "release"
+    # Both plan the same rewrite from the same snapshot, then race on the swap.
+    a = floe.start_maintain(pause_at=f"rewrite.before_commit=@{release}", now_ms=NOW_MS)
+    b = floe.start_maintain(pause_at=f"rewrite.before_commit=@{release}", now_ms=NOW_MS)
+    wait_for_line(a, "paused at rewrite.before_commit")
+    wait_for_line(b, "paused at rewrite.before_commit")
+    release.touch()
+    runs = [finish(p, "maintain") for p in (a, b)]
+    assert sum(r["conflicts"] for run in runs for r in run) >= 1, runs
+    # The loser dropped the bins the winner rewrote and deleted its own rewritten files (a rejected swap):
+    # nothing is left on disk that no snapshot references.
+    assert set(floe.data_files()) == floe.committed_files("analytics")
     assert_same_as_fault_free(floe, dataset, tmp_path_factory)

@@ -31,15 +31,17 @@ ATTEMPT_TIMEOUT_MS = "1000"
 class Cell:
     name: str
     # "ingest": the fault hits the first delivery; "compact": it hits a compactor run; "rewrite": it hits the run
-    # that rewrites the small files two unmerged commits left
+    # that rewrites the small files two unmerged commits left; "expire": it hits `floe maintain` on a table whose
+    # history expires at once
     phase: str
     expect: str  # "fails": that attempt fails and recovery follows; "absorbed": retried inside the attempt
     fail_at: str | None = None  # floe failpoint (crash, or throttling for state.* calls)
     fail_times: int | None = None
     rules: list[dict] = field(default_factory=list)  # moto fault rules (AWS only)
     aws_only: bool = False
-    # The crashed run's merged files, never committed: left for orphan removal (not built yet), and checked exactly.
-    leaves_merged: bool = False
+    # What the crashed run leaves unreferenced on disk, checked exactly before orphan removal deletes it:
+    # "merged" (its merged files, never committed), "expired" (files only the snapshots it expired referenced).
+    leaves: str | None = None
 
     def __str__(self):
         return self.name
@@ -78,11 +80,11 @@ CELLS = [
          rules=[rule("s3:PUT", "error500", 1, ".parquet")], aws_only=True),
     # Compactor: crashes at each step.
     Cell("crash after merging small staged files, before their commit", "compact", "fails",
-         "compactor.after_merge", leaves_merged=True),
+         "compactor.after_merge", leaves="merged"),
     Cell("crash after planning, before writing metadata", "compact", "fails", "compactor.before_commit",
-         leaves_merged=True),
+         leaves="merged"),
     Cell("crash after writing metadata, before the catalog swap", "compact", "fails", "catalog.before_swap",
-         aws_only=True, leaves_merged=True),  # the SQL catalog writes and swaps in one call: no step in between on the embedded default
+         aws_only=True, leaves="merged"),  # the SQL catalog writes and swaps in one call: no step in between on the embedded default
     Cell("crash after the catalog swap, before marking files committed", "compact", "fails",
          "compactor.after_commit"),
     Cell("crash while deleting merged inputs, after their commit", "compact", "fails", "compactor.during_delete"),
@@ -93,11 +95,15 @@ CELLS = [
     Cell("catalog conflict on the swap", "compact", "absorbed", "catalog.conflict", 2),
     # Compactor maintenance: rewriting committed small files.
     Cell("crash after rewriting committed small files, before the replace commit", "rewrite", "fails",
-         "rewrite.before_commit", leaves_merged=True),
+         "rewrite.before_commit", leaves="merged"),
     Cell("crash after writing the replace metadata, before the swap", "rewrite", "fails", "catalog.before_swap",
-         leaves_merged=True),
+         leaves="merged"),
     Cell("crash after the replace commit", "rewrite", "fails", "rewrite.after_commit"),
     Cell("catalog conflict on the replace swap", "rewrite", "absorbed", "catalog.conflict", 2),
+    # Compactor maintenance: snapshot expiry.
+    Cell("crash before the expiry commit", "expire", "fails", "expire.before_commit"),
+    Cell("crash after the expiry commit, before deleting what it made unreachable", "expire", "fails",
+         "expire.after_commit", leaves="expired"),
     # Compactor: throttled state store.
     Cell("state store throttled: listing staged files", "compact", "fails", "state.staged_files", 1),
     Cell("state store throttled: marking files committed", "compact", "fails", "state.remove_staged", 1),
@@ -144,6 +150,21 @@ def rewritten(floe) -> bool:
         for ident in catalog.list_tables(NAMESPACE)
         for s in catalog.load_table(ident).snapshots()
     )
+
+
+def short_history(floe, tmp_path_factory):
+    """Point `floe` at the example pipeline with every snapshot but the newest due for expiry at once."""
+    import shutil
+
+    from conftest import PIPELINE
+
+    folder = tmp_path_factory.mktemp("short-history")
+    shutil.copytree(PIPELINE.parent / "reference", folder / "reference")
+    text = PIPELINE.read_text()
+    old = '"write.parquet.compression-codec" = "zstd"'
+    assert old in text, "the example's table properties changed"
+    (folder / "pipeline.toml").write_text(text.replace(old, f'{old}, "history.expire.max-snapshot-age-ms" = "1"'))
+    floe.pipeline = folder / "pipeline.toml"
 
 
 def clean_run(floe, ds):
@@ -223,6 +244,15 @@ def test_fault_then_recovery_is_exact(floe, dataset, cell: Cell, tmp_path_factor
             floe.ingest(first, now_ms=NOW_MS)  # the mapping delivers the same event again
         floe.ingest(rest, now_ms=NOW_MS)
         floe.compact(now_ms=NOW_MS)
+    elif cell.phase == "expire":
+        short_history(floe, tmp_path_factory)
+        floe.ingest(first, now_ms=NOW_MS)
+        floe.compact(now_ms=NOW_MS, no_merge=True)
+        floe.ingest(rest, now_ms=NOW_MS)
+        floe.compact(now_ms=NOW_MS, no_merge=True)
+        attempt(floe, cell, lambda **kw: floe.maintain(now_ms=NOW_MS, **kw))
+        floe.maintain(now_ms=NOW_MS)  # the next run
+        assert len(floe.table("analytics.events").snapshots()) == 1, f"{cell}: the history did not expire"
     elif cell.phase == "rewrite":
         floe.ingest(first, now_ms=NOW_MS)
         floe.compact(now_ms=NOW_MS, no_merge=True)
@@ -237,12 +267,12 @@ def test_fault_then_recovery_is_exact(floe, dataset, cell: Cell, tmp_path_factor
         attempt(floe, cell, lambda **kw: floe.compact(now_ms=NOW_MS, **kw))
         floe.compact(now_ms=NOW_MS)  # the next scheduled run
     floe.compact(now_ms=NOW_MS)
-    assert_same_as(floe, want, dataset, str(cell), cell.leaves_merged)
+    assert_same_as(floe, want, dataset, str(cell), cell.leaves)
 
 
-def assert_same_as(floe, want: dict[str, Counter], ds: msk.Dataset, what: str, leaves_merged: bool = False):
+def assert_same_as(floe, want: dict[str, Counter], ds: msk.Dataset, what: str, leaves: str | None = None):
     """Every table equals the fault-free run row for row, the raw table is exact against the dataset, and every
-    data file on disk is committed."""
+    data file on disk is committed — after orphan removal has deleted what a crash left, if it left something."""
     got = tables(floe)
     assert got.keys() == want.keys()
     for name in want:
@@ -251,8 +281,19 @@ def assert_same_as(floe, want: dict[str, Counter], ds: msk.Dataset, what: str, l
         assert not lost and not duplicated, f"{what}: {name}: {len(lost)} lost, {len(duplicated)} extra rows"
     assert_table_is_exact(floe, ds)
     on_disk, committed = set(floe.data_files()), floe.committed_files(NAMESPACE)
-    if leaves_merged:
-        extra = on_disk - committed
+    extra = on_disk - committed
+    if leaves == "merged":
         assert extra and all("/floe-merged-" in p for p in extra), f"{what}: unexpected leftovers {extra}"
-        on_disk -= extra
-    assert on_disk == committed, "every data file on disk is committed once"
+    elif leaves is None:
+        assert not extra, f"{what}: unexpected leftovers {extra}"
+    # Orphan removal (every file counts as old: nothing is being written now) takes what the crash left, and
+    # nothing any table still needs: the tables stay exact.
+    removed = floe.orphans(older_than="0s")
+    gone = {p.split("/warehouse/", 1)[-1] for r in removed.values() for p in r["paths"]}
+    assert extra <= gone, f"{what}: orphan removal left {extra - gone}"
+    if leaves == "expired":
+        assert gone, f"{what}: the expired snapshots' files were deleted after all"
+    print(f"{what}: orphan removal deleted {sorted(gone)}")
+    assert set(floe.data_files()) == committed, "every data file on disk is committed once"
+    assert tables(floe) == got, f"{what}: orphan removal changed a table"
+    assert_table_is_exact(floe, ds)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floe_backends::metrics;
-use floe_core::{Backends, Compactor, CompactorOptions, Pipeline, TableReport};
+use floe_core::{Backends, Compactor, CompactorOptions, Orphans, Pipeline, TableReport};
 use lambda_runtime::Diagnostic;
 use tracing::{error, info};
 
@@ -21,11 +21,29 @@ pub struct Handler {
     compactor: Compactor,
 }
 
+/// What a scheduled event asks for. Every tick commits and maintains; the daily `OrphanSchedule` event of the
+/// template (input `{"remove_orphans": true}`) also removes orphan files afterwards, in the same invocation so
+/// that it never competes with a tick for the function's single concurrent execution.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Task {
+    #[serde(default)]
+    pub remove_orphans: bool,
+}
+
+impl Task {
+    /// The task of an event: an EventBridge scheduled event (or anything else) is a plain tick.
+    pub fn of(event: &serde_json::Value) -> Task {
+        serde_json::from_value(event.clone()).unwrap_or_default()
+    }
+}
+
 /// What a run returns to Lambda: each table's report, each failed table's failure, and the EMF lines printed
 /// for CloudWatch (one per report and one per failure).
 #[derive(Debug)]
 pub struct Outcome {
     pub reports: Vec<TableReport>,
+    /// Orphan removal's report per table, when the task asked for it.
+    pub orphans: Vec<Orphans>,
     pub failures: Vec<(String, Failure)>,
     pub metrics_lines: Vec<String>,
 }
@@ -57,31 +75,53 @@ impl Handler {
         Ok(Handler { compactor })
     }
 
-    /// One run at processing time `now_ms` with `budget` for commit attempts, without printing.
+    /// One plain tick at processing time `now_ms` with `budget` for commit attempts, without printing.
+    #[cfg(test)]
     pub async fn run(&self, now_ms: i64, budget: Duration) -> Outcome {
+        self.run_task(Task::default(), now_ms, budget).await
+    }
+
+    /// One run of `task`: the commits and maintenance, then (if asked) orphan removal with what is left of
+    /// `budget`.
+    pub async fn run_task(&self, task: Task, now_ms: i64, budget: Duration) -> Outcome {
+        let started = std::time::Instant::now();
         let run = self.compactor.run_all_at(now_ms, budget).await;
         let pipeline = &self.compactor.pipeline().name;
         let stamp = floe_backends::now_ms();
         let mut metrics_lines: Vec<String> =
             run.tables.iter().map(|r| metrics::compactor_line(stamp, pipeline, r)).collect();
-        let failures: Vec<(String, Failure)> =
+        let mut failures: Vec<(String, Failure)> =
             run.failures.into_iter().map(|f| (f.table, Failure::from(f.error))).collect();
+        let mut orphans = Vec::new();
+        if task.remove_orphans {
+            let left = budget.saturating_sub(started.elapsed()).max(MIN_BUDGET);
+            let removal = self.compactor.remove_orphans(now_ms, None, false, left).await;
+            metrics_lines.extend(removal.tables.iter().map(|o| metrics::orphans_line(stamp, pipeline, o)));
+            failures.extend(removal.failures.into_iter().map(|f| (f.table, Failure::from(f.error))));
+            orphans = removal.tables;
+        }
         for (table, f) in &failures {
             metrics_lines.push(metrics::table_error_line(stamp, pipeline, table, &f.message(), f.retryable));
         }
         metrics_lines.push(metrics::compactor_run_line(stamp, pipeline, &run.tables, failures.len()));
-        Outcome { reports: run.tables, failures, metrics_lines }
+        Outcome { reports: run.tables, orphans, failures, metrics_lines }
     }
 
-    /// The Lambda entry point for an invocation that must finish by `deadline_ms` (epoch milliseconds).
-    pub async fn invoke(&self, deadline_ms: u64) -> Result<serde_json::Value, Diagnostic> {
+    /// The Lambda entry point for an invocation of `task` that must finish by `deadline_ms` (epoch milliseconds).
+    pub async fn invoke(&self, task: Task, deadline_ms: u64) -> Result<serde_json::Value, Diagnostic> {
         let now = floe_backends::now_ms();
-        let outcome = self.run(now, budget(deadline_ms, now as u64)).await;
+        let outcome = self.run_task(task, now, budget(deadline_ms, now as u64)).await;
         for line in &outcome.metrics_lines {
             println!("{line}");
         }
         if outcome.failures.is_empty() {
-            return Ok(serde_json::to_value(outcome.reports).expect("reports serialize"));
+            // A tick returns its table reports; the daily run also what orphan removal did.
+            let value = if task.remove_orphans {
+                serde_json::json!({"tables": outcome.reports, "orphans": outcome.orphans})
+            } else {
+                serde_json::to_value(outcome.reports).expect("reports serialize")
+            };
+            return Ok(value);
         }
         let tables: Vec<&str> = outcome.failures.iter().map(|(t, _)| t.as_str()).collect();
         error!(failed = ?tables, committed = outcome.reports.len(), "compaction failed for some tables; the next run retries them");

@@ -1,5 +1,6 @@
 //! floe compactor Lambda, run on a schedule: the only writer of Iceberg metadata. Tracing, settings and the
-//! backends once per cold start, then every scheduled event goes to the [`handler`].
+//! backends once per cold start, then every scheduled event goes to the [`handler`] (the daily one with
+//! orphan removal).
 
 mod handler;
 
@@ -11,6 +12,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = floe_backends::FunctionSettings::from_env()?;
     let (pipeline, backends) = floe_backends::open(&settings, floe_backends::Planning::Recorded).await?;
     let handler = &handler::Handler::new(pipeline, &backends)?;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| handler.invoke(event.context.deadline)))
-        .await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        handler.invoke(handler::Task::of(&event.payload), event.context.deadline)
+    }))
+    .await
 }

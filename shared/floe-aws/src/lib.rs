@@ -2,11 +2,13 @@
 //!
 //! - state store: DynamoDB ([`DynamoStateStore`]; table design in `dynamo.rs` and the README);
 //! - Iceberg catalog: Glue ([`GlueCatalog`]), readable by Athena;
-//! - warehouse: S3 through iceberg's OpenDAL `FileIO` (endpoint override and path-style access for stand-ins).
+//! - warehouse: S3 through iceberg's OpenDAL `FileIO` (endpoint override and path-style access for stand-ins),
+//!   listed for orphan removal through the same OpenDAL S3 client ([`S3Lister`]).
 
 mod dynamo;
 mod dynamo_stream;
 mod glue;
+mod lister;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use iceberg_storage_opendal::OpenDalStorageFactory;
 
 pub use dynamo::{DynamoStateStore, PK, SK};
 pub use glue::GlueCatalog;
+pub use lister::S3Lister;
 
 /// Settings of the AWS backends (read from the function's environment by `floe-backends`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,7 @@ pub struct Aws {
     pub file_io: FileIO,
     pub catalog: Arc<GlueCatalog>,
     pub state: Arc<DynamoStateStore>,
+    pub lister: Arc<S3Lister>,
 }
 
 impl Aws {
@@ -66,6 +70,7 @@ impl Aws {
             .region()
             .map(|r| r.to_string())
             .ok_or_else(|| OpenError { var: "AWS_REGION", message: "is not set".into() })?;
+        let lister = Arc::new(S3Lister::new(region.clone(), settings.endpoint_url.clone(), settings.s3_path_style));
         let mut props = HashMap::from([(S3_REGION.to_string(), region)]);
         if let Some(endpoint) = &settings.endpoint_url {
             props.insert(S3_ENDPOINT.to_string(), endpoint.clone());
@@ -80,6 +85,7 @@ impl Aws {
             warehouse: settings.warehouse.trim_end_matches('/').to_string(),
             catalog: Arc::new(GlueCatalog::new(glue, file_io.clone(), settings.glue_catalog_id.clone())),
             state: Arc::new(DynamoStateStore::new(dynamo, &settings.state_table)),
+            lister,
             file_io,
         })
     }
@@ -93,6 +99,7 @@ impl Aws {
             file_io: self.file_io.clone(),
             catalog: self.catalog.clone(),
             swap: self.catalog.clone(),
+            lister: self.lister.clone(),
             state: self.state.clone(),
         }
     }

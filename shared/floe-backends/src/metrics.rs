@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use floe_core::{IngestReport, TableReport};
+use floe_core::{IngestReport, Orphans, TableReport};
 
 /// CloudWatch namespace of floe's metrics.
 pub const NAMESPACE: &str = "floe";
@@ -99,6 +99,22 @@ pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -
             m("MaintenanceTime", "Milliseconds", report.maintain_ms),
         ],
         &[("CommittedSnapshot", json!(report.snapshot_id.map(|id| id.to_string())))],
+    )
+}
+
+/// Orphan removal's metrics for one table: files deleted and their bytes, and unreferenced files kept for the
+/// safety window (a count that keeps growing run after run points at a writer floe does not know about).
+pub fn orphans_line(timestamp_ms: i64, pipeline: &str, report: &Orphans) -> String {
+    emf_line(
+        timestamp_ms,
+        &[("Pipeline", pipeline), ("Function", "compactor"), ("Table", &report.table)],
+        &[
+            m("OrphanFilesDeleted", "Count", report.deleted),
+            m("OrphanBytesFound", "Bytes", report.orphan_bytes),
+            m("OrphanFilesTooRecent", "Count", report.too_recent),
+            m("FilesListed", "Count", report.listed),
+        ],
+        &[("OrphanRemovalComplete", json!(report.complete))],
     )
 }
 

@@ -145,6 +145,29 @@ pub enum Command {
         /// Stop after this many rounds even if work is left.
         #[arg(long, default_value_t = 100, value_name = "N")]
         max_rounds: u32,
+        /// Processing time for idle-partition detection, in milliseconds since the epoch (default: now).
+        #[arg(long, value_name = "MS")]
+        now_ms: Option<i64>,
+    },
+    /// Delete files under the tables' locations that nothing references (orphans), as the compactor's daily
+    /// orphan run does.
+    ///
+    /// Orphans are what crashes and lost answers leave behind: an ingest's files that were never staged, merged
+    /// files of a commit whose outcome was unknown, metadata written before a swap that never happened. A file
+    /// is deleted only if no snapshot, manifest or metadata file of its table references it, the state store's
+    /// ledger does not list it as staged, and it is older than the safety window (the table property
+    /// `floe.orphans.older-than-ms`, default 3 days, or --older-than). Files being written right now are
+    /// always younger than that. Prints each table's report as JSON (counts, and with --dry-run the paths that
+    /// would go). Exit code 0 when done, 1 on a table error.
+    Orphans {
+        #[command(flatten)]
+        common: Common,
+        /// Safety window: only files last modified longer ago than this, e.g. `6h`, `3d` (at least 1h).
+        #[arg(long, value_parser = parse_older_than, value_name = "AGE")]
+        older_than: Option<i64>,
+        /// Report what would be deleted without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Create topics on a Kafka broker (`name:partitions`); existing topics are left alone.
     Topics {
@@ -242,6 +265,28 @@ pub struct EsmArgs {
     pub function_name: String,
 }
 
+/// `90m`, `6h`, `3d`, `3600s` → milliseconds, at least [`floe_core::MIN_OLDER_THAN_MS`]. The test build
+/// (`floe-faults`) accepts any age, so a test can treat files it just wrote as old.
+fn parse_older_than(text: &str) -> Result<i64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits.parse().map_err(|_| format!("`{text}` is not an age such as 6h or 3d"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d (e.g. 6h, 3d)")),
+    };
+    let ms = n.checked_mul(unit_ms).ok_or_else(|| format!("`{text}` is too long"))?;
+    if ms < floe_core::MIN_OLDER_THAN_MS && !cfg!(feature = "failpoints") {
+        return Err(format!(
+            "`{text}` is shorter than 1h: files that young may still be on their way into a commit"
+        ));
+    }
+    Ok(ms)
+}
+
 fn parse_topic(text: &str) -> Result<(String, i32), String> {
     let (name, partitions) = text.split_once(':').ok_or("expected <name>:<partitions>")?;
     let partitions = partitions.parse().map_err(|_| format!("`{partitions}` is not a number of partitions"))?;
@@ -249,4 +294,25 @@ fn parse_topic(text: &str) -> Result<(String, i32), String> {
         return Err(format!("`{text}`: a topic needs a name and at least one partition"));
     }
     Ok((name.to_string(), partitions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_older_than;
+
+    #[test]
+    fn ages_have_a_unit_and_a_floor() {
+        assert_eq!(parse_older_than("3d"), Ok(3 * 86_400_000));
+        assert_eq!(parse_older_than("6h"), Ok(6 * 3_600_000));
+        assert_eq!(parse_older_than("90m"), Ok(90 * 60_000));
+        assert!(parse_older_than("3").unwrap_err().contains("unit"));
+        assert!(parse_older_than("h").unwrap_err().contains("not an age"));
+        assert!(parse_older_than("9999999999999999d").unwrap_err().contains("too long"));
+        let short = parse_older_than("30m");
+        if cfg!(feature = "failpoints") {
+            assert_eq!(short, Ok(30 * 60_000));
+        } else {
+            assert!(short.unwrap_err().contains("shorter than 1h"));
+        }
+    }
 }

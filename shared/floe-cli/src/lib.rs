@@ -126,12 +126,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
         }
-        Command::Maintain { common, max_rounds } => {
+        Command::Maintain { common, max_rounds, now_ms } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
-            let reports = maintain::until_done(&rt, max_rounds).await?;
+            let reports = maintain::until_done(&rt, max_rounds, now_ms).await?;
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
+        }
+        Command::Orphans { common, older_than, dry_run } => {
+            init_tracing("warn");
+            let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
+            let run = maintain::orphans(&rt, older_than, dry_run).await?;
+            println!("{}", serde_json::to_string(&run.tables)?);
+            match run.failures.into_iter().next() {
+                Some(failure) => Err(failure.error.into()),
+                None => Ok(()),
+            }
         }
         Command::Compact { common, every: Some(seconds), .. } => {
             init_tracing("info");

@@ -2,40 +2,23 @@
 //! keeps every row and floe's positions, small manifests are merged, time travel to the snapshot before still
 //! works, and once it expires its files are deleted, leaving on disk exactly the files the table references.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::{pipeline, target};
 use floe_cli::{GeneratorOptions, generate, readback};
-use floe_core::{Compactor, CompactorOptions, Ingestor, Pipeline, TableLayout, live_data_files, positions_key};
+use floe_core::{Compactor, CompactorOptions, Ingestor, live_data_files, positions_key};
 use floe_embedded::Embedded;
 use iceberg::spec::Operation;
 use iceberg::table::Table;
 
 const COLUMNS: [&str; 5] = ["event_id", "event_type", "event_time", "user_id", "country"];
 
-/// The example pipeline with maintenance properties small enough for a test, written into `dir` with its
-/// reference data.
-fn pipeline(dir: &Path, extra: &str) -> Arc<Pipeline> {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let text = std::fs::read_to_string(examples.join("pipeline.toml")).unwrap();
-    std::fs::create_dir_all(dir.join("reference")).unwrap();
-    std::fs::copy(examples.join("reference/countries.csv"), dir.join("reference/countries.csv")).unwrap();
-    let old = r#"properties = { "write.parquet.compression-codec" = "zstd" }"#;
-    assert!(text.contains(old), "the example's table properties changed");
-    let new = format!(r#"properties = {{ "write.parquet.compression-codec" = "zstd", {extra} }}"#);
-    std::fs::write(dir.join("pipeline.toml"), text.replace(old, &new)).unwrap();
-    Arc::new(floe_core::load_pipeline(&dir.join("pipeline.toml")).unwrap())
-}
-
 fn options(merge: bool, expire_batch: usize) -> CompactorOptions {
     let merge_budget = if merge { Duration::from_secs(60) } else { Duration::ZERO };
     CompactorOptions { merge_budget, expire_batch, ..CompactorOptions::default() }
-}
-
-async fn target(p: &Pipeline, b: &Embedded) -> Table {
-    b.catalog.load_table(&TableLayout::target(p, &b.warehouse).unwrap().ident()).await.unwrap()
 }
 
 async fn rows_at(table: &Table, snapshot: Option<i64>) -> Vec<Vec<String>> {
@@ -48,20 +31,7 @@ async fn live(table: &Table) -> BTreeSet<String> {
 
 /// Every Parquet file under the table's data directory.
 fn on_disk(table: &Table) -> BTreeSet<String> {
-    let root = format!("{}/data", table.metadata().location());
-    let mut out = BTreeSet::new();
-    let mut stack = vec![std::path::PathBuf::from(root.strip_prefix("file://").unwrap())];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.insert(format!("file://{}", path.display()));
-            }
-        }
-    }
-    out
+    common::files_under(&format!("{}/data", table.metadata().location()), ".parquet")
 }
 
 /// Avro files (manifest lists and manifests) under the table's metadata directory.

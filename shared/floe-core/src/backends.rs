@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use iceberg::io::FileIO;
 use iceberg::spec::TableMetadata;
 use iceberg::{Catalog, TableIdent};
@@ -20,6 +21,8 @@ pub struct Backends {
     pub catalog: Arc<dyn Catalog>,
     /// The same catalog's compare-and-swap, for snapshots floe builds itself (rewrites, manifest merges).
     pub swap: Arc<dyn MetadataSwap>,
+    /// Listing of the warehouse, for orphan removal (iceberg's FileIO reads, writes and deletes, but cannot list).
+    pub lister: Arc<dyn ObjectLister>,
     pub state: Arc<dyn StateStore>,
 }
 
@@ -37,6 +40,25 @@ pub trait MetadataSwap: Send + Sync {
         new_location: &str,
         metadata: &TableMetadata,
     ) -> iceberg::Result<()>;
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Full location, in the scheme of the listed prefix (`s3://bucket/key`, `file:///path`).
+    pub location: String,
+    pub size: u64,
+    /// Last modification, epoch milliseconds; `None` if the store did not say (never old enough to delete).
+    pub last_modified_ms: Option<i64>,
+}
+
+/// The objects under a prefix of the warehouse: a directory walk on the embedded default, S3 `ListObjectsV2` on
+/// AWS. Only orphan removal lists, once a day per table; everything else knows its paths.
+#[async_trait]
+pub trait ObjectLister: Send + Sync {
+    /// Every object (no directory markers) under `prefix`, a location ending in `/`, streamed page by page so
+    /// that a table of millions of files is never held in memory. A prefix that does not exist lists nothing.
+    async fn list(&self, prefix: &str) -> iceberg::Result<BoxStream<'static, iceberg::Result<ListedObject>>>;
 }
 
 impl std::fmt::Debug for Backends {

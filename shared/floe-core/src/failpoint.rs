@@ -32,6 +32,10 @@ pub const INGEST_AFTER_STATE: &str = "ingest.after_state";
 pub const EMIT_BEFORE_COMMIT: &str = "emit.before_commit";
 /// Compactor: final windows are committed; their state is not cleaned up yet.
 pub const EMIT_AFTER_COMMIT: &str = "emit.after_commit";
+/// Orphan removal: the ledger is read; the table's metadata is next (a commit here must not lose its files).
+pub const ORPHANS_AFTER_LEDGER: &str = "orphans.after_ledger";
+/// Orphan removal: deleting the orphans (fires before each delete).
+pub const ORPHANS_DURING_DELETE: &str = "orphans.during_delete";
 /// Catalog: new metadata is written and checked against the current table; the pointer swap is next.
 pub const CATALOG_BEFORE_SWAP: &str = "catalog.before_swap";
 
@@ -62,7 +66,7 @@ pub const STATE_CALLS: [&str; 13] = [
 ];
 
 /// Every named step, for the test drivers.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     INGEST_AFTER_STATE,
     INGEST_AFTER_WRITE,
     INGEST_AFTER_STAGE,
@@ -78,6 +82,8 @@ pub const ALL: [&str; 17] = [
     EXPIRE_AFTER_COMMIT,
     EMIT_BEFORE_COMMIT,
     EMIT_AFTER_COMMIT,
+    ORPHANS_AFTER_LEDGER,
+    ORPHANS_DURING_DELETE,
     CATALOG_BEFORE_SWAP,
     ESM_AFTER_INVOKE,
 ];

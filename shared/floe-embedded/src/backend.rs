@@ -58,6 +58,7 @@ impl Embedded {
             file_io: self.file_io.clone(),
             catalog: self.catalog.clone(),
             swap: self.swap.clone(),
+            lister: Arc::new(crate::lister::DirLister),
             state: self.state.clone(),
         }
     }

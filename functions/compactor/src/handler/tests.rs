@@ -295,3 +295,44 @@ async fn a_table_fed_a_commit_a_minute_keeps_bounded_history_and_exact_rows() {
     let positions = floe_core::committed_positions(&table, "windows").unwrap();
     assert_eq!(positions.values().copied().collect::<Vec<_>>(), [40]);
 }
+
+#[test]
+fn the_daily_event_asks_for_orphan_removal_and_a_tick_does_not() {
+    let tick = serde_json::json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events"});
+    assert_eq!(Task::of(&tick), Task { remove_orphans: false });
+    assert_eq!(Task::of(&serde_json::json!({"remove_orphans": true})), Task { remove_orphans: true });
+    assert_eq!(Task::of(&serde_json::Value::Null), Task::default());
+}
+
+#[tokio::test]
+async fn the_daily_run_commits_then_deletes_orphans_and_meters_them() {
+    let (_dir, embedded, ingestor, handler) = setup().await;
+    ingestor.handle_at(&event(0, &[("a", 1_000), ("b", 2_000)]), NOW_MS).await.unwrap();
+    let table_dir = embedded.home.join("warehouse/ns/clicks");
+    std::fs::create_dir_all(table_dir.join("data")).unwrap();
+    let orphan = table_dir.join("data/never-staged.parquet");
+    std::fs::write(&orphan, b"left by a crashed ingest").unwrap();
+
+    // Four days on, the orphan is older than the default window; the staged file is committed first.
+    let later = floe_backends::now_ms() + 4 * 86_400_000;
+    let daily = Task { remove_orphans: true };
+    let outcome = handler.run_task(daily, later, Duration::from_secs(60)).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert!(!orphan.exists());
+    let raw = outcome.orphans.iter().find(|o| o.table == "ns.clicks").unwrap();
+    assert_eq!((raw.deleted, raw.orphans), (1, 1), "{raw:?}");
+    let line = outcome
+        .metrics_lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["Table"] == "ns.clicks" && l.get("OrphanFilesDeleted").is_some())
+        .expect("an orphan metrics line");
+    assert_eq!(line["OrphanFilesDeleted"].as_f64(), Some(1.0));
+    let table = embedded.catalog.load_table(&ident("clicks")).await.unwrap();
+    assert_eq!(floe_cli::readback::count_rows(&table).await.unwrap(), 2, "what was staged is committed and kept");
+
+    // A plain tick removes nothing and reports no orphans.
+    std::fs::write(&orphan, b"again").unwrap();
+    let tick = handler.run(later, Duration::from_secs(60)).await;
+    assert!(tick.orphans.is_empty() && orphan.exists());
+}

@@ -22,7 +22,8 @@ use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::rewrite::Rewriter;
 use super::tables::{TableReport, delete_files, delete_uncommitted, is_conflict, load_or_create, simulated_crash};
-use crate::backends::{Backends, MetadataSwap};
+use super::orphans::{OrphanScan, Orphans};
+use crate::backends::{Backends, MetadataSwap, ObjectLister};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pipeline::{Output, Pipeline};
@@ -135,6 +136,7 @@ pub struct Compactor {
     file_io: FileIO,
     catalog: Arc<dyn Catalog>,
     swap: Arc<dyn MetadataSwap>,
+    lister: Arc<dyn ObjectLister>,
     state: Arc<dyn StateStore>,
     options: CompactorOptions,
 }
@@ -162,6 +164,7 @@ impl Compactor {
             file_io: backends.file_io.clone(),
             catalog: backends.catalog.clone(),
             swap: backends.swap.clone(),
+            lister: backends.lister.clone(),
             state: backends.state.clone(),
             options,
         })
@@ -271,6 +274,57 @@ impl Compactor {
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
+
+    /// Orphan removal over every table of the pipeline ([`super::orphans`]) until `budget` is spent: a table
+    /// that fails is reported and the others go on. `older_than_ms` overrides the tables' safety window.
+    pub async fn remove_orphans(
+        &self,
+        now_ms: i64,
+        older_than_ms: Option<i64>,
+        dry_run: bool,
+        budget: Duration,
+    ) -> OrphanRun {
+        let scan = OrphanScan {
+            catalog: self.catalog.as_ref(),
+            state: self.state.as_ref(),
+            lister: self.lister.as_ref(),
+            now_ms,
+            older_than_ms,
+            dry_run,
+            deadline: Instant::now() + budget,
+        };
+        let mut run = OrphanRun::default();
+        let mut layouts: Vec<&TableLayout> = self.base.iter().collect();
+        match self.output_tables().await {
+            Ok(Some(outputs)) => {
+                layouts.extend(&outputs.layouts);
+                layouts.extend(outputs.windows.iter().map(|(_, layout)| layout));
+            }
+            Ok(None) => {}
+            Err(error) => run.failures.push(TableFailure { table: "outputs".into(), error }),
+        }
+        for layout in layouts {
+            match super::orphans::remove_orphans(&scan, &layout.ident()).await {
+                Ok(report) => run.tables.push(report),
+                Err(error) if simulated_crash(&error) => {
+                    run.failures.push(TableFailure { table: layout.name.to_string(), error });
+                    return run;
+                }
+                Err(error) => {
+                    error!(table = %layout.name, error = %error, "orphan removal failed; the other tables go on");
+                    run.failures.push(TableFailure { table: layout.name.to_string(), error });
+                }
+            }
+        }
+        run
+    }
+}
+
+/// What one orphan removal did: a report per table, and each table that failed.
+#[derive(Debug, Default)]
+pub struct OrphanRun {
+    pub tables: Vec<Orphans>,
+    pub failures: Vec<TableFailure>,
 }
 
 impl Compactor {

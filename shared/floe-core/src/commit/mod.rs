@@ -3,7 +3,9 @@
 //! ([`positions`]); it emits final windows from window state ([`emit`]); and every metadata swap goes through a
 //! catalog pinned to the snapshot the commit was planned on ([`pinned`]), so a concurrent committer makes the
 //! swap fail instead of being overwritten. After the commits it maintains each table: old snapshots expire and
-//! their manifest lists are deleted ([`expire`]).
+//! the files only they referenced are deleted ([`expire`]), small files are rewritten ([`rewrite`], in a
+//! `replace` snapshot built on the spec APIs, [`replace`]); once a day, files nothing references are removed
+//! ([`orphans`]).
 
 pub(crate) mod compactor;
 pub(crate) mod emit;
@@ -11,14 +13,16 @@ pub(crate) mod expire;
 #[cfg(test)]
 mod fixtures;
 pub(crate) mod merge;
+pub(crate) mod orphans;
 pub(crate) mod pinned;
 pub(crate) mod positions;
 pub(crate) mod replace;
 pub(crate) mod rewrite;
 pub(crate) mod tables;
 
-pub use compactor::{Compactor, CompactorOptions, RunReport, TableFailure};
+pub use compactor::{Compactor, CompactorOptions, OrphanRun, RunReport, TableFailure};
 pub use expire::{DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, EXPIRE_BATCH, ExpiryPolicy};
 pub use merge::MERGED_PREFIX;
+pub use orphans::{DEFAULT_OLDER_THAN_MS, MIN_OLDER_THAN_MS, OLDER_THAN_MS, Orphans};
 pub use positions::{POSITIONS_PREFIX, Positions, committed_positions, positions_key};
 pub use tables::TableReport;

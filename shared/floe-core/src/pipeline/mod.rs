@@ -64,7 +64,7 @@ struct Source {
 pub const COMPRESSION_CODEC_PROPERTY: &str = "write.parquet.compression-codec";
 /// Table-maintenance properties floe reads (see the compactor's expiry and metadata cleanup), checked here so a
 /// bad value fails validation instead of a compactor run.
-pub const MAINTENANCE_PROPERTIES: [(&str, &str); 8] = [
+pub const MAINTENANCE_PROPERTIES: [(&str, &str); 9] = [
     ("history.expire.max-snapshot-age-ms", "a positive number of milliseconds"),
     ("history.expire.min-snapshots-to-keep", "a positive count"),
     ("write.metadata.previous-versions-max", "a positive count"),
@@ -73,7 +73,12 @@ pub const MAINTENANCE_PROPERTIES: [(&str, &str); 8] = [
     ("commit.manifest.min-count-to-merge", "a positive count"),
     ("commit.manifest.target-size-bytes", "a positive number of bytes"),
     ("floe.rewrite.min-input-files", "a count (0 turns rewrites off)"),
+    ("floe.orphans.older-than-ms", "a number of milliseconds of at least 3600000 (one hour)"),
 ];
+
+/// The shortest safety window of orphan removal (`floe.orphans.older-than-ms`): well over the longest Lambda
+/// invocation (15 minutes) that can sit between writing a file and referencing it.
+pub const MIN_ORPHAN_AGE_MS: i64 = 60 * 60 * 1000;
 
 fn maintenance_value_ok(key: &str, value: &str) -> bool {
     match key {
@@ -81,6 +86,7 @@ fn maintenance_value_ok(key: &str, value: &str) -> bool {
             value == "true" || value == "false"
         }
         "floe.rewrite.min-input-files" => value.parse::<u64>().is_ok(),
+        "floe.orphans.older-than-ms" => value.parse::<i64>().is_ok_and(|n| n >= MIN_ORPHAN_AGE_MS),
         _ => value.parse::<i64>().is_ok_and(|n| n > 0),
     }
 }

@@ -1,0 +1,92 @@
+//! What counts as referenced, on a real table (iceberg's memory catalog over a temp dir, Parquet files written by
+//! the table writer), and the safety window's property. The whole removal, with the ledger and the listing, is
+//! tested on the embedded backends in `floe-cli/tests/orphans.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
+use iceberg::{CatalogBuilder, NamespaceIdent};
+
+use super::*;
+use crate::commit::fixtures::{PIPELINE, batch};
+use crate::commit::pinned::fast_append;
+use crate::pipeline::Pipeline;
+use crate::table::layout::TableLayout;
+use crate::table::writer::TableWriter;
+
+/// Every file under `dir`, as `file://` locations.
+fn files_under(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(dir.strip_prefix("file://").unwrap())];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap().flatten() {
+            if entry.path().is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push(format!("file://{}", entry.path().display()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn three_appends(dir: &std::path::Path, properties: &[(&str, &str)]) -> Table {
+    let warehouse = format!("file://{}", dir.display());
+    let catalog = MemoryCatalogBuilder::default()
+        .with_storage_factory(Arc::new(LocalFsStorageFactory))
+        .load("t", HashMap::from([(MEMORY_CATALOG_WAREHOUSE.to_string(), warehouse.clone())]))
+        .await
+        .unwrap();
+    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "m.toml").unwrap(), &warehouse).unwrap();
+    let mut creation = layout.creation();
+    creation.properties.extend(properties.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    catalog.create_namespace(&NamespaceIdent::new("ns".into()), HashMap::new()).await.unwrap();
+    let mut table = catalog.create_table(&NamespaceIdent::new("ns".into()), creation).await.unwrap();
+    let writer = TableWriter::new(layout.clone(), table.file_io().clone()).unwrap();
+    for n in 0..3i64 {
+        let files = writer.write(batch(&layout, n * 10..n * 10 + 10, 1 + n % 2), &format!("f{n}")).await.unwrap();
+        table = fast_append(&catalog, &table, files, HashMap::new()).await.unwrap().unwrap();
+    }
+    table
+}
+
+#[test]
+fn spellings_of_one_location_compare_equal() {
+    assert_eq!(normalised("s3://b/wh/ns/t/data/x.parquet"), "b/wh/ns/t/data/x.parquet");
+    assert_eq!(normalised("s3a://b/wh//ns/t/data/x.parquet"), "b/wh/ns/t/data/x.parquet");
+    assert_eq!(normalised("file:///tmp/wh/t/x"), "/tmp/wh/t/x");
+    assert_eq!(normalised("/tmp/wh/t/x"), "/tmp/wh/t/x");
+    assert_ne!(normalised("s3://b/wh/ns/t/x"), normalised("s3://c/wh/ns/t/x"));
+}
+
+#[tokio::test]
+async fn every_file_a_table_wrote_is_referenced_and_a_stray_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = three_appends(dir.path(), &[]).await;
+    let refs = referenced(&table).await.unwrap();
+    let on_disk = files_under(table.metadata().location());
+    // Data files, manifests, manifest lists, the current metadata and the ones in its log: nothing else.
+    assert_eq!(on_disk.len(), 3 + 3 + 3 + 4, "{on_disk:#?}");
+    for path in &on_disk {
+        assert!(refs.contains(&normalised(path)), "{path} is not referenced");
+    }
+    assert_eq!(refs.len(), on_disk.len(), "no reference to a file that does not exist");
+
+    let stray = format!("{}/data/day=1/stray.parquet", table.metadata().location());
+    assert!(!refs.contains(&normalised(&stray)));
+}
+
+#[tokio::test]
+async fn the_safety_window_is_a_table_property_with_a_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = three_appends(&dir.path().join("a"), &[]).await;
+    assert_eq!(older_than_ms(&default).unwrap(), DEFAULT_OLDER_THAN_MS);
+    let six_hours = three_appends(&dir.path().join("b"), &[(OLDER_THAN_MS, "21600000")]).await;
+    assert_eq!(older_than_ms(&six_hours).unwrap(), 21_600_000);
+    let short = three_appends(&dir.path().join("c"), &[(OLDER_THAN_MS, "60000")]).await;
+    let error = older_than_ms(&short).unwrap_err().to_string();
+    assert!(error.contains(OLDER_THAN_MS) && error.contains("60000"), "{error}");
+}
