@@ -5,7 +5,8 @@
 //!
 //! A listed file is deleted only if all of these hold:
 //! - **no metadata references it**: not the current `metadata.json` or one in its log, not a statistics file,
-//!   and not a manifest list, a manifest or a data/delete file of any snapshot the table still has;
+//!   and not a manifest list, a manifest or a live data/delete file of any snapshot the table still has (a
+//!   `deleted` manifest entry is a tombstone, not a reference);
 //! - **the ledger does not list it**: a staged file is referenced by the state store until its commit, however
 //!   long the compactor is stalled. The ledger is read *before* the table, so a file committed (and then
 //!   forgotten by the ledger) in between is in the metadata read afterwards;
@@ -133,8 +134,9 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>> {
     let loads: Vec<_> = manifests.iter().map(|m| m.load_manifest(io)).collect();
     let mut loaded = futures::stream::iter(loads).buffer_unordered(READ_CONCURRENCY);
     while let Some(manifest) = loaded.try_next().await? {
-        // Every entry, deleted ones too: a file a snapshot deleted may be one an older kept snapshot reads.
-        refs.extend(manifest.entries().iter().map(|e| normalised(e.file_path())));
+        // Live entries only: a `deleted` entry is a tombstone (a rewrite's input, say). A kept snapshot from before
+        // the delete still reads that file, but through its own manifests, where the entry is live.
+        refs.extend(manifest.entries().iter().filter(|e| e.is_alive()).map(|e| normalised(e.file_path())));
     }
     Ok(refs)
 }

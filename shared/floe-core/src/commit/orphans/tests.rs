@@ -9,9 +9,14 @@ use iceberg::io::LocalFsStorageFactory;
 use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
 use iceberg::{CatalogBuilder, NamespaceIdent};
 
+use iceberg::spec::{DataFile, TableMetadataBuilder};
+
 use super::*;
 use crate::commit::fixtures::{PIPELINE, batch};
-use crate::commit::pinned::fast_append;
+use crate::commit::merge::merge;
+use crate::commit::pinned::{fast_append, table_with};
+use crate::commit::replace::{ReplacePlan, build};
+use crate::table::files::live_data_files;
 use crate::pipeline::Pipeline;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
@@ -34,6 +39,10 @@ fn files_under(dir: &str) -> Vec<String> {
 }
 
 async fn three_appends(dir: &std::path::Path, properties: &[(&str, &str)]) -> Table {
+    three_appends_with_writer(dir, properties).await.0
+}
+
+async fn three_appends_with_writer(dir: &std::path::Path, properties: &[(&str, &str)]) -> (Table, TableWriter) {
     let warehouse = format!("file://{}", dir.display());
     let catalog = MemoryCatalogBuilder::default()
         .with_storage_factory(Arc::new(LocalFsStorageFactory))
@@ -50,7 +59,7 @@ async fn three_appends(dir: &std::path::Path, properties: &[(&str, &str)]) -> Ta
         let files = writer.write(batch(&layout, n * 10..n * 10 + 10, 1 + n % 2), &format!("f{n}")).await.unwrap();
         table = fast_append(&catalog, &table, files, HashMap::new()).await.unwrap().unwrap();
     }
-    table
+    (table, writer)
 }
 
 #[test]
@@ -77,6 +86,44 @@ async fn every_file_a_table_wrote_is_referenced_and_a_stray_one_is_not() {
 
     let stray = format!("{}/data/day=1/stray.parquet", table.metadata().location());
     assert!(!refs.contains(&normalised(&stray)));
+}
+
+#[tokio::test]
+async fn a_rewrites_inputs_stop_being_referenced_once_the_snapshots_before_it_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let (table, writer) = three_appends_with_writer(dir.path(), &[]).await;
+    let live = live_data_files(&table).await.unwrap();
+    let day1: Vec<&DataFile> = live.iter().filter(|f| f.partition() == live[0].partition()).collect();
+    assert_eq!(day1.len(), 2);
+    let merged = merge(&writer, table.file_io(), &day1, 7).await.unwrap();
+    let plan = ReplacePlan {
+        removed: day1.iter().map(|f| f.file_path().to_string()).collect(),
+        added: merged.files.clone(),
+        merge_manifests: None,
+        properties: HashMap::new(),
+    };
+    let replaced = table_with(&table, build(&table, &plan).await.unwrap().metadata, None).unwrap();
+    let inputs: Vec<String> = day1.iter().map(|f| normalised(f.file_path())).collect();
+    let output = normalised(merged.files[0].file_path());
+    // Time travel to before the rewrite still reads the inputs.
+    let refs = referenced(&replaced).await.unwrap();
+    assert!(inputs.iter().all(|p| refs.contains(p)) && refs.contains(&output));
+
+    // Once only the replace snapshot is left, its manifests list the inputs as deleted: tombstones, not references.
+    let older: Vec<i64> = replaced
+        .metadata()
+        .snapshots()
+        .map(|s| s.snapshot_id())
+        .filter(|id| Some(*id) != replaced.metadata().current_snapshot_id())
+        .collect();
+    let builder = TableMetadataBuilder::new_from_metadata(replaced.metadata().clone(), None);
+    let expired = table_with(&replaced, builder.remove_snapshots(&older).build().unwrap().metadata, None).unwrap();
+    let refs = referenced(&expired).await.unwrap();
+    assert!(inputs.iter().all(|p| !refs.contains(p)), "a rewritten input is still referenced");
+    assert!(refs.contains(&output));
+    for kept in live.iter().filter(|f| f.partition() != live[0].partition()) {
+        assert!(refs.contains(&normalised(kept.file_path())), "a file the rewrite kept is not referenced");
+    }
 }
 
 #[tokio::test]
