@@ -280,9 +280,7 @@ fn parse_older_than(text: &str) -> Result<i64, String> {
     };
     let ms = n.checked_mul(unit_ms).ok_or_else(|| format!("`{text}` is too long"))?;
     if ms < floe_core::MIN_OLDER_THAN_MS && !cfg!(feature = "failpoints") {
-        return Err(format!(
-            "`{text}` is shorter than 1h: files that young may still be on their way into a commit"
-        ));
+        return Err(format!("`{text}` is shorter than 1h: files that young may still be on their way into a commit"));
     }
     Ok(ms)
 }

@@ -19,10 +19,10 @@ use iceberg::table::Table;
 use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
+use super::orphans::{OrphanScan, Orphans};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::rewrite::Rewriter;
 use super::tables::{TableReport, delete_files, delete_uncommitted, is_conflict, load_or_create, simulated_crash};
-use super::orphans::{OrphanScan, Orphans};
 use crate::backends::{Backends, MetadataSwap, ObjectLister};
 use crate::error::{Error, Result};
 use crate::failpoint;

@@ -51,7 +51,9 @@ pub fn older_than_ms(table: &Table) -> Result<i64> {
         None => Ok(DEFAULT_OLDER_THAN_MS),
         Some(v) => v.parse::<i64>().ok().filter(|ms| *ms >= MIN_OLDER_THAN_MS).ok_or_else(|| Error::TableMismatch {
             table: table.identifier().to_string(),
-            message: format!("table property {OLDER_THAN_MS} = `{v}` is not a number of milliseconds ≥ {MIN_OLDER_THAN_MS}"),
+            message: format!(
+                "table property {OLDER_THAN_MS} = `{v}` is not a number of milliseconds ≥ {MIN_OLDER_THAN_MS}"
+            ),
         }),
     }
 }
@@ -147,8 +149,7 @@ pub async fn remove_orphans(scan: &OrphanScan<'_>, ident: &TableIdent) -> Result
     let mut report = Orphans { table: name.clone(), ..Default::default() };
     // The ledger first (see the module docs): what it lists now is either still staged or committed by the
     // time the metadata is read.
-    let staged: HashSet<String> =
-        scan.state.staged_files(&name).await?.iter().map(|f| normalised(&f.path)).collect();
+    let staged: HashSet<String> = scan.state.staged_files(&name).await?.iter().map(|f| normalised(&f.path)).collect();
     failpoint::hit(failpoint::ORPHANS_AFTER_LEDGER).await?;
     if !scan.catalog.table_exists(ident).await? {
         report.complete = true;
@@ -196,7 +197,9 @@ pub async fn remove_orphans(scan: &OrphanScan<'_>, ident: &TableIdent) -> Result
                         info!(table = %name, path = %object.location, bytes = object.size, "deleted orphan file");
                         report.deleted += 1;
                     }
-                    Err(e) => warn!(table = %name, path = %object.location, error = %e, "could not delete an orphan file; the next run retries"),
+                    Err(e) => {
+                        warn!(table = %name, path = %object.location, error = %e, "could not delete an orphan file; the next run retries")
+                    }
                 }
             }
         }

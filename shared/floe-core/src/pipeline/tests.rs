@@ -128,9 +128,16 @@ fn rejects_semantic_mistakes() {
     assert!(err(&delete).contains("is not true or false"), "{}", err(&delete));
     // Orphan removal's safety window has a floor: a file younger than an hour may be on its way into a commit.
     let window = |ms: &str| {
-        MINIMAL.replace("name = \"tbl\"", &format!("name = \"tbl\"\nproperties = {{ \"floe.orphans.older-than-ms\" = \"{ms}\" }}"))
+        MINIMAL.replace(
+            "name = \"tbl\"",
+            &format!("name = \"tbl\"\nproperties = {{ \"floe.orphans.older-than-ms\" = \"{ms}\" }}"),
+        )
     };
-    assert!(err(&window("600000")).contains("is not a number of milliseconds of at least 3600000"), "{}", err(&window("600000")));
+    assert!(
+        err(&window("600000")).contains("is not a number of milliseconds of at least 3600000"),
+        "{}",
+        err(&window("600000"))
+    );
     assert!(Pipeline::parse(&window("3600000"), "p.toml").is_ok());
     let fine = MINIMAL.replace(
         "name = \"tbl\"",

@@ -16,8 +16,8 @@ use crate::commit::fixtures::{PIPELINE, batch};
 use crate::commit::merge::merge;
 use crate::commit::pinned::{fast_append, table_with};
 use crate::commit::replace::{ReplacePlan, build};
-use crate::table::files::live_data_files;
 use crate::pipeline::Pipeline;
+use crate::table::files::live_data_files;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
 
