@@ -9,6 +9,7 @@ data file committed once, and metadata PyIceberg reads back."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 
@@ -33,6 +34,16 @@ def finish(proc, what: str) -> dict | list:
     return json.loads(out)
 
 
+def released_together(start, point: str, release) -> list:
+    """Two processes started by `start(pause_at)` that both wait at `point` until the test releases them at once;
+    their reports."""
+    procs = [start(f"{point}=@{release}") for _ in range(2)]
+    for proc in procs:
+        wait_for_line(proc, f"paused at {point}")
+    release.touch()
+    return [finish(p, point) for p in procs]
+
+
 def assert_same_as_fault_free(floe, dataset, tmp_path_factory):
     assert_same_as(floe, baseline(floe, dataset, tmp_path_factory), dataset, "race")
     # The metadata is a clean chain: every snapshot's parent is the one before it.
@@ -45,14 +56,9 @@ def assert_same_as_fault_free(floe, dataset, tmp_path_factory):
 def test_the_same_batch_delivered_twice_at_once(floe, dataset, tmp_path, tmp_path_factory):
     baseline(floe, dataset, tmp_path_factory)  # before this test's own run (it resets moto)
     first, rest = deliveries(dataset)
-    release = tmp_path / "release"
     # Both deliveries decode, update dedup and window state, and write their files, then wait at the staging step.
-    a = floe.start_ingest(first, pause_at=f"ingest.after_write=@{release}", now_ms=NOW_MS)
-    b = floe.start_ingest(first, pause_at=f"ingest.after_write=@{release}", now_ms=NOW_MS)
-    wait_for_line(a, "paused at ingest.after_write")
-    wait_for_line(b, "paused at ingest.after_write")
-    release.touch()
-    reports = [finish(a, "delivery a"), finish(b, "delivery b")]
+    start = partial(floe.start_ingest, first, now_ms=NOW_MS)
+    reports = released_together(start, "ingest.after_write", tmp_path / "release")
     # Exactly one delivery staged each partition's records; the other found them staged (a duplicate).
     records = sum(len(rs) for e in first for rs in e["records"].values())
     assert reports[0]["records"] == reports[1]["records"] == records
@@ -67,14 +73,10 @@ def test_two_compactors_commit_the_same_files_at_once(floe, dataset, tmp_path, t
     first, rest = deliveries(dataset)
     floe.ingest(first, now_ms=NOW_MS)
     floe.ingest(rest, now_ms=NOW_MS)
-    release = tmp_path / "release"
     # Both plan the same commit from the same snapshot, then race on the metadata swap.
-    a = floe.start_compact(pause_at=f"compactor.before_commit=@{release}", now_ms=NOW_MS)
-    b = floe.start_compact(pause_at=f"compactor.before_commit=@{release}", now_ms=NOW_MS)
-    wait_for_line(a, "paused at compactor.before_commit")
-    wait_for_line(b, "paused at compactor.before_commit")
-    release.touch()
-    runs = [{r["table"]: r for r in finish(p, "compactor")} for p in (a, b)]
+    start = partial(floe.start_compact, now_ms=NOW_MS)
+    reports = released_together(start, "compactor.before_commit", tmp_path / "release")
+    runs = [{r["table"]: r for r in run} for run in reports]
     committed = [r[TARGET]["snapshot_id"] is not None for r in runs]
     assert sorted(committed) == [False, True], runs  # one won the swap; the loser re-planned and found it done
     assert sum(r[TARGET]["conflicts"] for r in runs) >= 1, runs
@@ -146,14 +148,9 @@ def test_two_maintenance_runs_rewrite_the_same_files_at_once(floe, dataset, tmp_
     last = small_commits(floe, dataset)
     floe.ingest(last, now_ms=NOW_MS)
     floe.compact(now_ms=NOW_MS, no_merge=True)
-    release = tmp_path / "release"
     # Both plan the same rewrite from the same snapshot, then race on the swap.
-    a = floe.start_maintain(pause_at=f"rewrite.before_commit=@{release}", now_ms=NOW_MS)
-    b = floe.start_maintain(pause_at=f"rewrite.before_commit=@{release}", now_ms=NOW_MS)
-    wait_for_line(a, "paused at rewrite.before_commit")
-    wait_for_line(b, "paused at rewrite.before_commit")
-    release.touch()
-    runs = [finish(p, "maintain") for p in (a, b)]
+    start = partial(floe.start_maintain, now_ms=NOW_MS)
+    runs = released_together(start, "rewrite.before_commit", tmp_path / "release")
     assert sum(r["conflicts"] for run in runs for r in run) >= 1, runs
     # The loser dropped the bins the winner rewrote and deleted its own rewritten files (a rejected swap):
     # nothing is left on disk that no snapshot references.

@@ -138,7 +138,7 @@ pub enum Command {
     /// The scheduled compactor does the same within a 30-second merge budget per run; this runs as many
     /// rounds as it takes (e.g. to catch up after `compact --no-merge`, or after raising
     /// `table.target_file_size_mb`), with a progress line per round. Prints the summed report of each table
-    /// as JSON. Exit code 0 when done, 1 on a table error.
+    /// as JSON. Exit code 0 when done; 1 on a table error (75 if a retry can fix it).
     Maintain {
         #[command(flatten)]
         common: Common,
@@ -158,7 +158,7 @@ pub enum Command {
     /// ledger does not list it as staged, and it is older than the safety window (the table property
     /// `floe.orphans.older-than-ms`, default 3 days, or --older-than). Files being written right now are
     /// always younger than that. Prints each table's report as JSON (counts, and with --dry-run the paths that
-    /// would go). Exit code 0 when done, 1 on a table error.
+    /// would go). Exit code 0 when done; 1 on a table error (75 if a retry can fix it).
     Orphans {
         #[command(flatten)]
         common: Common,

@@ -3,22 +3,15 @@
 //! tested on the embedded backends in `floe-cli/tests/orphans.rs`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use iceberg::io::LocalFsStorageFactory;
-use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
-use iceberg::{CatalogBuilder, NamespaceIdent};
 
 use iceberg::spec::{DataFile, TableMetadataBuilder};
 
 use super::*;
-use crate::commit::fixtures::{PIPELINE, batch};
+use crate::commit::fixtures::{batch, empty_table};
 use crate::commit::merge::merge;
 use crate::commit::pinned::{fast_append, table_with};
 use crate::commit::replace::{ReplacePlan, build};
-use crate::pipeline::Pipeline;
 use crate::table::files::live_data_files;
-use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
 
 /// Every file under `dir`, as `file://` locations.
@@ -43,18 +36,8 @@ async fn three_appends(dir: &std::path::Path, properties: &[(&str, &str)]) -> Ta
 }
 
 async fn three_appends_with_writer(dir: &std::path::Path, properties: &[(&str, &str)]) -> (Table, TableWriter) {
-    let warehouse = format!("file://{}", dir.display());
-    let catalog = MemoryCatalogBuilder::default()
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load("t", HashMap::from([(MEMORY_CATALOG_WAREHOUSE.to_string(), warehouse.clone())]))
-        .await
-        .unwrap();
-    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "m.toml").unwrap(), &warehouse).unwrap();
-    let mut creation = layout.creation();
-    creation.properties.extend(properties.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    catalog.create_namespace(&NamespaceIdent::new("ns".into()), HashMap::new()).await.unwrap();
-    let mut table = catalog.create_table(&NamespaceIdent::new("ns".into()), creation).await.unwrap();
-    let writer = TableWriter::new(layout.clone(), table.file_io().clone()).unwrap();
+    let (catalog, mut table, writer) = empty_table(dir, properties).await;
+    let layout = writer.layout().clone();
     for n in 0..3i64 {
         let files = writer.write(batch(&layout, n * 10..n * 10 + 10, 1 + n % 2), &format!("f{n}")).await.unwrap();
         table = fast_append(&catalog, &table, files, HashMap::new()).await.unwrap().unwrap();

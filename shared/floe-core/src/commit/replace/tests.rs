@@ -2,22 +2,18 @@
 //! the table writer), read back through iceberg's own scan: same rows, fewer files and manifests, summaries.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow_array::{Array, Int64Array, RecordBatch};
 use futures::TryStreamExt;
-use iceberg::io::{FileIO, LocalFsStorageFactory};
-use iceberg::memory::{MEMORY_CATALOG_WAREHOUSE, MemoryCatalogBuilder};
+use iceberg::Catalog;
+use iceberg::io::FileIO;
 use iceberg::spec::ManifestStatus;
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent};
 
 use super::*;
-use crate::commit::fixtures::{PIPELINE, batch};
+use crate::commit::fixtures::{batch, empty_table};
 use crate::commit::merge::merge;
 use crate::commit::pinned::{fast_append, table_with};
-use crate::pipeline::Pipeline;
 use crate::table::files::live_data_files;
-use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
 
 async fn ids(table: &Table) -> Vec<i64> {
@@ -36,17 +32,8 @@ async fn ids(table: &Table) -> Vec<i64> {
 
 /// A table of six one-file appends: three files on day 1, three on day 2.
 async fn six_appends(dir: &std::path::Path) -> (impl Catalog, Table, TableWriter, FileIO) {
-    let warehouse = format!("file://{}", dir.display());
-    let catalog = MemoryCatalogBuilder::default()
-        .with_storage_factory(Arc::new(LocalFsStorageFactory))
-        .load("t", HashMap::from([(MEMORY_CATALOG_WAREHOUSE.to_string(), warehouse.clone())]))
-        .await
-        .unwrap();
-    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "m.toml").unwrap(), &warehouse).unwrap();
-    catalog.create_namespace(&NamespaceIdent::new("ns".into()), HashMap::new()).await.unwrap();
-    let mut table = catalog.create_table(&NamespaceIdent::new("ns".into()), layout.creation()).await.unwrap();
-    let file_io = table.file_io().clone();
-    let writer = TableWriter::new(layout.clone(), file_io.clone()).unwrap();
+    let (catalog, mut table, writer) = empty_table(dir, &[]).await;
+    let (layout, file_io) = (writer.layout().clone(), table.file_io().clone());
     for n in 0..6i64 {
         let files = writer.write(batch(&layout, n * 10..n * 10 + 10, 1 + n % 2), &format!("f{n}")).await.unwrap();
         let summary = HashMap::from([("floe.positions.r".to_string(), format!("{{\"t:0\":{}}}", n + 1))]);
