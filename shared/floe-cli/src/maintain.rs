@@ -17,8 +17,7 @@ const ROUND: Duration = Duration::from_secs(300);
 pub async fn until_done(rt: &Runtime, max_rounds: u32, now_ms: Option<i64>) -> anyhow::Result<Vec<TableReport>> {
     let options = CompactorOptions { merge_budget: ROUND, time_budget: ROUND, expire_batch: 1, ..Default::default() };
     let compactor = rt.compactor_with(options)?;
-    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    spinner.enable_steady_tick(Duration::from_millis(200));
+    let spinner = spinner();
     let mut totals: BTreeMap<String, TableReport> = BTreeMap::new();
     for round in 1..=max_rounds {
         let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
@@ -47,13 +46,19 @@ pub async fn until_done(rt: &Runtime, max_rounds: u32, now_ms: Option<i64>) -> a
 /// Orphan removal over every table (no time limit but the listing's own), with a spinner while it lists.
 pub async fn orphans(rt: &Runtime, older_than_ms: Option<i64>, dry_run: bool) -> anyhow::Result<OrphanRun> {
     let compactor = rt.compactor()?;
-    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    spinner.enable_steady_tick(Duration::from_millis(200));
+    let spinner = spinner();
     spinner.set_message(if dry_run { "looking for orphan files (dry run)" } else { "removing orphan files" });
     let now_ms = chrono::Utc::now().timestamp_millis();
     let run = compactor.remove_orphans(now_ms, older_than_ms, dry_run, Duration::from_secs(24 * 3600)).await;
     spinner.finish_and_clear();
     Ok(run)
+}
+
+/// A spinner on stderr for a command that runs longer than a few seconds.
+fn spinner() -> indicatif::ProgressBar {
+    let spinner = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    spinner
 }
 
 /// Add a round's counts to the running total.

@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::backends::ObjectLister;
 use crate::error::{Error, Result};
@@ -192,14 +192,11 @@ pub async fn remove_orphans(scan: &OrphanScan<'_>, ident: &TableIdent) -> Result
             }
             if !scan.dry_run {
                 failpoint::check(failpoint::ORPHANS_DURING_DELETE)?;
-                match table.file_io().delete(&object.location).await {
-                    Ok(()) => {
-                        info!(table = %name, path = %object.location, bytes = object.size, "deleted orphan file");
-                        report.deleted += 1;
-                    }
-                    Err(e) => {
-                        warn!(table = %name, path = %object.location, error = %e, "could not delete an orphan file; the next run retries")
-                    }
+                // The compactor's one delete helper: a failed delete is logged and left for the next run.
+                let paths = std::slice::from_ref(&object.location);
+                if super::tables::delete_files(table.file_io(), &name, paths, "orphan file").await == 1 {
+                    info!(table = %name, path = %object.location, bytes = object.size, "deleted orphan file");
+                    report.deleted += 1;
                 }
             }
         }
