@@ -14,7 +14,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .venv-tools
-FUNCTIONS := floe-ingest floe-compactor
+FUNCTIONS := floe-ingest floe-ingest-sql floe-compactor
 FLOE := $(CARGO_TARGET_DIR)/debug/floe
 FLOE_FAULTS := $(CARGO_TARGET_DIR)/debug/floe-faults
 DEMO_HOME ?= .floe/demo
@@ -80,15 +80,13 @@ tansu:
 	infra/local/tansu.sh install
 
 ## package: release arm64 Lambda zips with cargo-lambda (zig from PyPI); prints each zip's size. One build per
-## function: built together, cargo would unify their features and the compactor would link ingest's DataFusion.
-## Also the raw-path ingest (no SQL engine, for pipelines without outputs) into $(CARGO_TARGET_DIR)/lambda-raw.
+## function: built together, cargo would unify their features and every zip would link floe-ingest-sql's DataFusion.
 CARGO_LAMBDA := PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip
 package: tools
 	for f in $(FUNCTIONS); do $(CARGO_LAMBDA) -p $$f; done
-	$(CARGO_LAMBDA) -p floe-ingest --no-default-features --features aws --lambda-dir $(CARGO_TARGET_DIR)/lambda-raw
-	@for z in floe-ingest:lambda floe-compactor:lambda floe-ingest:lambda-raw; do \
-	  f=$${z%%:*}; d=$${z##*:}; zip=$(CARGO_TARGET_DIR)/$$d/$$f/bootstrap.zip; \
-	  stat -c %s $$zip | awk -v f="$$f ($$d)" -v z=$$zip '{ printf "%-26s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
+	@for f in $(FUNCTIONS); do \
+	  zip=$(CARGO_TARGET_DIR)/lambda/$$f/bootstrap.zip; \
+	  stat -c %s $$zip | awk -v f="$$f" -v z=$$zip '{ printf "%-16s %6.1f MiB  %s\n", f, $$1 / 1048576, z }'; \
 	done
 
 ## fuzz: cargo fuzz (nightly toolchain, cargo-fuzz installed once into ~/.cache/floe) on the event parser and the
@@ -110,7 +108,7 @@ fuzz:
 ## Not part of `make test`. BENCH_ARGS go to bench/run.py (e.g. --skip freshness --records 50000).
 BENCH_ARGS ?=
 bench: build venv tools tansu package
-	cargo build --release --locked -p floe-bench -p floe-ingest -p floe-compactor
+	cargo build --release --locked -p floe-bench -p floe-ingest -p floe-compactor --features floe-ingest/embedded
 	$(PY) bench/run.py --floe $(FLOE) $(BENCH_ARGS)
 
 clean:

@@ -197,14 +197,14 @@ def one_invocation(binary: Path, data: Path, work: Path) -> dict:
 
 
 def zip_sizes() -> dict[str, float]:
-    """`make package`'s zips: both functions as deployed, and the raw-path ingest built without the SQL engine."""
+    """`make package`'s zips: the two ingest builds (IngestBuild=raw and =sql) and the compactor."""
     sizes = {}
-    for name, folder, function in (
-        ("floe-ingest", "lambda", "floe-ingest"),
-        ("floe-ingest, no SQL engine", "lambda-raw", "floe-ingest"),
-        ("floe-compactor", "lambda", "floe-compactor"),
+    for name, function in (
+        ("floe-ingest (no SQL engine)", "floe-ingest"),
+        ("floe-ingest-sql", "floe-ingest-sql"),
+        ("floe-compactor", "floe-compactor"),
     ):
-        path = TARGET / folder / function / "bootstrap.zip"
+        path = TARGET / "lambda" / function / "bootstrap.zip"
         if path.exists():
             sizes[name] = path.stat().st_size / 1e6
     return sizes

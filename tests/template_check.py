@@ -1,7 +1,8 @@
 """Checks of template.yaml that cfn-lint and `sam validate --lint` do not make: every !Ref / !GetAtt / !Sub / !If
 target resolves (also inside AWS::Serverless::* resources and Globals), MSK events name topics and a valid
-starting position, and functions are built the way floe ships them (provided.al2023, arm64, cargo-lambda, a
-binary that exists in the workspace)."""
+starting position, functions are built the way floe ships them (provided.al2023, arm64, cargo-lambda, a
+binary that exists in the workspace), and the ingest builds that IngestBuild chooses between cannot drift apart:
+at most one is deployed (complementary conditions) and they carry the same events and policies."""
 
 from __future__ import annotations
 
@@ -151,4 +152,33 @@ def check(template: dict, binaries: set[str]) -> list[str]:
                     problems.append(f"{where}: BatchSize parameter must be bounded to 1..10000")
             if not p.get("Stream"):
                 problems.append(f"{where}: MSK event has no Stream (cluster ARN)")
+    problems += _alternatives(template)
+    return problems
+
+
+def _alternatives(template: dict) -> list[str]:
+    """Functions with an MSK event are alternative builds of ingest: two at most, under complementary
+    conditions (only one consumes the topics), with equal events, policies, timeout and log group."""
+    resources, conditions = template.get("Resources", {}), template.get("Conditions", {})
+    msk = [name for name, res in resources.items()
+           if res.get("Type") == "AWS::Serverless::Function"
+           and any(e.get("Type") == "MSK" for e in res.get("Properties", {}).get("Events", {}).values())]
+    if len(msk) < 2:
+        return []
+    if len(msk) > 2:
+        return [f"{sorted(msk)}: more than two functions consume the topics"]
+    (a, b), problems = msk, []
+    ca, cb = resources[a].get("Condition"), resources[b].get("Condition")
+
+    def negates(x, y) -> bool:
+        c = conditions.get(x)
+        return (isinstance(c, Tag) and c.name == "Not" and isinstance(c.value, list) and len(c.value) == 1
+                and isinstance(c.value[0], Tag) and c.value[0].name == "Condition" and c.value[0].value == y)
+
+    if not (ca and cb and (negates(ca, cb) or negates(cb, ca))):
+        problems.append(f"{a}, {b}: both consume the topics; their Conditions ({ca}, {cb}) must be complementary")
+    for key in ("Events", "Policies", "Timeout", "LoggingConfig", "Environment", "MemorySize"):
+        va, vb = resources[a]["Properties"].get(key), resources[b]["Properties"].get(key)
+        if repr(va) != repr(vb):
+            problems.append(f"{a}, {b}: {key} differ ({va!r} vs {vb!r})")
     return problems

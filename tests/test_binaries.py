@@ -20,7 +20,7 @@ def markers_in(path) -> list[bytes]:
     return [m for m in MARKERS if m in data]
 
 
-@pytest.mark.parametrize("name", ["floe", "floe-ingest", "floe-compactor"])
+@pytest.mark.parametrize("name", ["floe", "floe-ingest", "floe-ingest-sql", "floe-compactor"])
 def test_user_binaries_contain_no_fault_hooks(name):
     path = floe_path().with_name(name)
     assert path.exists(), f"{path} is not built"
@@ -38,12 +38,12 @@ def test_floe_rejects_fault_options():
     assert bad.returncode == 2, bad
 
 
-@pytest.mark.parametrize("function", ["floe-ingest", "floe-compactor"])
+@pytest.mark.parametrize("function", ["floe-ingest", "floe-ingest-sql", "floe-compactor"])
 def test_release_builds_do_not_enable_failpoints(function):
     """The zip is built with `cargo lambda build --release -p <function>` (default features: the AWS backends;
     `make package`): cargo's feature resolution for that package, the same in debug and release, must not
-    enable floe-core's `failpoints`, with or without the embedded backend. The compactor's must not link
-    DataFusion either."""
+    enable floe-core's `failpoints`, with or without the embedded backend. Only floe-ingest-sql links
+    DataFusion: the compactor and the raw ingest (IngestBuild=raw) do not."""
     env = {**os.environ, "CARGO_TERM_COLOR": "never"}
     for extra in ([], ["--features", "embedded"]):
         tree = subprocess.run(
@@ -57,16 +57,9 @@ def test_release_builds_do_not_enable_failpoints(function):
             capture_output=True, text=True, cwd=ROOT, env=env, check=True,
         ).stdout
         crates = {line.split()[0] for line in linked.splitlines() if line.strip()}
-        assert ("datafusion" in crates) == (function == "floe-ingest"), sorted(crates)
+        assert ("datafusion" in crates) == (function == "floe-ingest-sql"), sorted(crates)
         # The Lambda build links no SQLite unless asked for the embedded backend.
         assert ("libsqlite3-sys" in crates) == (extra != []), sorted(crates)
-    if function == "floe-ingest":
-        raw = subprocess.run(
-            ["cargo", "tree", "--locked", "-p", function, "--no-default-features", "--features", "aws", "-e",
-             "normal", "--prefix", "none"],
-            capture_output=True, text=True, cwd=ROOT, env=env, check=True,
-        ).stdout
-        assert "datafusion" not in {line.split()[0] for line in raw.splitlines() if line.strip()}, raw
     faults = subprocess.run(
         ["cargo", "tree", "--locked", "-p", "floe-cli", "--features", "failpoints", "-e", "features", "-i", "floe-core"],
         capture_output=True, text=True, cwd=ROOT, env=env, check=True,

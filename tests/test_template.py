@@ -24,7 +24,7 @@ def template():
 @pytest.fixture(scope="module")
 def binaries():
     names = workspace_binaries(ROOT)
-    assert {"floe-ingest", "floe-compactor"} <= names
+    assert {"floe-ingest", "floe-ingest-sql", "floe-compactor"} <= names
     return names
 
 
@@ -43,6 +43,9 @@ def test_checks_catch_what_the_linters_miss(template, binaries):
         "Sub", "${Nope.Arn}/x"
     )
     bad["Outputs"]["X"] = {"Value": Tag("GetAtt", "Missing.Arn")}
+    sql = bad["Resources"]["IngestSqlFunction"]
+    sql["Condition"] = "InVpc"
+    sql["Properties"]["Events"]["Msk"]["Properties"]["BatchSize"] = 500
     problems = check(bad, binaries)
     joined = "\n".join(problems)
     for expected in [
@@ -52,6 +55,9 @@ def test_checks_catch_what_the_linters_miss(template, binaries):
         "'floe-ingset' is not a workspace binary",
         "!Sub ${Nope.Arn} does not resolve",
         "!GetAtt Missing is not a resource",
+        "IngestFunction, IngestSqlFunction: both consume the topics; their Conditions (RawIngest, InVpc) must be "
+        "complementary",
+        "IngestFunction, IngestSqlFunction: Events differ",
     ]:
         assert expected in joined, joined
 

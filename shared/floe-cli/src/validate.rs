@@ -1,5 +1,5 @@
 //! `floe validate`: the cold start's validation of a pipeline file, then what it would create: every table with
-//! its Iceberg schema (field ids included), partition spec and properties.
+//! its Iceberg schema (field ids included), partition spec and properties, and which ingest build runs it.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -22,6 +22,17 @@ pub fn run(path: &Path, as_json: bool) -> anyhow::Result<String> {
     let pipeline = floe_core::load_pipeline(path)?;
     let entries = tables(&pipeline)?;
     Ok(if as_json { json_summary(&pipeline, &entries)?.to_string() } else { text_summary(&pipeline, path, &entries) })
+}
+
+/// The ingest build (template parameter `IngestBuild`) that runs `p`: outputs need the SQL engine, which only
+/// `floe-ingest-sql` links; anything else runs on `floe-ingest`, a third of the size.
+fn ingest_build(p: &Pipeline) -> (&'static str, String) {
+    if p.outputs.is_empty() {
+        ("raw", "floe-ingest (IngestBuild=raw): no outputs, so no SQL engine is needed".into())
+    } else {
+        let n = p.outputs.len();
+        ("sql", format!("floe-ingest-sql (IngestBuild=sql): {n} output(s) run SQL; floe-ingest refuses them"))
+    }
 }
 
 fn tables(p: &Pipeline) -> anyhow::Result<Vec<Entry>> {
@@ -79,6 +90,7 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
         let refs: Vec<String> = p.references.iter().map(|r| format!("{} ({})", r.name, r.location)).collect();
         let _ = writeln!(out, "  reference tables: {}", refs.join(", "));
     }
+    let _ = writeln!(out, "  ingest build: {}", ingest_build(p).1);
     let _ = writeln!(out, "  creates {} Iceberg tables (format v2):", entries.len());
     for e in entries {
         let l = &e.layout;
@@ -158,7 +170,8 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "tables": tables}))
+    let build = ingest_build(p).0;
+    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "ingest_build": build, "tables": tables}))
 }
 
 #[cfg(test)]
@@ -181,6 +194,22 @@ mod tests {
         let sku = text.lines().find(|l| l.contains(" sku ")).expect("a nested field");
         assert!(sku.trim_start().starts_with("20      sku"), "items' struct members nest, ids in order: {text}");
         assert!(text.contains("event_time_day = day(event_time)"), "{text}");
+        assert!(text.contains("ingest build: floe-ingest-sql (IngestBuild=sql): 2 output(s)"), "{text}");
+    }
+
+    #[test]
+    fn a_pipeline_without_outputs_runs_on_the_raw_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raw.toml");
+        let text = std::fs::read_to_string(example()).unwrap();
+        let raw = &text[..text.find("[[reference]]").expect("the example has references and outputs")];
+        std::fs::write(&path, raw).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true).unwrap()).unwrap();
+        assert_eq!(summary["ingest_build"], "raw");
+        assert_eq!(summary["tables"].as_array().unwrap().len(), 2, "target and dead letters only");
+        assert!(run(&path, false).unwrap().contains("ingest build: floe-ingest (IngestBuild=raw)"));
+        let with_outputs: serde_json::Value = serde_json::from_str(&run(&example(), true).unwrap()).unwrap();
+        assert_eq!(with_outputs["ingest_build"], "sql");
     }
 
     #[test]

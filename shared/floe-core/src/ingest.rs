@@ -84,8 +84,8 @@ impl Ingestor {
             return Err(Error::Config {
                 file: pipeline.file().to_string(),
                 message: format!(
-                    "output {} needs SQL, and this build has no SQL engine: use a floe-ingest built with the \
-                     `sql` feature (the default)",
+                    "output {} needs SQL, and this build has no SQL engine: deploy floe-ingest-sql \
+                     (template parameter IngestBuild=sql)",
                     o.table
                 ),
             });

@@ -1,0 +1,24 @@
+//! floe ingest Lambda, triggered by the MSK event source mapping: tracing, settings and the pipeline file read
+//! once at cold start (failing fast on any mistake), the backends opened once, then every event goes to the
+//! [`handler`]. Two binaries run it: `floe-ingest` (no SQL engine, for pipelines without outputs) and
+//! `floe-ingest-sql` (this crate with its `sql` feature), so each deployment links only what its pipeline runs.
+
+pub mod handler;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+
+/// Plan the outputs' SQL at cold start; a build without the SQL engine runs only pipelines without outputs and
+/// refuses the others at cold start, naming the build that runs them.
+#[cfg(feature = "sql")]
+const PLANNING: floe_backends::Planning = floe_backends::Planning::Plan;
+#[cfg(not(feature = "sql"))]
+const PLANNING: floe_backends::Planning = floe_backends::Planning::Recorded;
+
+/// The function's whole life: cold start, then one [`handler::Handler::invoke`] per event.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    floe_backends::init_lambda_tracing();
+    let settings = floe_backends::FunctionSettings::from_env()?;
+    let (pipeline, backends) = floe_backends::open(&settings, PLANNING).await?;
+    let handler = &handler::Handler::new(pipeline, &backends).await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
+}
