@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::hash::hash64;
 use crate::state::StagedFile;
 use crate::table::reader::data_file_batches;
-use crate::table::writer::TableWriter;
+use crate::table::writer::{PartitionWriter, TableWriter};
 
 /// File-name prefix of merged files.
 pub const MERGED_PREFIX: &str = "floe-merged";
@@ -110,19 +110,22 @@ pub struct Merged {
 /// Merge `inputs` (one partition's data files, written for `writer`'s table) into new files near the target size.
 pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile], run: u64) -> Result<Merged> {
     let first = inputs.first().ok_or_else(|| Error::Invariant("a merge needs at least one input".into()))?;
+    if let Some(other) = inputs.iter().find(|f| f.partition() != first.partition()) {
+        return Err(Error::Invariant(format!(
+            "merge inputs {} and {} are in different partitions",
+            first.file_path(),
+            other.file_path()
+        )));
+    }
     let mut out = writer.partition_writer(first.partition(), &merged_prefix(inputs, run)).await?;
-    for input in inputs {
-        if input.partition() != first.partition() {
-            return Err(Error::Invariant(format!(
-                "merge inputs {} and {} are in different partitions",
-                first.file_path(),
-                input.file_path()
-            )));
+    if let Err(e) = copy(&mut out, file_io, inputs).await {
+        // E.g. a rival compactor committed these inputs and deleted them while this run read them: what this
+        // merge started writing is deleted now, not left for orphan removal.
+        let left = out.abandon().await;
+        if !left.is_empty() {
+            tracing::warn!(files = ?left, "could not delete the files of a failed merge; orphan removal will");
         }
-        let mut batches = data_file_batches(file_io, input.file_path(), input.file_size_in_bytes()).await?;
-        while let Some(batch) = batches.try_next().await? {
-            out.write(batch).await?;
-        }
+        return Err(e);
     }
     let files = out.close().await?;
     let rows_in: u64 = inputs.iter().map(|f| f.record_count()).sum();
@@ -138,6 +141,17 @@ pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile],
         bytes_written: files.iter().map(|f| f.file_size_in_bytes()).sum(),
         files,
     })
+}
+
+/// Stream every input's batches into `out`.
+async fn copy(out: &mut PartitionWriter, file_io: &FileIO, inputs: &[&DataFile]) -> Result<()> {
+    for input in inputs {
+        let mut batches = data_file_batches(file_io, input.file_path(), input.file_size_in_bytes()).await?;
+        while let Some(batch) = batches.try_next().await? {
+            out.write(batch).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Of `done` staged files (already covered by the committed positions), the paths that the commit covering them

@@ -4,7 +4,7 @@
 //! source offset range, and partitions are written in sorted order. A retried invocation over the same records
 //! therefore rewrites the very same objects (with the very same bytes) instead of leaving duplicates behind.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use iceberg::arrow::RecordBatchPartitionSplitter;
@@ -12,7 +12,9 @@ use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, DataFileFormat, FormatVersion, PartitionKey, Struct, serialize_data_file_to_json};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator, FileNameGenerator, LocationGenerator,
+};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
@@ -114,23 +116,35 @@ impl TableWriter {
                 partition.clone(),
             )),
         };
+        let names = self.names(prefix);
+        let locations = names.issued.clone();
+        let paths = (self.locations(), key.clone());
         Ok(PartitionWriter {
-            inner: self.builder(self.names(prefix)).build(key).await?,
+            inner: self.builder(names).build(key).await?,
             arrow_schema: self.layout.arrow_schema.clone(),
+            file_io: self.file_io.clone(),
+            issued: locations,
+            paths,
         })
     }
 
-    fn names(&self, prefix: &str) -> DefaultFileNameGenerator {
-        DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet)
+    fn names(&self, prefix: &str) -> IssuedNames {
+        IssuedNames {
+            inner: DefaultFileNameGenerator::new(prefix.to_string(), None, DataFileFormat::Parquet),
+            issued: Arc::default(),
+        }
     }
 
-    fn builder(&self, names: DefaultFileNameGenerator) -> FileWriterBuilder {
-        let locations = DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location));
+    fn locations(&self) -> DefaultLocationGenerator {
+        DefaultLocationGenerator::with_data_location(format!("{}/data", self.layout.location))
+    }
+
+    fn builder(&self, names: IssuedNames) -> FileWriterBuilder {
         DataFileWriterBuilder::new(RollingFileWriterBuilder::new(
             ParquetWriterBuilder::new(self.properties.clone(), self.layout.schema.clone()),
             self.layout.target_file_size,
             self.file_io.clone(),
-            locations,
+            self.locations(),
             names,
         ))
     }
@@ -151,13 +165,31 @@ impl TableWriter {
     }
 }
 
-type FileWriterBuilder =
-    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type FileWriterBuilder = DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, IssuedNames>;
+
+/// iceberg's file names (`<prefix>-NNNNN.parquet`), remembering each name issued: a writer that is abandoned
+/// knows every file it may have started (see [`PartitionWriter::abandon`]).
+#[derive(Clone, Debug)]
+struct IssuedNames {
+    inner: DefaultFileNameGenerator,
+    issued: Arc<Mutex<Vec<String>>>,
+}
+
+impl FileNameGenerator for IssuedNames {
+    fn generate_file_name(&self) -> String {
+        let name = self.inner.generate_file_name();
+        self.issued.lock().expect("not poisoned").push(name.clone());
+        name
+    }
+}
 
 /// Rows of one partition on their way into rolling data files (see [`TableWriter::partition_writer`]).
 pub struct PartitionWriter {
     inner: <FileWriterBuilder as IcebergWriterBuilder>::R,
     arrow_schema: arrow_schema::SchemaRef,
+    file_io: FileIO,
+    issued: Arc<Mutex<Vec<String>>>,
+    paths: (DefaultLocationGenerator, Option<PartitionKey>),
 }
 
 impl PartitionWriter {
@@ -171,6 +203,23 @@ impl PartitionWriter {
     /// Finish the open file; the data files written, in order.
     pub async fn close(mut self) -> Result<Vec<DataFile>> {
         Ok(self.inner.close().await?)
+    }
+
+    /// Give up: delete every file this writer started (finished or not; on a local file system an unfinished
+    /// one exists, partly written), so a failed merge leaves nothing behind. Returns the paths it could not
+    /// delete (they are unreferenced: orphan removal takes them).
+    pub async fn abandon(self) -> Vec<String> {
+        let names = std::mem::take(&mut *self.issued.lock().expect("not poisoned"));
+        drop(self.inner);
+        let (locations, key) = &self.paths;
+        let mut left = Vec::new();
+        for name in names {
+            let path = locations.generate_location(key.as_ref(), &name);
+            if self.file_io.delete(&path).await.is_err() {
+                left.push(path);
+            }
+        }
+        left
     }
 }
 

@@ -128,3 +128,39 @@ async fn inputs_of_different_partitions_are_refused() {
     let err = merge(&writer, &file_io, &[&a[0], &b[0]], 1).await.unwrap_err();
     assert!(matches!(err, Error::Invariant(_)), "{err}");
 }
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_merge_whose_input_vanishes_leaves_no_file_behind() {
+    // A rival compactor committed these inputs and deleted them while this merge was reading them.
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = format!("file://{}", dir.path().display());
+    let layout = TableLayout::target(&Pipeline::parse(PIPELINE, "m.toml").unwrap(), &warehouse).unwrap();
+    let file_io = FileIO::new_with_fs();
+    let writer = TableWriter::new(layout.clone(), file_io.clone()).unwrap();
+    let a = writer.write(batch(&layout, 0..500, 3), "a").await.unwrap();
+    let b = writer.write(batch(&layout, 500..600, 3), "b").await.unwrap();
+    let before = files_under(dir.path());
+    std::fs::remove_file(b[0].file_path().strip_prefix("file://").unwrap()).unwrap();
+
+    let err = merge(&writer, &file_io, &[&a[0], &b[0]], 9).await.unwrap_err();
+    assert!(!matches!(err, Error::Invariant(_)), "a read error, not a plan error: {err}");
+    let mut left = files_under(dir.path());
+    left.sort();
+    let mut expected: Vec<String> = before.into_iter().filter(|p| !p.contains("/b-")).collect();
+    expected.sort();
+    assert_eq!(left, expected, "the merged file the failed merge started is gone");
+}
