@@ -1,5 +1,7 @@
 //! The ingest handler: MSK event → Parquet data files (target and dead-letter tables) → one atomic staging step
-//! per topic-partition. It never writes Iceberg metadata; the compactor commits what is staged.
+//! per topic-partition. It never commits a snapshot; the compactor commits what is staged. At cold start it
+//! creates the tables it writes, or evolves them to take the pipeline file ([`crate::catalog::prepare`]): files
+//! carry the table's field ids, so the table must know a column before any file holds it.
 
 use std::sync::Arc;
 
@@ -70,15 +72,10 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Build the handler: table layouts, the JSON decoder, and the outputs' SQL plans with their reference
-    /// tables loaded (the only I/O).
+    /// Build the handler: the tables created or evolved and their layouts bound to them, the JSON decoder, and
+    /// the outputs' SQL plans with their reference tables loaded.
     pub async fn new(pipeline: Arc<Pipeline>, backends: &Backends) -> Result<Self> {
         pipeline.check_resolved()?;
-        let (warehouse, file_io) = (backends.warehouse.as_str(), backends.file_io.clone());
-        let target = TableLayout::target(&pipeline, warehouse)?;
-        let dead_letter = TableLayout::dead_letter(&pipeline, warehouse)?;
-        #[cfg(feature = "sql")]
-        let outputs = Outputs::new(&pipeline, warehouse, &file_io, &target).await?;
         #[cfg(not(feature = "sql"))]
         if let Some(o) = pipeline.outputs.first() {
             return Err(Error::Config {
@@ -90,6 +87,21 @@ impl Ingestor {
                 ),
             });
         }
+        let (warehouse, file_io) = (backends.warehouse.as_str(), backends.file_io.clone());
+        let ready = |layout: TableLayout| async move {
+            let prepared = crate::catalog::prepare(backends.catalog.as_ref(), backends.swap.as_ref(), &layout).await?;
+            Ok::<_, Error>(prepared.layout)
+        };
+        let target = ready(TableLayout::target(&pipeline, warehouse)?).await?;
+        let dead_letter = ready(TableLayout::dead_letter(&pipeline, warehouse)?).await?;
+        #[cfg(feature = "sql")]
+        let outputs = {
+            let mut layouts = Vec::new();
+            for o in &pipeline.outputs {
+                layouts.push(ready(TableLayout::staged_for(&pipeline, o, warehouse)?).await?);
+            }
+            Outputs::new(&pipeline, warehouse, &file_io, &target, layouts).await?
+        };
         // The compactor reads the outputs' columns from this record: it plans no SQL itself.
         crate::state::record_plan(&file_io, warehouse, &pipeline).await?;
         Ok(Ingestor {
@@ -250,6 +262,7 @@ impl Ingestor {
                     record_count: f.record_count(),
                     file_size: f.file_size_in_bytes(),
                     data_file: writer.data_file_json(&f)?,
+                    schema_id: Some(writer.layout().schema.schema_id()),
                 })
             })
             .collect()

@@ -11,6 +11,8 @@
 //! - `input/` — the MSK event, JSON decoding with its guard, dead letters.
 //! - `stateful/` — derived outputs: SQL (DataFusion), dedup, windows, aggregates, sketches, and their store.
 //! - `state/` — the state store: offset fences and the ledger of staged files; the recorded plan of the outputs.
+//! - `catalog/` — tables loaded, created and evolved to take the pipeline file; metadata swapped in through the
+//!   catalog's compare-and-swap.
 //! - `ingest` — [`Ingestor`]: an MSK event in, data files written and staged atomically with the fence. The
 //!   outputs (SQL with DataFusion) need the `sql` feature; the compactor, and a raw-path-only ingest, build
 //!   without it.
@@ -19,6 +21,7 @@
 //! - `testing/` — fault injection, only with the `failpoints` feature.
 
 mod backends;
+mod catalog;
 mod commit;
 mod error;
 pub mod failpoint;

@@ -37,9 +37,13 @@ CREATE TABLE IF NOT EXISTS staged_files (
     file_size    INTEGER NOT NULL,
     data_file    TEXT    NOT NULL,
     staged_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    schema_id    INTEGER,
     PRIMARY KEY (table_name, path)
 );
 ";
+
+/// Columns added to `staged_files` after its first release, added to older databases when opened.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("schema_id", "INTEGER")];
 
 /// SQLite-backed [`StateStore`].
 #[derive(Debug, Clone)]
@@ -70,6 +74,26 @@ impl SqliteStateStore {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
+        let present: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('staged_files')")
+            .fetch_all(&pool)
+            .await
+            .map_err(db_error)?;
+        for (column, ty) in ADDED_COLUMNS.iter().filter(|(c, _)| !present.iter().any(|p| p == c)) {
+            // A concurrent opener may add it first: only a real failure is one.
+            let added =
+                sqlx::raw_sql(&format!("ALTER TABLE staged_files ADD COLUMN {column} {ty}")).execute(&pool).await;
+            if let Err(e) = added {
+                let again: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('staged_files') WHERE name = ?")
+                        .bind(column)
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(db_error)?;
+                if again == 0 {
+                    return Err(db_error(e));
+                }
+            }
+        }
         sqlx::raw_sql(crate::stream::STREAM_SCHEMA).execute(&pool).await.map_err(db_error)?;
         Ok(SqliteStateStore { pool })
     }
@@ -138,7 +162,8 @@ impl StateStore for SqliteStateStore {
 
     async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>> {
         let rows = sqlx::query(
-            "SELECT path, pipeline, topic, partition, first_offset, last_offset, record_count, file_size, data_file
+            "SELECT path, pipeline, topic, partition, first_offset, last_offset, record_count, file_size, data_file,
+                    schema_id
              FROM staged_files WHERE table_name = ? ORDER BY topic, partition, first_offset, path",
         )
         .bind(table)
@@ -157,6 +182,7 @@ impl StateStore for SqliteStateStore {
                 record_count: r.get::<i64, _>(6) as u64,
                 file_size: r.get::<i64, _>(7) as u64,
                 data_file: r.get(8),
+                schema_id: r.get(9),
             })
             .collect())
     }
@@ -208,8 +234,8 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
     for f in &request.files {
         sqlx::query(
             "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
-                                       record_count, file_size, data_file)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       record_count, file_size, data_file, schema_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&f.table)
         .bind(&f.path)
@@ -221,6 +247,7 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
         .bind(f.record_count as i64)
         .bind(f.file_size as i64)
         .bind(&f.data_file)
+        .bind(f.schema_id)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -249,8 +276,40 @@ mod tests {
                 record_count: 3,
                 file_size: 10,
                 data_file: "{}".into(),
+                schema_id: Some(next as i32),
             }],
         }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_from_before_schema_ids_gains_the_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display())).unwrap();
+            let pool = SqlitePool::connect_with(options.create_if_missing(true)).await.unwrap();
+            let old = SCHEMA.replace("    schema_id    INTEGER,\n", "");
+            assert!(!old.contains("schema_id"));
+            sqlx::raw_sql(&old).execute(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
+                                           record_count, file_size, data_file)
+                 VALUES ('ns.tbl', 'old', 'p', 't', 0, 0, 9, 3, 10, '{}')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        store.stage(&request(Some(10), 20, "new")).await.unwrap_err(); // no fence was ever staged in the old db
+        store.stage(&request(None, 20, "new")).await.unwrap();
+        let staged = store.staged_files("ns.tbl").await.unwrap();
+        let ids: Vec<(&str, Option<i32>)> = staged.iter().map(|f| (f.path.as_str(), f.schema_id)).collect();
+        assert_eq!(ids, [("new", Some(20)), ("old", None)]);
+        // Opening again finds the column in place.
+        drop(store);
+        SqliteStateStore::open(&path).await.unwrap();
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@
 //! run commits them. Concurrent compactors are serialised by the catalog's compare-and-swap (see
 //! [`crate::commit::pinned`]); the loser re-plans from the winner's snapshot.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use iceberg::Catalog;
@@ -22,8 +22,9 @@ use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::orphans::{OrphanScan, Orphans};
 use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
 use super::rewrite::Rewriter;
-use super::tables::{TableReport, delete_files, delete_uncommitted, is_conflict, load_or_create, simulated_crash};
+use super::tables::{TableReport, delete_uncommitted, simulated_crash};
 use crate::backends::{Backends, MetadataSwap, ObjectLister};
+use crate::catalog::{delete_files, is_conflict, load_or_create};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pipeline::{Output, Pipeline};
@@ -139,6 +140,8 @@ pub struct Compactor {
     lister: Arc<dyn ObjectLister>,
     state: Arc<dyn StateStore>,
     options: CompactorOptions,
+    /// Tables this process has evolved to take its pipeline file (once per process, see [`Compactor::ready`]).
+    evolved: Mutex<HashSet<String>>,
 }
 
 /// The tables of the derived outputs.
@@ -167,7 +170,27 @@ impl Compactor {
             lister: backends.lister.clone(),
             state: backends.state.clone(),
             options,
+            evolved: Mutex::default(),
         })
+    }
+
+    /// `layout`'s table as it is now and the layout on it: created if missing, and on this process's first run
+    /// evolved to take the pipeline file ([`crate::catalog::prepare`]). Only the first: the pipeline file is
+    /// read at cold start, and a later run of an old container must not undo what a newer deployment changed
+    /// (a doc, say); everything else a pipeline file can ask for only ever grows the table.
+    async fn ready(&self, layout: &TableLayout) -> Result<(Table, TableLayout)> {
+        let name = layout.name.to_string();
+        if self.evolved.lock().expect("not poisoned").contains(&name) {
+            let table = load_or_create(self.catalog.as_ref(), layout).await?;
+            let on_table = layout.on_table(table.metadata())?;
+            return Ok((table, on_table));
+        }
+        let prepared = crate::catalog::prepare(self.catalog.as_ref(), self.swap.as_ref(), layout).await?;
+        if !prepared.changes.is_empty() {
+            info!(table = %name, changes = ?prepared.changes, "the compactor evolved the table");
+        }
+        self.evolved.lock().expect("not poisoned").insert(name);
+        Ok((prepared.table, prepared.layout))
     }
 
     /// One scheduled run over the pipeline's tables, retrying conflicts within `options.time_budget`.
@@ -215,16 +238,24 @@ impl Compactor {
         // After the late tables: a record that ingest found late is staged before its window is emitted.
         for (output, layout) in &outputs.windows {
             let attempts = self.options.max_attempts;
-            let report = super::emit::emit_windows(
-                &self.catalog,
-                self.state.as_ref(),
-                &self.pipeline.name,
-                output,
-                layout,
-                now_ms,
-                attempts,
-            )
-            .await;
+            let report = match self.ready(layout).await {
+                Ok((table, on_table)) => {
+                    let state = self.state.as_ref();
+                    let pipeline = &self.pipeline.name;
+                    super::emit::emit_windows(
+                        &self.catalog,
+                        state,
+                        pipeline,
+                        output,
+                        &on_table,
+                        table,
+                        now_ms,
+                        attempts,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             let report = match report {
                 Ok((mut report, table)) => self.maintain(&mut report, table, layout, deadlines).await.map(|()| report),
                 Err(e) => Err(e),
@@ -347,6 +378,7 @@ impl Compactor {
         deadlines: Deadlines,
     ) -> Result<()> {
         let started = Instant::now();
+        let layout = &layout.on_table(table.metadata())?;
         if started < deadlines.merge {
             let rewriter = Rewriter {
                 catalog: self.catalog.as_ref(),
@@ -409,14 +441,16 @@ impl Compactor {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
-        let mut table = load_or_create(self.catalog.as_ref(), layout).await?;
-        layout.check_matches(&table)?;
+        let (mut table, _) = self.ready(layout).await?;
         if staged.is_empty() {
             return Ok((report, table));
         }
         let pipeline = &self.pipeline.name;
+        let declared = layout;
 
         for attempt in 1..=self.options.max_attempts {
+            // On the table as loaded: ingest may have evolved it since the last attempt.
+            let layout = &declared.on_table(table.metadata())?;
             let positions = committed_positions(&table, pipeline)?;
             let (done, pending) = plan(staged, &positions);
             if !done.is_empty() {
@@ -436,7 +470,7 @@ impl Compactor {
 
             let staged_files = batch
                 .iter()
-                .map(|f| TableWriter::data_file_from_json(layout, &f.data_file))
+                .map(|f| super::staged::data_file(table.metadata(), layout, f))
                 .collect::<Result<Vec<_>>>()?;
             // Counted for the attempt that commits (a retry reuses merged files; it does not merge them again).
             report.clear_merge_counts();

@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::positions::newest_summary_value;
-use super::tables::{TableReport, is_conflict, load_or_create};
+use super::tables::TableReport;
+use crate::catalog::is_conflict;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pipeline::window::{PartitionClock, WindowSpec};
@@ -47,14 +48,16 @@ pub fn committed_closed(table: &Table, pipeline: &str) -> Result<Option<i64>> {
     }
 }
 
-/// Emit the final windows of one output. `now_ms` is processing time (for idle partitions). Returns the report
-/// and the window table as last loaded or committed.
+/// Emit the final windows of one output into its window `table` (`layout` on it). `now_ms` is processing time
+/// (for idle partitions). Returns the report and the window table as last loaded or committed.
+#[allow(clippy::too_many_arguments)]
 pub async fn emit_windows(
     catalog: &Arc<dyn Catalog>,
     state: &dyn StateStore,
     pipeline: &str,
     output: &Output,
     layout: &TableLayout,
+    mut table: Table,
     now_ms: i64,
     max_attempts: u32,
 ) -> Result<(TableReport, Table)> {
@@ -62,8 +65,6 @@ pub async fn emit_windows(
     let scope = format!("{pipeline}/{}", output.table);
     let table_name = layout.name.to_string();
     let mut report = TableReport { table: table_name.clone(), ..Default::default() };
-    let mut table = load_or_create(catalog.as_ref(), layout).await?;
-    layout.check_matches(&table)?;
 
     let progress = state.window_progress(&scope).await?;
     let committed = committed_closed(&table, pipeline)?;
@@ -187,8 +188,7 @@ fn window_batch(
     layout: &TableLayout,
     finals: &[FinalWindow],
 ) -> Result<arrow_array::RecordBatch> {
-    let mut decoder =
-        ReaderBuilder::new(layout.arrow_schema.clone()).with_batch_size(finals.len().max(1)).build_decoder()?;
+    let mut decoder = ReaderBuilder::new(layout.input.clone()).with_batch_size(finals.len().max(1)).build_decoder()?;
     let mut rows = Vec::with_capacity(finals.len());
     for f in finals {
         let group: Vec<Value> = serde_json::from_str(&f.group)

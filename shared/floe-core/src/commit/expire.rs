@@ -142,7 +142,7 @@ pub async fn expire(catalog: &dyn Catalog, table: Table, now_ms: i64, batch: usi
     };
     let committed = match committed {
         Ok(t) => t,
-        Err(e) if super::tables::is_conflict(&e) => {
+        Err(e) if crate::catalog::is_conflict(&e) => {
             // Another commit won the race; the next run expires from the new metadata.
             warn!(table = %name, error = %e, "expiry lost a commit race; the next run retries");
             return Ok((catalog.load_table(table.identifier()).await?, Expired::default()));
@@ -156,7 +156,7 @@ pub async fn expire(catalog: &dyn Catalog, table: Table, now_ms: i64, batch: usi
     let garbage = unreachable(&table, &committed).await?;
     let delete = |paths: Vec<String>, what: &'static str| {
         let (file_io, name) = (committed.file_io(), name.clone());
-        async move { super::tables::delete_files(file_io, &name, &paths, what).await }
+        async move { crate::catalog::delete_files(file_io, &name, &paths, what).await }
     };
     // Data files first, then the manifests listing them, then the lists: a run stopped midway leaves only
     // files that nothing kept references.

@@ -18,6 +18,7 @@ pub(crate) mod pinned;
 pub(crate) mod positions;
 pub(crate) mod replace;
 pub(crate) mod rewrite;
+pub(crate) mod staged;
 pub(crate) mod tables;
 
 pub use compactor::{Compactor, CompactorOptions, OrphanRun, RunReport, TableFailure};

@@ -194,7 +194,7 @@ pub async fn remove_orphans(scan: &OrphanScan<'_>, ident: &TableIdent) -> Result
                 failpoint::check(failpoint::ORPHANS_DURING_DELETE)?;
                 // The compactor's one delete helper: a failed delete is logged and left for the next run.
                 let paths = std::slice::from_ref(&object.location);
-                if super::tables::delete_files(table.file_io(), &name, paths, "orphan file").await == 1 {
+                if crate::catalog::delete_files(table.file_io(), &name, paths, "orphan file").await == 1 {
                     info!(table = %name, path = %object.location, bytes = object.size, "deleted orphan file");
                     report.deleted += 1;
                 }

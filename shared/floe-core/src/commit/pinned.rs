@@ -9,15 +9,17 @@
 //!
 //! A successful swap through the view also deletes the metadata files the commit dropped from the table's
 //! metadata log (`write.metadata.delete-after-commit.enabled`, on by default in floe), as Iceberg's Java
-//! `TableOperations` do; every floe commit goes through here.
+//! `TableOperations` do (see [`crate::catalog::delete_trimmed_metadata`]).
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use iceberg::spec::{DataFile, TableMetadata};
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
+
+use crate::catalog::{metadata_files, table_with};
 
 /// Table property that bounds iceberg-rust's own commit retries; 0 on the pinned copy (retries are floe's).
 const NUM_RETRIES: &str = "commit.retry.num-retries";
@@ -47,48 +49,6 @@ impl<'a> PinnedCatalog<'a> {
         let pinned = table_with(table, metadata, table.metadata_location().map(str::to_string))?;
         Ok((PinnedCatalog { inner, pinned: pinned.clone(), metadata_files }, pinned))
     }
-}
-
-/// `table` (its identifier and file IO) with other metadata.
-pub(super) fn table_with(table: &Table, metadata: TableMetadata, location: Option<String>) -> Result<Table> {
-    let mut builder = Table::builder()
-        .metadata(metadata)
-        .identifier(table.identifier().clone())
-        .file_io(table.file_io().clone())
-        .runtime(iceberg::Runtime::current());
-    if let Some(location) = location {
-        builder = builder.metadata_location(location);
-    }
-    builder.build()
-}
-
-/// Table property: delete the metadata files a commit drops from the metadata log (Iceberg's default is off;
-/// floe's is on, see [`DELETE_AFTER_COMMIT_DEFAULT`]).
-pub const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
-/// floe writes a metadata file per commit, a commit a minute per table: without deleting the ones that fell out
-/// of the log (`write.metadata.previous-versions-max`, 100 by default), they would pile up forever.
-pub const DELETE_AFTER_COMMIT_DEFAULT: bool = true;
-
-/// The current metadata file of a table and those in its metadata log.
-pub(super) fn metadata_files(table: &Table) -> HashSet<String> {
-    let log = table.metadata().metadata_log().iter().map(|l| l.metadata_file.clone());
-    log.chain(table.metadata_location().map(str::to_string)).collect()
-}
-
-/// After a commit from `before` to `after`: delete the metadata files that `after` no longer references, if
-/// the table's policy says so. A failed delete leaves an unreferenced file (orphan removal's), so it is logged.
-pub(super) async fn delete_trimmed_metadata(before: &HashSet<String>, after: &Table) -> u64 {
-    let enabled = after
-        .metadata()
-        .properties()
-        .get(DELETE_AFTER_COMMIT)
-        .map_or(DELETE_AFTER_COMMIT_DEFAULT, |v| v.eq_ignore_ascii_case("true"));
-    if !enabled {
-        return 0;
-    }
-    let kept = metadata_files(after);
-    let dropped: Vec<String> = before.difference(&kept).cloned().collect();
-    super::tables::delete_files(after.file_io(), &after.identifier().to_string(), &dropped, "old metadata file").await
 }
 
 /// Append `files` to `table` in one snapshot whose summary carries `properties`, committed through a view pinned
@@ -163,11 +123,11 @@ impl Catalog for PinnedCatalog<'_> {
         self.inner.register_table(table, metadata_location).await
     }
     async fn update_table(&self, commit: TableCommit) -> Result<Table> {
-        if let Some(conflict) = super::tables::injected_conflict() {
+        if let Some(conflict) = crate::catalog::injected_conflict() {
             return Err(conflict);
         }
         let table = self.inner.update_table(commit).await?;
-        delete_trimmed_metadata(&self.metadata_files, &table).await;
+        crate::catalog::delete_trimmed_metadata(&self.metadata_files, &table).await;
         Ok(table)
     }
 }

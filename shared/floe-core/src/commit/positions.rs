@@ -166,6 +166,7 @@ mod tests {
             record_count: 1,
             file_size: 1,
             data_file: String::new(),
+            schema_id: None,
         }
     }
 

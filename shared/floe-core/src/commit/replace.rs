@@ -17,9 +17,7 @@
 //!   writes the same manifest files, never a new set.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 
-use iceberg::MetadataLocation;
 use iceberg::spec::{
     DataContentType, DataFile, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter, ManifestWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector,
@@ -29,7 +27,6 @@ use iceberg::table::Table;
 
 use crate::backends::MetadataSwap;
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::hash::hash64;
 
 pub const MANIFEST_MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
@@ -298,30 +295,13 @@ fn totals(parent: &HashMap<String, String>, changes: HashMap<String, String>) ->
     out
 }
 
-/// Commit `replacement` (built on `table`): write its metadata file, swap the catalog pointer, delete the
-/// metadata files the new log dropped. The inner error is the swap's (a conflict: the table moved).
+/// Commit `replacement` (built on `table`); see [`crate::catalog::commit_metadata`].
 pub async fn commit(
     swap: &dyn MetadataSwap,
     table: &Table,
     replacement: Replacement,
 ) -> Result<std::result::Result<Table, iceberg::Error>> {
-    let current = table
-        .metadata_location()
-        .ok_or_else(|| Error::Invariant(format!("{}: table has no metadata location", table.identifier())))?;
-    let location = MetadataLocation::from_str(current)?.with_next_version().with_new_metadata(&replacement.metadata);
-    replacement.metadata.write_to(table.file_io(), &location).await?;
-    failpoint::hit(failpoint::CATALOG_BEFORE_SWAP).await?;
-    if let Some(conflict) = super::tables::injected_conflict() {
-        return Ok(Err(conflict));
-    }
-    let new_location = location.to_string();
-    if let Err(e) = swap.swap(table.identifier(), current, &new_location, &replacement.metadata).await {
-        return Ok(Err(e));
-    }
-    let before = super::pinned::metadata_files(table);
-    let committed = super::pinned::table_with(table, replacement.metadata, Some(new_location))?;
-    super::pinned::delete_trimmed_metadata(&before, &committed).await;
-    Ok(Ok(committed))
+    crate::catalog::commit_metadata(swap, table, replacement.metadata).await
 }
 
 #[cfg(test)]

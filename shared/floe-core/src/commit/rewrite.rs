@@ -29,8 +29,9 @@ use tracing::{info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::replace::{ManifestPolicy, ReplacePlan};
-use super::tables::{delete_files, delete_uncommitted, is_conflict, simulated_crash};
+use super::tables::{delete_uncommitted, simulated_crash};
 use crate::backends::MetadataSwap;
+use crate::catalog::{delete_files, is_conflict};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::table::files::live_files_in;

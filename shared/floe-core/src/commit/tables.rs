@@ -1,16 +1,16 @@
-//! What every committer of the compactor shares: loading (or creating) a table from its layout, telling a lost
-//! commit race from a failure, and the per-table report of a run.
+//! What every committer of the compactor shares: the per-table report of a run, and cleaning up the files of
+//! commits that did not land.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use iceberg::io::FileIO;
-use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+use iceberg::{Catalog, TableIdent};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::catalog::delete_files;
 use crate::error::{Error, Result};
 use crate::table::files::live_data_files;
-use crate::table::layout::TableLayout;
 
 /// What a run did to one table.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -57,34 +57,6 @@ pub struct TableReport {
     pub commit_ms: u64,
 }
 
-/// Load a table, creating its namespace and the table from the layout when missing.
-pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) -> Result<iceberg::table::Table> {
-    let ident = layout.ident();
-    match catalog.load_table(&ident).await {
-        Ok(table) => return Ok(table),
-        Err(e) if e.kind() == ErrorKind::TableNotFound || e.kind() == ErrorKind::NamespaceNotFound => {}
-        Err(e) => return Err(e.into()),
-    }
-    let namespace = NamespaceIdent::new(layout.name.namespace.clone());
-    // A failed create is fine if a concurrent compactor created the same thing first: check again rather than
-    // match error kinds, because the SQL catalog reports that race as a unique-constraint violation, not as
-    // `NamespaceAlreadyExists` / `TableAlreadyExists`.
-    if !catalog.namespace_exists(&namespace).await? {
-        match catalog.create_namespace(&namespace, HashMap::new()).await {
-            Ok(_) => info!(namespace = %layout.name.namespace, "created namespace"),
-            Err(e) if !catalog.namespace_exists(&namespace).await? => return Err(e.into()),
-            Err(_) => {}
-        }
-    }
-    match catalog.create_table(&namespace, layout.creation()).await {
-        Ok(table) => {
-            info!(table = %layout.name, location = %layout.location, "created table");
-            Ok(table)
-        }
-        Err(e) => catalog.load_table(&ident).await.map_err(|_| e.into()),
-    }
-}
-
 impl TableReport {
     /// An empty report of `table`.
     pub fn named(table: &str) -> TableReport {
@@ -99,19 +71,6 @@ impl TableReport {
         self.bytes_written = 0;
         self.merge_deferred = 0;
     }
-}
-
-/// Delete files the compactor no longer needs (a file already gone counts as deleted); how many went. A failed
-/// delete only leaves an unreferenced file behind (orphan removal's), so it is logged as `what`, not raised.
-pub(crate) async fn delete_files(file_io: &FileIO, table: &str, paths: &[String], what: &str) -> u64 {
-    let mut deleted = 0;
-    for path in paths {
-        match file_io.delete(path).await {
-            Ok(()) => deleted += 1,
-            Err(e) => warn!(table, path, error = %e, "could not delete a {what}; orphan removal will"),
-        }
-    }
-    deleted
 }
 
 /// Those of `paths` that the table's current snapshot (loaded fresh) does not reference: what a committer may
@@ -158,18 +117,4 @@ pub(crate) async fn delete_uncommitted(
         }
         Err(e) => warn!(table, error = %e, "could not check which files are committed; each {what} is left"),
     }
-}
-
-/// A `catalog.conflict` fault armed by a test: the swap is rejected as a concurrent modification.
-pub(crate) fn injected_conflict() -> Option<iceberg::Error> {
-    #[cfg(feature = "failpoints")]
-    if crate::failpoint::fires(crate::failpoint::CATALOG_CONFLICT) {
-        let message = "injected fault at catalog.conflict: the table was modified concurrently";
-        return Some(iceberg::Error::new(ErrorKind::CatalogCommitConflicts, message));
-    }
-    None
-}
-
-pub(crate) fn is_conflict(e: &iceberg::Error) -> bool {
-    e.kind() == ErrorKind::CatalogCommitConflicts || e.retryable()
 }

@@ -21,7 +21,7 @@ pub fn dead_letter_batch(
     records: &[SourceRecord],
     rejects: &[(usize, Problem)],
 ) -> Result<RecordBatch> {
-    let schema = layout.arrow_schema.clone();
+    let schema = layout.input.clone();
     let rows = || rejects.iter().map(|(i, p)| (&records[*i], p));
     let n = rejects.len();
 

@@ -89,7 +89,7 @@ type RowRejects = Vec<(usize, Problem)>;
 
 impl RecordDecoder {
     pub fn new(pipeline: &Pipeline, layout: &TableLayout) -> Result<RecordDecoder> {
-        let target = layout.arrow_schema.clone();
+        let target = layout.input.clone();
         let mut root = Node::default();
         let mut columns = Vec::new();
         let mut required_paths = Vec::new();

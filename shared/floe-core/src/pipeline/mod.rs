@@ -28,7 +28,7 @@ pub use outputs::{
     WINDOW_START, WindowOutput, late_columns,
 };
 pub use schema::arrow_schema_of;
-pub(crate) use schema::field;
+pub(crate) use schema::{field, type_name};
 pub use types::{ColumnType, StructField};
 
 use crate::error::{Error, Result};
@@ -122,6 +122,9 @@ pub struct Column {
     pub required: bool,
     pub source: ColumnSource,
     pub doc: Option<String>,
+    /// The name this column had in the table before a pipeline edit renamed it (`renamed_from`): the table's
+    /// column of that name is renamed in place, keeping its field id and data. Renames are never guessed.
+    pub renamed_from: Option<String>,
 }
 
 /// Where a column's value comes from.
@@ -332,6 +335,7 @@ impl Validator<'_> {
             return self.err(raw.table.columns.span(), "table.columns", "declare at least one column");
         }
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
+        self.check_renames(&raw.table.columns, &columns)?;
 
         let typed: Vec<(String, ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
         let partition = self.partition(&raw.table.partition, "table.partition", &typed)?;
@@ -485,7 +489,34 @@ impl Validator<'_> {
                 return self.err(fmt.span(), &field("format"), "`format` applies to columns read from the JSON value");
             }
         };
-        Ok(Column { name, ty, required: c.required, source, doc: c.doc.clone() })
+        let renamed_from = match &c.renamed_from {
+            Some(old) => Some(self.identifier(old, &field("renamed_from"))?),
+            None => None,
+        };
+        Ok(Column { name, ty, required: c.required, source, doc: c.doc.clone(), renamed_from })
+    }
+
+    /// A rename names an old column that is not also declared, once.
+    fn check_renames(&self, raw: &Spanned<Vec<RawColumn>>, columns: &[Column]) -> Result<()> {
+        for (i, c) in columns.iter().enumerate() {
+            let Some(old) = &c.renamed_from else { continue };
+            let span = raw.get_ref()[i].renamed_from.as_ref().map_or(0..0, |r| r.span());
+            let field = format!("table.columns[{i}].renamed_from");
+            if *old == c.name {
+                return self.err(span, &field, "names the column itself");
+            }
+            if columns.iter().any(|x| x.name == *old) {
+                return self.err(
+                    span,
+                    &field,
+                    format!("`{old}` is still declared as a column; drop it or rename both"),
+                );
+            }
+            if columns[..i].iter().any(|x| x.renamed_from.as_deref() == Some(old.as_str())) {
+                return self.err(span, &field, format!("two columns are renamed from `{old}`"));
+            }
+        }
+        Ok(())
     }
 
     /// A JSON path may not be a prefix of another (`$.user` and `$.user.id`): each JSON field feeds one column.

@@ -121,6 +121,9 @@ pub(super) struct RawColumn {
     pub format: Option<Spanned<String>>,
     #[serde(default)]
     pub doc: Option<String>,
+    /// The column's previous name, when a pipeline edit renames it (the table keeps its data and field id).
+    #[serde(default)]
+    pub renamed_from: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

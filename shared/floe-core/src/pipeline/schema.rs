@@ -70,3 +70,53 @@ fn iceberg_type(ids: &mut i32, ty: &ColumnType) -> Type {
         }
     }
 }
+
+/// An Iceberg type the way the pipeline file spells it (`long`, `decimal(12,2)`, `struct<sku: string not null>`),
+/// for messages that compare a table with a pipeline file. Types floe never declares keep Iceberg's own name.
+pub fn type_name(ty: &Type) -> String {
+    let nn = |required: bool| if required { " not null" } else { "" };
+    match ty {
+        Type::Primitive(p) => match p {
+            PrimitiveType::Boolean => "boolean".into(),
+            PrimitiveType::Int => "int".into(),
+            PrimitiveType::Long => "long".into(),
+            PrimitiveType::Float => "float".into(),
+            PrimitiveType::Double => "double".into(),
+            PrimitiveType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+            PrimitiveType::Date => "date".into(),
+            PrimitiveType::Timestamp => "timestamp".into(),
+            PrimitiveType::Timestamptz => "timestamptz".into(),
+            PrimitiveType::String => "string".into(),
+            PrimitiveType::Binary => "binary".into(),
+            other => other.to_string(),
+        },
+        Type::Struct(s) => {
+            let fields: Vec<String> = s
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}{}", f.name, type_name(&f.field_type), nn(f.required)))
+                .collect();
+            format!("struct<{}>", fields.join(", "))
+        }
+        Type::List(l) => format!("list<{}{}>", type_name(&l.element_field.field_type), nn(l.element_field.required)),
+        Type::Map(m) => format!(
+            "map<{}, {}{}>",
+            type_name(&m.key_field.field_type),
+            type_name(&m.value_field.field_type),
+            nn(m.value_field.required)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iceberg_types_read_as_the_pipeline_file_writes_them() {
+        for text in ["long", "decimal(12,2)", "list<struct<sku: string not null, qty: int>>", "map<string, double>"] {
+            let ty = ColumnType::parse(text).unwrap();
+            assert_eq!(type_name(&iceberg_type(&mut 0, &ty)), text);
+        }
+    }
+}

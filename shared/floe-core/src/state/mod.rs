@@ -34,6 +34,11 @@ pub struct StagedFile {
     pub file_size: u64,
     /// `serialize_data_file_to_json` of the Iceberg data file (partition, statistics).
     pub data_file: String,
+    /// The id of the table schema the file was written in (its field ids and types); `None` in ledgers from
+    /// before schema evolution, whose files are in the schema the table was created with. The compactor never
+    /// commits a file into a table that does not have its schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<i32>,
 }
 
 /// One atomic staging step for one topic-partition.

@@ -52,9 +52,17 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub async fn new(pipeline: &Pipeline, warehouse: &str, file_io: &FileIO, raw: &TableLayout) -> Result<Outputs> {
+    /// The outputs of `pipeline` over rows of `raw`; `layouts[i]` is the table output `i` stages files for (see
+    /// [`TableLayout::staged_for`]), bound to the table in the catalog.
+    pub async fn new(
+        pipeline: &Pipeline,
+        warehouse: &str,
+        file_io: &FileIO,
+        raw: &TableLayout,
+        layouts: Vec<TableLayout>,
+    ) -> Result<Outputs> {
         let ctx = sql::session();
-        let input = sql::input_schema(&raw.arrow_schema);
+        let input = sql::input_schema(&raw.input);
         let config_err = |m: String| Error::Config { file: "pipeline".into(), message: m };
         sql::register(&ctx, INPUT_TABLE, input.clone(), vec![]).map_err(config_err)?;
         for r in &pipeline.references {
@@ -62,7 +70,10 @@ impl Outputs {
             sql::register(&ctx, &r.name, r.schema.clone(), batches).map_err(config_err)?;
         }
         let mut runners = Vec::new();
-        for o in &pipeline.outputs {
+        if layouts.len() != pipeline.outputs.len() {
+            return Err(Error::Invariant(format!("{} outputs but {} layouts", pipeline.outputs.len(), layouts.len())));
+        }
+        for (o, layout) in pipeline.outputs.iter().zip(layouts) {
             let plan = SqlPlan::new(&ctx, &o.sql).map_err(|m| config_err(format!("output {}: {m}", o.table)))?;
             let key_plan = match &o.dedup {
                 None => None,
@@ -70,10 +81,6 @@ impl Outputs {
                     SqlPlan::new(&ctx, &format!("SELECT {} AS dedup_key FROM {INPUT_TABLE}", d.key))
                         .map_err(|m| config_err(format!("output {} dedup key: {m}", o.table)))?,
                 ),
-            };
-            let layout = match &o.window {
-                None => TableLayout::output(pipeline, o, warehouse)?,
-                Some(_) => TableLayout::late(pipeline, o, warehouse)?,
             };
             runners.push(OutputRunner {
                 output: o.clone(),
@@ -118,7 +125,7 @@ impl Outputs {
             let Some(out) = out else { continue };
             match &runner.output.window {
                 None => {
-                    let rows = sql::conform(&out, &runner.writer.layout().arrow_schema)
+                    let rows = sql::conform(&out, &runner.writer.layout().input)
                         .map_err(|m| internal(format!("{what}: {m}")))?;
                     result.batches.push((index, rows));
                 }
@@ -162,7 +169,7 @@ impl Outputs {
                         }
                         let schema = Arc::new(arrow_schema::Schema::new(fields));
                         let late_batch = RecordBatch::try_new(schema, columns)?;
-                        let rows = sql::conform(&late_batch, &runner.writer.layout().arrow_schema)
+                        let rows = sql::conform(&late_batch, &runner.writer.layout().input)
                             .map_err(|m| internal(format!("{what} late rows: {m}")))?;
                         result.batches.push((index, rows));
                     }

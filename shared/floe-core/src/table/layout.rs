@@ -1,23 +1,24 @@
 //! Iceberg table layouts derived from the pipeline file: schema (with field ids), partition spec, location and
 //! properties of the target table and of its dead-letter table.
 //!
-//! Ingest derives the layout itself (no catalog round trip on the hot path, and it works before the table
-//! exists); the compactor creates tables from the same layout and refuses to commit into a table whose schema or
-//! partition spec differ from it, so files written by ingest always match the table they are committed to.
+//! A layout starts from the pipeline file alone (fresh field ids, as the catalog numbers a new table), which is
+//! what creates the table and what schema evolution compares the table with. Bound to the table
+//! ([`TableLayout::bind`]) it writes files in the table's own schema and ids: the table is the authority on
+//! field ids, so files written before and after an evolution read back correctly.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{
-    FormatVersion, NestedFieldRef, PartitionSpecRef, Schema, SchemaRef, StructType, TableMetadata,
-    TableMetadataBuilder, Transform, UnboundPartitionSpec,
+    FormatVersion, ListType, MapType, NestedField, NestedFieldRef, PartitionSpecRef, Schema, SchemaRef, StructType,
+    TableMetadata, TableMetadataBuilder, Transform, Type, UnboundPartitionSpec,
 };
-use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
 
 use crate::error::{Error, Result};
 use crate::pipeline::{ColumnType, Output, Pipeline, TableName, field, late_columns};
+use crate::table::evolve::Desired;
 
 /// Everything needed to write files for, create, and check one table.
 #[derive(Debug, Clone)]
@@ -29,10 +30,16 @@ pub struct TableLayout {
     /// The spec's partition struct type (derived once: every data file handed over is encoded with it).
     pub partition_type: StructType,
     pub arrow_schema: arrow_schema::SchemaRef,
+    /// The rows ingest produces for this table: the pipeline file's columns, in its order and with its types,
+    /// carrying the table's field ids. Equal to `arrow_schema` until the table evolves past the pipeline file
+    /// (new columns, wider types); the writer adapts such rows by field id ([`crate::table::adapt`]).
+    pub input: arrow_schema::SchemaRef,
     pub target_file_size: usize,
     pub properties: HashMap<String, String>,
     unbound_spec: UnboundPartitionSpec,
     declared_schema: Schema,
+    /// Top-level renames the pipeline file declares: (new name, old name).
+    renames: Vec<(String, String)>,
 }
 
 /// Column names of the dead-letter table.
@@ -69,14 +76,17 @@ impl TableLayout {
         properties
             .entry("write.target-file-size-bytes".into())
             .or_insert_with(|| pipeline.table.target_file_size.to_string());
-        Self::build(
+        let mut layout = Self::build(
             pipeline.table.name.clone(),
             warehouse,
             fields,
             partition,
             pipeline.table.target_file_size,
             properties,
-        )
+        )?;
+        layout.renames =
+            pipeline.table.columns.iter().filter_map(|c| Some((c.name.clone(), c.renamed_from.clone()?))).collect();
+        Ok(layout)
     }
 
     /// The dead-letter table of a pipeline: raw key/value bytes, source position and the reason.
@@ -126,6 +136,15 @@ impl TableLayout {
         let fields = output.table_columns().iter().map(|(n, t)| field(&mut ids, n, t, false, None)).collect();
         let partition = output.partition.iter().map(|p| (p.column.as_str(), p.name.as_str(), p.transform));
         Self::build(output.table.clone(), warehouse, fields, partition, pipeline.table.target_file_size, HashMap::new())
+    }
+
+    /// The table ingest stages files for on behalf of `output`: its rows, or its late records if it is windowed
+    /// (the compactor emits the windows themselves).
+    pub fn staged_for(pipeline: &Pipeline, output: &Output, warehouse: &str) -> Result<TableLayout> {
+        match output.window {
+            None => Self::output(pipeline, output, warehouse),
+            Some(_) => Self::late(pipeline, output, warehouse),
+        }
     }
 
     /// The late-records table of a windowed output: the SQL row, its source position and why it was late.
@@ -190,12 +209,61 @@ impl TableLayout {
             spec,
             partition_type,
             schema,
+            input: arrow_schema.clone(),
             arrow_schema,
             target_file_size,
             properties,
             unbound_spec,
             declared_schema,
+            renames: Vec::new(),
         })
+    }
+
+    /// What the pipeline file wants of the table, for [`crate::table::evolve::plan`].
+    pub fn desired(&self) -> Desired<'_> {
+        Desired {
+            schema: &self.declared_schema,
+            spec: &self.unbound_spec,
+            properties: &self.properties,
+            renames: &self.renames,
+        }
+    }
+
+    /// This layout on the table as it is in the catalog: files are written in the table's current schema and
+    /// partition spec, with its field ids. What the compactor writes with (merged files, windows).
+    pub fn on_table(&self, table: &TableMetadata) -> Result<TableLayout> {
+        let schema = table.current_schema().clone();
+        let spec = table.default_partition_spec().clone();
+        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        Ok(TableLayout {
+            partition_type: spec.partition_type(&schema)?,
+            input: arrow_schema.clone(),
+            arrow_schema,
+            schema,
+            spec,
+            ..self.clone()
+        })
+    }
+
+    /// [`TableLayout::on_table`] for ingest, on a table evolved to take the pipeline file (see
+    /// [`crate::table::evolve`]): the rows ingest produces ([`TableLayout::input`]) keep the pipeline file's
+    /// columns and types, with the table's field ids.
+    pub fn bind(&self, table: &TableMetadata) -> Result<TableLayout> {
+        let mut layout = self.on_table(table)?;
+        let mismatch = |message: String| Error::TableMismatch { table: self.name.to_string(), message };
+        let mut fields = Vec::new();
+        for declared in self.declared_schema.as_struct().fields() {
+            let Some(current) = layout.schema.as_struct().field_by_name(&declared.name) else {
+                return Err(mismatch(format!("the table has no column `{}` (evolve it first)", declared.name)));
+            };
+            fields.push(Arc::new(with_ids_of(declared, current)));
+        }
+        let input = Schema::builder().with_fields(fields).build()?;
+        let input = Arc::new(schema_to_arrow_schema(&input)?);
+        if input.fields() != layout.arrow_schema.fields() {
+            layout.input = input;
+        }
+        Ok(layout)
     }
 
     /// Catalog identifier.
@@ -214,29 +282,29 @@ impl TableLayout {
             .format_version(FormatVersion::V2)
             .build()
     }
+}
 
-    /// Refuse to commit into a table whose schema or partition spec is not what ingest writes.
-    pub fn check_matches(&self, table: &Table) -> Result<()> {
-        let metadata: &TableMetadata = table.metadata();
-        let mismatch = |message: String| Error::TableMismatch { table: self.name.to_string(), message };
-        let current = metadata.current_schema();
-        if current.as_struct() != self.schema.as_struct() {
-            return Err(mismatch(format!(
-                "schema in the catalog is {} but the pipeline file declares {}",
-                current.as_struct(),
-                self.schema.as_struct()
-            )));
+/// `declared` (a column as the pipeline file declares it) with the field ids of `current`, the table's column
+/// it maps to: struct fields by name, list elements and map keys and values as such. Declared fields the table
+/// lacks cannot occur once the table is evolved; they keep their declared id, which the table does not use.
+fn with_ids_of(declared: &NestedField, current: &NestedField) -> NestedField {
+    let field_type = match (declared.field_type.as_ref(), current.field_type.as_ref()) {
+        (Type::Struct(d), Type::Struct(c)) => Type::Struct(StructType::new(
+            d.fields()
+                .iter()
+                .map(|f| Arc::new(c.field_by_name(&f.name).map_or_else(|| f.as_ref().clone(), |cf| with_ids_of(f, cf))))
+                .collect(),
+        )),
+        (Type::List(d), Type::List(c)) => {
+            Type::List(ListType::new(Arc::new(with_ids_of(&d.element_field, &c.element_field))))
         }
-        let spec = metadata.default_partition_spec();
-        if spec.fields() != self.spec.fields() {
-            return Err(mismatch(format!(
-                "partition spec in the catalog is {:?} but the pipeline file declares {:?}",
-                spec.fields(),
-                self.spec.fields()
-            )));
-        }
-        Ok(())
-    }
+        (Type::Map(d), Type::Map(c)) => Type::Map(MapType::new(
+            Arc::new(with_ids_of(&d.key_field, &c.key_field)),
+            Arc::new(with_ids_of(&d.value_field, &c.value_field)),
+        )),
+        (t, _) => t.clone(),
+    };
+    NestedField { id: current.id, field_type: Box::new(field_type), ..declared.clone() }
 }
 
 #[cfg(test)]

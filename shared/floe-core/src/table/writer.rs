@@ -21,6 +21,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
+use crate::table::adapt::adapt;
 use crate::table::layout::TableLayout;
 
 pub use crate::pipeline::COMPRESSION_CODEC_PROPERTY;
@@ -82,8 +83,10 @@ impl TableWriter {
         &self.layout
     }
 
-    /// Write `batch`, split by partition, as data files named `<prefix>-NNNNN.parquet`.
+    /// Write `batch` (in the table's schema, or in the layout's [`TableLayout::input`]: adapted by field id),
+    /// split by partition, as data files named `<prefix>-NNNNN.parquet`.
     pub async fn write(&self, batch: RecordBatch, prefix: &str) -> Result<Vec<DataFile>> {
+        let batch = adapt(batch, &self.layout.arrow_schema)?;
         let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if let Some(splitter) = &self.splitter {
             let mut parts: Vec<(String, PartitionKey, RecordBatch)> =
                 splitter.split(&batch)?.into_iter().map(|(k, b)| (k.to_path(), k, b)).collect();
@@ -193,10 +196,10 @@ pub struct PartitionWriter {
 }
 
 impl PartitionWriter {
-    /// Append a batch. Its columns must have the table's types; the schema's metadata (e.g. what a Parquet
-    /// reader attaches) is replaced by the table's own.
+    /// Append a batch, read from a data file written under any schema of the table: its columns are matched
+    /// to the table's current schema by field id (see [`crate::table::adapt`]).
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        let batch = RecordBatch::try_new(self.arrow_schema.clone(), batch.columns().to_vec())?;
+        let batch = adapt(batch, &self.arrow_schema)?;
         Ok(self.inner.write(batch).await?)
     }
 

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use iceberg::spec::{DataFile, TableMetadataBuilder};
 
 use super::*;
+use crate::catalog::table_with;
 use crate::commit::fixtures::{batch, empty_table};
 use crate::commit::merge::merge;
-use crate::commit::pinned::{fast_append, table_with};
+use crate::commit::pinned::fast_append;
 use crate::commit::replace::{ReplacePlan, build};
 use crate::table::files::live_data_files;
 use crate::table::writer::TableWriter;

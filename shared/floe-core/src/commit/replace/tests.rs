@@ -10,9 +10,10 @@ use iceberg::io::FileIO;
 use iceberg::spec::ManifestStatus;
 
 use super::*;
+use crate::catalog::table_with;
 use crate::commit::fixtures::{batch, empty_table};
 use crate::commit::merge::merge;
-use crate::commit::pinned::{fast_append, table_with};
+use crate::commit::pinned::fast_append;
 use crate::table::files::live_data_files;
 use crate::table::writer::TableWriter;
 
