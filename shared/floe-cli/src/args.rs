@@ -58,6 +58,11 @@ pub enum Command {
     /// for the target table, the dead-letter table and each output: the Iceberg schema with field ids, the
     /// partition spec, and for windowed outputs the window and its late-records table. Exits 3 with the file,
     /// line, column and field of the first mistake.
+    ///
+    /// With --backend or --home it also compares the file with the tables in that catalog, changing nothing:
+    /// for each table, whether it is up to date, the schema changes the next cold start will make (new
+    /// columns, wider types, renames, docs, properties), or why the table cannot take the file (exit 3), e.g.
+    /// `column `quantity`: the table has `int`, the pipeline file declares `string``.
     Validate {
         /// The pipeline file to check.
         #[arg(value_name = "PIPELINE")]
@@ -65,6 +70,12 @@ pub enum Command {
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Compare with the tables of this backend's catalog (`embedded` under --home, or `aws`).
+        #[arg(long, value_parser = ["embedded", "aws"])]
+        backend: Option<String>,
+        /// Directory of the embedded backend to compare with (implies --backend embedded).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
     },
     /// Run the whole flow on sample events in this process and show what each step did.
     ///

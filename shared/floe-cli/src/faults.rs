@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use floe_core::failpoint;
 use floe_core::testing::{self, Pause};
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub struct FaultArgs {
     /// Simulate a crash at this step, or fail this state-store call as throttled (`state.<method>`).
     #[arg(long, value_parser = parse_point)]

@@ -26,7 +26,7 @@ use clap::Parser;
 use floe_backends::Planning;
 use floe_core::{CompactorOptions, IngestReport, MskEvent};
 
-use args::{Cli, Command};
+use args::{Cli, Command, Common};
 pub use generator::{Generated, GeneratorOptions, generate};
 use runtime::Runtime;
 
@@ -67,13 +67,27 @@ fn read_event(path: &Path) -> anyhow::Result<MskEvent> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Validate { pipeline, json } => {
+        Command::Validate { pipeline, json, backend, home } => {
             init_tracing("error");
-            print!("{}", validate::run(&pipeline, json)?);
+            let catalog = match (backend, home) {
+                (None, None) => None,
+                (backend, home) => {
+                    let common = Common {
+                        pipeline: pipeline.clone(),
+                        backend: backend.unwrap_or_else(|| "embedded".into()),
+                        home: home.unwrap_or_else(|| ".floe/local".into()),
+                        #[cfg(feature = "failpoints")]
+                        faults: Default::default(),
+                    };
+                    Some(Runtime::open(&common, Planning::Plan).await?.backends)
+                }
+            };
+            let (summary, problems) = validate::run(&pipeline, json, catalog.as_ref()).await?;
+            print!("{summary}");
             if !json {
                 println!();
             }
-            Ok(())
+            problems.map_or(Ok(()), |e| Err(e.into()))
         }
         Command::Demo { common, records } => {
             init_tracing("error");

@@ -1,10 +1,12 @@
 //! `floe validate`: the cold start's validation of a pipeline file, then what it would create: every table with
-//! its Iceberg schema (field ids included), partition spec and properties, and which ingest build runs it.
+//! its Iceberg schema (field ids included), partition spec and properties, and which ingest build runs it. Given
+//! a catalog, also how each existing table would evolve to take the file, or why it cannot (changing nothing).
 
 use std::fmt::Write;
 use std::path::Path;
 
-use floe_core::{Output, Pipeline, TableLayout, WindowSpec};
+use floe_core::{Backends, Output, Pipeline, TableLayout, WindowSpec};
+use iceberg::ErrorKind;
 use iceberg::spec::{NestedFieldRef, Type};
 use serde_json::json;
 
@@ -15,13 +17,60 @@ const WAREHOUSE: &str = "<warehouse>";
 struct Entry {
     role: String,
     layout: TableLayout,
+    /// Compared with the catalog, when one is given.
+    catalog: Option<InCatalog>,
 }
 
-/// Validate `path`; the summary as text or JSON.
-pub fn run(path: &Path, as_json: bool) -> anyhow::Result<String> {
+/// A table as the catalog has it, compared with the pipeline file.
+enum InCatalog {
+    /// Not created yet: the first ingest creates it.
+    Absent,
+    /// The changes the next cold start makes (none: up to date).
+    Evolves(Vec<String>),
+    /// Why the table cannot take the file.
+    Refuses(Vec<String>),
+}
+
+/// Validate `path` (and compare it with the tables of `catalog`, if given); the summary as text or JSON, and
+/// the error to exit with if a table cannot take the file.
+pub async fn run(
+    path: &Path,
+    as_json: bool,
+    catalog: Option<&Backends>,
+) -> anyhow::Result<(String, Option<floe_core::Error>)> {
     let pipeline = floe_core::load_pipeline(path)?;
-    let entries = tables(&pipeline)?;
-    Ok(if as_json { json_summary(&pipeline, &entries)?.to_string() } else { text_summary(&pipeline, path, &entries) })
+    let warehouse = catalog.map_or(WAREHOUSE, |b| b.warehouse.as_str());
+    let mut entries = tables(&pipeline, warehouse)?;
+    let mut refused = None;
+    if let Some(backends) = catalog {
+        for e in &mut entries {
+            let state = compare(backends, &e.layout).await?;
+            if let InCatalog::Refuses(problems) = &state {
+                let table = e.layout.name.to_string();
+                refused.get_or_insert(floe_core::Error::Schema { table, problems: problems.clone() });
+            }
+            e.catalog = Some(state);
+        }
+    }
+    let summary =
+        if as_json { json_summary(&pipeline, &entries)?.to_string() } else { text_summary(&pipeline, path, &entries) };
+    Ok((summary, refused))
+}
+
+/// `layout`'s table in the catalog compared with the pipeline file.
+async fn compare(backends: &Backends, layout: &TableLayout) -> anyhow::Result<InCatalog> {
+    let table = match backends.catalog.load_table(&layout.ident()).await {
+        Ok(table) => table,
+        Err(e) if matches!(e.kind(), ErrorKind::TableNotFound | ErrorKind::NamespaceNotFound) => {
+            return Ok(InCatalog::Absent);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match layout.evolution_for(table.metadata()) {
+        Ok(evolution) => InCatalog::Evolves(evolution.changes),
+        Err(floe_core::Error::Schema { problems, .. }) => InCatalog::Refuses(problems),
+        Err(e) => return Err(e.into()),
+    })
 }
 
 /// The ingest build (template parameter `IngestBuild`) that runs `p`: outputs need the SQL engine, which only
@@ -35,19 +84,20 @@ fn ingest_build(p: &Pipeline) -> (&'static str, String) {
     }
 }
 
-fn tables(p: &Pipeline) -> anyhow::Result<Vec<Entry>> {
+fn tables(p: &Pipeline, warehouse: &str) -> anyhow::Result<Vec<Entry>> {
+    let entry = |role: String, layout: TableLayout| Entry { role, layout, catalog: None };
     let mut entries = vec![
-        Entry { role: "target table".into(), layout: TableLayout::target(p, WAREHOUSE)? },
-        Entry {
-            role: "dead letters: records that could not be used, with the reason".into(),
-            layout: TableLayout::dead_letter(p, WAREHOUSE)?,
-        },
+        entry("target table".into(), TableLayout::target(p, warehouse)?),
+        entry(
+            "dead letters: records that could not be used, with the reason".into(),
+            TableLayout::dead_letter(p, warehouse)?,
+        ),
     ];
     for o in &p.outputs {
-        entries.push(Entry { role: output_role(o), layout: TableLayout::output(p, o, WAREHOUSE)? });
+        entries.push(entry(output_role(o), TableLayout::output(p, o, warehouse)?));
         if o.window.is_some() {
             let role = format!("late records of {}: rows that missed their window", o.table);
-            entries.push(Entry { role, layout: TableLayout::late(p, o, WAREHOUSE)? });
+            entries.push(entry(role, TableLayout::late(p, o, warehouse)?));
         }
     }
     Ok(entries)
@@ -123,6 +173,27 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
         if !props.is_empty() {
             let _ = writeln!(out, "  properties {}", props.join(", "));
         }
+        match &e.catalog {
+            None => {}
+            Some(InCatalog::Absent) => {
+                let _ = writeln!(out, "  catalog   not created yet: the first ingest creates it as above");
+            }
+            Some(InCatalog::Evolves(changes)) if changes.is_empty() => {
+                let _ = writeln!(out, "  catalog   up to date");
+            }
+            Some(InCatalog::Evolves(changes)) => {
+                let _ = writeln!(out, "  catalog   the next cold start evolves the table (field ids kept):");
+                for c in changes {
+                    let _ = writeln!(out, "            - {c}");
+                }
+            }
+            Some(InCatalog::Refuses(problems)) => {
+                let _ = writeln!(out, "  catalog   CANNOT take this file:");
+                for p in problems {
+                    let _ = writeln!(out, "            - {p}");
+                }
+            }
+        }
     }
     out
 }
@@ -160,6 +231,12 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
     let tables = entries
         .iter()
         .map(|e| {
+            let catalog = match &e.catalog {
+                None => serde_json::Value::Null,
+                Some(InCatalog::Absent) => json!({"exists": false}),
+                Some(InCatalog::Evolves(changes)) => json!({"exists": true, "changes": changes, "problems": []}),
+                Some(InCatalog::Refuses(problems)) => json!({"exists": true, "changes": [], "problems": problems}),
+            };
             Ok(json!({
                 "name": e.layout.name.to_string(),
                 "role": e.role,
@@ -167,6 +244,7 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
                 "schema": serde_json::to_value(&*e.layout.schema)?,
                 "partition_spec": serde_json::to_value(&*e.layout.spec)?,
                 "properties": e.layout.properties,
+                "catalog": catalog,
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -182,9 +260,9 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml")
     }
 
-    #[test]
-    fn the_example_lists_its_tables_with_field_ids_and_specs() {
-        let text = run(&example(), false).unwrap();
+    #[tokio::test]
+    async fn the_example_lists_its_tables_with_field_ids_and_specs() {
+        let text = run(&example(), false, None).await.unwrap().0;
         assert!(text.contains("valid pipeline `clickstream`"), "{text}");
         assert!(text.contains("analytics.events  — target table"), "{text}");
         assert!(text.contains("analytics.events_dead_letters  — dead letters"), "{text}");
@@ -197,25 +275,26 @@ mod tests {
         assert!(text.contains("ingest build: floe-ingest-sql (IngestBuild=sql): 2 output(s)"), "{text}");
     }
 
-    #[test]
-    fn a_pipeline_without_outputs_runs_on_the_raw_build() {
+    #[tokio::test]
+    async fn a_pipeline_without_outputs_runs_on_the_raw_build() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raw.toml");
         let text = std::fs::read_to_string(example()).unwrap();
         let raw = &text[..text.find("[[reference]]").expect("the example has references and outputs")];
         std::fs::write(&path, raw).unwrap();
-        let summary: serde_json::Value = serde_json::from_str(&run(&path, true).unwrap()).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
         assert_eq!(summary["ingest_build"], "raw");
         assert_eq!(summary["tables"].as_array().unwrap().len(), 2, "target and dead letters only");
-        assert!(run(&path, false).unwrap().contains("ingest build: floe-ingest (IngestBuild=raw)"));
-        let with_outputs: serde_json::Value = serde_json::from_str(&run(&example(), true).unwrap()).unwrap();
+        assert!(run(&path, false, None).await.unwrap().0.contains("ingest build: floe-ingest (IngestBuild=raw)"));
+        let with_outputs: serde_json::Value =
+            serde_json::from_str(&run(&example(), true, None).await.unwrap().0).unwrap();
         assert_eq!(with_outputs["ingest_build"], "sql");
     }
 
-    #[test]
-    fn the_stream_pipeline_shows_outputs_windows_and_late_tables() {
+    #[tokio::test]
+    async fn the_stream_pipeline_shows_outputs_windows_and_late_tables() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pipelines/stream.toml");
-        let summary: serde_json::Value = serde_json::from_str(&run(&path, true).unwrap()).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
         let names: Vec<&str> =
             summary["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(
@@ -240,13 +319,13 @@ mod tests {
         assert_eq!(fields, ["window_start", "window_end", "user", "n", "total", "lo", "hi", "mean", "ids"]);
     }
 
-    #[test]
-    fn a_broken_file_fails_with_its_position() {
+    #[tokio::test]
+    async fn a_broken_file_fails_with_its_position() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.toml");
         let text = std::fs::read_to_string(example()).unwrap().replacen("type = \"long\"", "type = \"lng\"", 1);
         std::fs::write(&path, text).unwrap();
-        let e = run(&path, false).unwrap_err();
+        let e = run(&path, false, None).await.unwrap_err();
         let message = format!("{e:#}");
         assert!(
             message.contains("broken.toml") && message.contains("line ") && message.contains("column "),

@@ -52,6 +52,11 @@ pub enum Error {
     #[error("table {table} does not match the pipeline file: {message}")]
     TableMismatch { table: String, message: String },
 
+    /// The pipeline file asks for a schema change the table cannot take (Iceberg's evolution rules); every
+    /// problem names the column and both types. Fix the pipeline file: permanent.
+    #[error("table {table} cannot take the pipeline file's schema:{}", problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
+    Schema { table: String, problems: Vec<String> },
+
     /// A check of floe's own bookkeeping failed (e.g. a merge wrote a different number of rows than it read);
     /// nothing was committed. A bug, not bad input: permanent.
     #[error("internal check failed: {0}")]
@@ -79,6 +84,7 @@ impl Error {
             | Error::Event(_)
             | Error::Arrow(_)
             | Error::TableMismatch { .. }
+            | Error::Schema { .. }
             | Error::Invariant(_) => false,
         }
     }

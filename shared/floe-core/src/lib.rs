@@ -58,7 +58,9 @@ pub use state::{StageRequest, StagedFile, StateStore, plan_location, record_plan
 #[cfg(feature = "sql")]
 pub use stateful::plan;
 pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};
-pub use table::{TableLayout, TableWriter, dead_letter_columns, file_prefix, live_data_files, table_location};
+pub use table::{
+    Evolution, TableLayout, TableWriter, dead_letter_columns, file_prefix, live_data_files, table_location,
+};
 
 /// Read a pipeline file, validate it and plan its outputs' SQL: what ingest does at cold start and `floe
 /// validate` does on the command line.

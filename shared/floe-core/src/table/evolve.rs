@@ -8,8 +8,10 @@
 //! values), `int` → `long`, `float` → `double`, `decimal(P,S)` → `decimal(P',S)` with P' > P, required →
 //! optional, docs, renames, and table properties the pipeline file sets. A pipeline that declares *less* than
 //! the table (an older file during a rolling deployment, a narrower type, a dropped optional column) is
-//! compatible as it is: its files leave the other columns null, and narrower values are widened when written.
-//! Everything else is a problem, named with the column and both types; partition spec changes are refused.
+//! compatible as it is: its files leave the other columns null, and narrower values are widened when written;
+//! a column it names by a name the table had before a rename is that column (the table's older schemas say
+//! which field id the name had). Everything else is a problem, named with the column and both types; partition
+//! spec changes are refused.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -49,7 +51,7 @@ pub struct Desired<'a> {
     pub renames: &'a [(String, String)],
 }
 
-/// The evolution `table` needs for `desired`, or a [`Error::TableMismatch`] listing every change Iceberg does
+/// The evolution `table` needs for `desired`, or an [`Error::Schema`] listing every change Iceberg does
 /// not allow (``column `quantity`: the table has `int`, the pipeline file declares `string` ``).
 pub fn plan(table_name: &str, table: &TableMetadata, desired: Desired<'_>) -> Result<Evolution> {
     let current = table.current_schema();
@@ -57,6 +59,7 @@ pub fn plan(table_name: &str, table: &TableMetadata, desired: Desired<'_>) -> Re
         next_id: table.last_column_id() + 1,
         has_rows: has_rows(table),
         renames: desired.renames.iter().map(|(new, old)| (new.as_str(), old.as_str())).collect(),
+        former: former_names(table),
         problems: Vec::new(),
         changes: Vec::new(),
     };
@@ -71,11 +74,7 @@ pub fn plan(table_name: &str, table: &TableMetadata, desired: Desired<'_>) -> Re
     let evolved = schema.as_ref().unwrap_or(current.as_ref());
     walk.partition(table.default_partition_spec(), current, evolved, desired);
     if !walk.problems.is_empty() {
-        let list: Vec<String> = walk.problems.iter().map(|p| format!("\n  - {p}")).collect();
-        return Err(Error::TableMismatch {
-            table: table_name.to_string(),
-            message: format!("the table cannot take the pipeline file's schema:{}", list.concat()),
-        });
+        return Err(Error::Schema { table: table_name.to_string(), problems: walk.problems });
     }
     let mut properties = HashMap::new();
     for (key, value) in desired.properties {
@@ -86,6 +85,21 @@ pub fn plan(table_name: &str, table: &TableMetadata, desired: Desired<'_>) -> Re
         }
     }
     Ok(Evolution { schema, properties, changes: walk.changes })
+}
+
+/// Top-level names the table's older schemas gave to columns that are named otherwise now (renamed since),
+/// with their field ids.
+pub(crate) fn former_names(table: &TableMetadata) -> HashMap<String, i32> {
+    let current = table.current_schema();
+    let mut former = HashMap::new();
+    for schema in table.schemas_iter() {
+        for f in schema.as_struct().fields() {
+            if current.as_struct().field_by_name(&f.name).is_none() && current.as_struct().field_by_id(f.id).is_some() {
+                former.insert(f.name.clone(), f.id);
+            }
+        }
+    }
+    former
 }
 
 /// Whether the table holds rows (a required column cannot be added to rows written without it).
@@ -111,6 +125,8 @@ struct Walk<'a> {
     has_rows: bool,
     /// Top-level renames, new name → old name.
     renames: HashMap<&'a str, &'a str>,
+    /// Top-level names the table had before renames, with their field ids (see [`former_names`]).
+    former: HashMap<String, i32>,
     problems: Vec<String>,
     changes: Vec<String>,
 }
@@ -130,11 +146,23 @@ impl Walk<'_> {
                 let (new, _) = self.renames.iter().find(|(_, old)| **old == c.name.as_str())?;
                 desired.field_by_name(new).filter(|d| current.field_by_name(&d.name).is_none())
             };
-            let found = desired.field_by_name(&c.name).or_else(|| if top { renamed() } else { None });
+            // A pipeline file from before the table renamed this column names it by its former name.
+            let former = || {
+                desired
+                    .fields()
+                    .iter()
+                    .find(|d| self.former.get(&d.name) == Some(&c.id) && current.field_by_name(&d.name).is_none())
+            };
+            let by_name = desired.field_by_name(&c.name).or_else(|| if top { renamed() } else { None });
+            let found = by_name.map(|d| (d, false)).or_else(|| if top { former().map(|d| (d, true)) } else { None });
             match found {
-                Some(d) => {
+                Some((d, older)) => {
                     matched.insert(d.name.as_str());
-                    out.push(Arc::new(self.field(path, c, d)));
+                    let mut evolved = self.field(path, c, d, older);
+                    if older {
+                        evolved.name = c.name.clone();
+                    }
+                    out.push(Arc::new(evolved));
                 }
                 None => {
                     if c.required {
@@ -158,9 +186,9 @@ impl Walk<'_> {
 
     /// An existing field `c` as the pipeline declares it (`d`): same id, the pipeline's name, doc, optionality
     /// and (wider) type.
-    fn field(&mut self, path: &str, c: &NestedField, d: &NestedField) -> NestedField {
-        let name = join(path, &d.name);
-        if c.name != d.name {
+    fn field(&mut self, path: &str, c: &NestedField, d: &NestedField, former_name: bool) -> NestedField {
+        let name = join(path, if former_name { &c.name } else { &d.name });
+        if c.name != d.name && !former_name {
             self.changes.push(format!("column `{}` renamed to `{name}`", join(path, &c.name)));
         }
         let field_type = self.ty(&name, &c.field_type, &d.field_type);

@@ -18,7 +18,7 @@ use iceberg::{TableCreation, TableIdent};
 
 use crate::error::{Error, Result};
 use crate::pipeline::{ColumnType, Output, Pipeline, TableName, field, late_columns};
-use crate::table::evolve::Desired;
+use crate::table::evolve::{Desired, Evolution};
 
 /// Everything needed to write files for, create, and check one table.
 #[derive(Debug, Clone)]
@@ -219,6 +219,12 @@ impl TableLayout {
         })
     }
 
+    /// What `table` must become to take this layout's files ([`crate::table::evolve`]): nothing, an evolution,
+    /// or an [`Error::Schema`] naming every change Iceberg does not allow.
+    pub fn evolution_for(&self, table: &TableMetadata) -> Result<Evolution> {
+        crate::table::evolve::plan(&self.name.to_string(), table, self.desired())
+    }
+
     /// What the pipeline file wants of the table, for [`crate::table::evolve::plan`].
     pub fn desired(&self) -> Desired<'_> {
         Desired {
@@ -251,9 +257,15 @@ impl TableLayout {
     pub fn bind(&self, table: &TableMetadata) -> Result<TableLayout> {
         let mut layout = self.on_table(table)?;
         let mismatch = |message: String| Error::TableMismatch { table: self.name.to_string(), message };
+        let former = crate::table::evolve::former_names(table);
+        let current = layout.schema.as_struct();
         let mut fields = Vec::new();
         for declared in self.declared_schema.as_struct().fields() {
-            let Some(current) = layout.schema.as_struct().field_by_name(&declared.name) else {
+            // By name, or by the name the column had before the table renamed it (an older pipeline file).
+            let found = current
+                .field_by_name(&declared.name)
+                .or_else(|| former.get(&declared.name).and_then(|id| current.field_by_id(*id)));
+            let Some(current) = found else {
                 return Err(mismatch(format!("the table has no column `{}` (evolve it first)", declared.name)));
             };
             fields.push(Arc::new(with_ids_of(declared, current)));

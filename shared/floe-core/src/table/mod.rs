@@ -13,6 +13,7 @@ pub(crate) mod layout;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
+pub use evolve::Evolution;
 pub use files::live_data_files;
 pub use layout::{TableLayout, dead_letter_columns, table_location};
 pub use writer::{TableWriter, file_prefix};

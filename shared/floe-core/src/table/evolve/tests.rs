@@ -153,7 +153,7 @@ fn disallowed_changes_name_the_column_and_both_types() {
         + "[[table.columns]]\nname = \"must\"\ntype = \"int\"\nrequired = true\n";
     let message = problems(&t, &text);
     for expected in [
-        "table ns.events does not match the pipeline file: the table cannot take the pipeline file's schema:",
+        "table ns.events cannot take the pipeline file's schema:",
         "column `qty`: the table has `int`, the pipeline file declares `string`",
         "column `user.name`: the table has `string`, the pipeline file declares `long`",
         "new column `must` is declared not null, but the table already has rows without it",
@@ -205,4 +205,20 @@ fn properties_the_pipeline_sets_are_applied() {
     assert!(e.schema.is_none());
     assert_eq!(e.properties["write.target-file-size-bytes"], (64 * 1024 * 1024).to_string());
     assert!(e.changes[0].starts_with("property `write.target-file-size-bytes`"), "{:?}", e.changes);
+}
+
+#[test]
+fn an_older_file_names_a_renamed_column_by_its_former_name() {
+    let renamed =
+        BASE.replace("name = \"qty\"\ntype = \"int\"", "name = \"quantity\"\ntype = \"int\"\nrenamed_from = \"qty\"");
+    let t = table(BASE, true);
+    let e = plan_for(&t, &renamed).unwrap();
+    let evolved = t.into_builder(None).add_current_schema(e.schema.unwrap()).unwrap().build().unwrap().metadata;
+    // The file from before the rename: `qty` is the column now called `quantity`, not a new one.
+    let e = plan_for(&evolved, BASE).unwrap();
+    assert!(e.is_empty(), "{:?}", e.changes);
+    let bound = layout(BASE).bind(&evolved).unwrap();
+    let qty = bound.input.field_with_name("qty").unwrap();
+    let id = evolved.current_schema().field_by_name("quantity").unwrap().id;
+    assert_eq!(qty.metadata()[parquet::arrow::PARQUET_FIELD_ID_META_KEY], id.to_string());
 }
