@@ -263,6 +263,7 @@ impl Ingestor {
                     file_size: f.file_size_in_bytes(),
                     data_file: writer.data_file_json(&f)?,
                     schema_id: Some(writer.layout().schema.schema_id()),
+                    table_uuid: writer.layout().table_uuid.clone(),
                 })
             })
             .collect()

@@ -38,12 +38,13 @@ CREATE TABLE IF NOT EXISTS staged_files (
     data_file    TEXT    NOT NULL,
     staged_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
     schema_id    INTEGER,
+    table_uuid   TEXT,
     PRIMARY KEY (table_name, path)
 );
 ";
 
 /// Columns added to `staged_files` after its first release, added to older databases when opened.
-const ADDED_COLUMNS: [(&str, &str); 1] = [("schema_id", "INTEGER")];
+const ADDED_COLUMNS: [(&str, &str); 2] = [("schema_id", "INTEGER"), ("table_uuid", "TEXT")];
 
 /// SQLite-backed [`StateStore`].
 #[derive(Debug, Clone)]
@@ -163,7 +164,7 @@ impl StateStore for SqliteStateStore {
     async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>> {
         let rows = sqlx::query(
             "SELECT path, pipeline, topic, partition, first_offset, last_offset, record_count, file_size, data_file,
-                    schema_id
+                    schema_id, table_uuid
              FROM staged_files WHERE table_name = ? ORDER BY topic, partition, first_offset, path",
         )
         .bind(table)
@@ -183,6 +184,7 @@ impl StateStore for SqliteStateStore {
                 file_size: r.get::<i64, _>(7) as u64,
                 data_file: r.get(8),
                 schema_id: r.get(9),
+                table_uuid: r.get(10),
             })
             .collect())
     }
@@ -234,8 +236,8 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
     for f in &request.files {
         sqlx::query(
             "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
-                                       record_count, file_size, data_file, schema_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       record_count, file_size, data_file, schema_id, table_uuid)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&f.table)
         .bind(&f.path)
@@ -248,6 +250,7 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
         .bind(f.file_size as i64)
         .bind(&f.data_file)
         .bind(f.schema_id)
+        .bind(&f.table_uuid)
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -277,6 +280,7 @@ mod tests {
                 file_size: 10,
                 data_file: "{}".into(),
                 schema_id: Some(next as i32),
+                table_uuid: Some("2b0e0c7e-0000-4000-8000-000000000000".into()),
             }],
         }
     }
@@ -288,7 +292,7 @@ mod tests {
         {
             let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display())).unwrap();
             let pool = SqlitePool::connect_with(options.create_if_missing(true)).await.unwrap();
-            let old = SCHEMA.replace("    schema_id    INTEGER,\n", "");
+            let old = SCHEMA.replace("    schema_id    INTEGER,\n", "").replace("    table_uuid   TEXT,\n", "");
             assert!(!old.contains("schema_id"));
             sqlx::raw_sql(&old).execute(&pool).await.unwrap();
             sqlx::query(

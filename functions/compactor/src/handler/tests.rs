@@ -156,20 +156,6 @@ async fn staged_files_are_forgotten_once_committed() {
 #[tokio::test]
 async fn one_failing_table_does_not_stop_the_others() {
     let (_dir, embedded, ingestor, handler) = setup().await;
-    // Someone created ns.clicks by hand with another schema: the compactor must refuse to commit into it.
-    let schema = iceberg::spec::Schema::builder()
-        .with_fields(vec![Arc::new(iceberg::spec::NestedField::optional(
-            1,
-            "other",
-            iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Long),
-        ))])
-        .build()
-        .unwrap();
-    let namespace = iceberg::NamespaceIdent::new("ns".into());
-    embedded.catalog.create_namespace(&namespace, Default::default()).await.unwrap();
-    let creation = iceberg::TableCreation::builder().name("clicks".into()).schema(schema).build();
-    embedded.catalog.create_table(&namespace, creation).await.unwrap();
-
     // One good record (for ns.clicks and the window output) and one that is not JSON (a dead letter).
     let mut bad = event(1, &[("x", 2_000)]);
     for records in bad.records.values_mut() {
@@ -177,6 +163,22 @@ async fn one_failing_table_does_not_stop_the_others() {
     }
     ingestor.handle_at(&event(0, &[("a", 1_000)]), NOW_MS).await.unwrap();
     ingestor.handle_at(&bad, NOW_MS).await.unwrap();
+
+    // Someone replaced ns.clicks by hand with a table of another, required column: the pipeline file cannot be
+    // evolved onto it, and the compactor must not commit into it.
+    let schema = iceberg::spec::Schema::builder()
+        .with_fields(vec![Arc::new(iceberg::spec::NestedField::required(
+            1,
+            "other",
+            iceberg::spec::Type::Primitive(iceberg::spec::PrimitiveType::Long),
+        ))])
+        .build()
+        .unwrap();
+    let namespace = iceberg::NamespaceIdent::new("ns".into());
+    let ident = iceberg::TableIdent::new(namespace.clone(), "clicks".into());
+    embedded.catalog.drop_table(&ident).await.unwrap();
+    let creation = iceberg::TableCreation::builder().name("clicks".into()).schema(schema).build();
+    embedded.catalog.create_table(&namespace, creation).await.unwrap();
 
     let outcome = handler.run(NOW_MS, Duration::from_secs(60)).await;
     let failed: Vec<&str> = outcome.failures.iter().map(|(t, _)| t.as_str()).collect();

@@ -167,6 +167,7 @@ mod tests {
             file_size: 1,
             data_file: String::new(),
             schema_id: None,
+            table_uuid: None,
         }
     }
 

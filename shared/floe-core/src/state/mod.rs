@@ -39,6 +39,10 @@ pub struct StagedFile {
     /// commits a file into a table that does not have its schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_id: Option<i32>,
+    /// The UUID of the table the file was written for: a table replaced under the same name numbers its
+    /// schemas from 0 again, so the schema id alone does not identify the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_uuid: Option<String>,
 }
 
 /// One atomic staging step for one topic-partition.

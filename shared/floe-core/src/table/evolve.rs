@@ -341,7 +341,3 @@ impl Walk<'_> {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "evolve/tests.rs"]
-mod tests;

@@ -40,6 +40,8 @@ pub struct TableLayout {
     declared_schema: Schema,
     /// Top-level renames the pipeline file declares: (new name, old name).
     renames: Vec<(String, String)>,
+    /// The UUID of the table this layout is on ([`TableLayout::on_table`]); `None` until then.
+    pub table_uuid: Option<String>,
 }
 
 /// Column names of the dead-letter table.
@@ -216,6 +218,7 @@ impl TableLayout {
             unbound_spec,
             declared_schema,
             renames: Vec::new(),
+            table_uuid: None,
         })
     }
 
@@ -247,6 +250,7 @@ impl TableLayout {
             arrow_schema,
             schema,
             spec,
+            table_uuid: Some(table.uuid().to_string()),
             ..self.clone()
         })
     }
@@ -357,3 +361,7 @@ mod tests {
         assert_eq!(layout.spec.fields()[0].transform, Transform::Day);
     }
 }
+
+#[cfg(test)]
+#[path = "layout_evolution_tests.rs"]
+mod evolution_tests;

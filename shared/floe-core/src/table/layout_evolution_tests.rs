@@ -1,9 +1,13 @@
-//! Evolution plans between tables created from one pipeline file and an edited pipeline file.
+//! Evolution plans ([`crate::table::evolve`]) between tables created from one pipeline file and an edited
+//! pipeline file, and layouts bound to the evolved tables.
 
-use iceberg::spec::{Operation, Snapshot, Summary, TableMetadataBuilder};
+use std::collections::HashMap;
 
-use super::*;
+use iceberg::spec::{Operation, PrimitiveType, Snapshot, Summary, TableMetadata, TableMetadataBuilder, Type};
+
+use crate::error::Result;
 use crate::pipeline::Pipeline;
+use crate::table::evolve::{Evolution, plan};
 use crate::table::layout::TableLayout;
 
 const BASE: &str = r#"
