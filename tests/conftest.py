@@ -158,6 +158,13 @@ class Floe:
         proc = self._run(["compact", *now], fail_at, check, fail_times)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
+    def validate(self, pipeline: Path) -> subprocess.CompletedProcess:
+        """`floe validate PIPELINE` against this backend's catalog (what the next cold start would change)."""
+        cmd = [str(self.bin), "validate", str(pipeline), "--backend", self.backend]
+        if self.backend == "embedded":
+            cmd += ["--home", str(self.home)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=self._env())
+
     def orphans(
         self, older_than: str | None = None, dry_run: bool = False, fail_at: str | None = None, check: bool = True
     ):

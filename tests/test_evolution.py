@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -127,13 +126,6 @@ def assert_exact(floe, values: list[dict]):
     assert rows(floe) == {v["id"]: as_v2_row(v) for v in values}
 
 
-def validate(floe, pipeline: Path) -> subprocess.CompletedProcess:
-    cmd = [str(floe.bin), "validate", str(pipeline), "--backend", floe.backend]
-    if floe.backend == "embedded":
-        cmd += ["--home", str(floe.home)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=floe._env())
-
-
 def test_an_edited_pipeline_evolves_the_table_in_place(floe, tmp_path):
     v1, v2 = write(tmp_path, "v1.toml", V1), write(tmp_path, "v2.toml", V2)
     floe.pipeline = v1
@@ -143,7 +135,7 @@ def test_an_edited_pipeline_evolves_the_table_in_place(floe, tmp_path):
     old = floe.table(TABLE).schema()
     qty_id = old.find_field("qty").field_id
 
-    report = validate(floe, v2)
+    report = floe.validate(v2)
     assert report.returncode == 0, report.stderr
     for change in [
         "column `qty` renamed to `quantity`",
@@ -167,7 +159,7 @@ def test_an_edited_pipeline_evolves_the_table_in_place(floe, tmp_path):
     assert str(schema.find_field("quantity").field_type) == "long"
     assert schema.highest_field_id > old.highest_field_id
     assert_exact(floe, before + after)
-    assert "up to date" in validate(floe, v2).stdout
+    assert "up to date" in floe.validate(v2).stdout
     if floe.moto:
         glue = floe.moto.client("glue").get_table(DatabaseName="evo", Name="orders")["Table"]
         columns = {c["Name"]: c["Type"] for c in glue["StorageDescriptor"]["Columns"]}
@@ -245,7 +237,7 @@ def test_a_change_iceberg_does_not_allow_is_refused_everywhere(floe, tmp_path):
         "column `user.name`: the table has `string`, the pipeline file declares `long`",
         "partition spec: the table is partitioned by day(ts) as ts_day, the pipeline file declares hour(ts) as ts_hour",
     ]
-    report = validate(floe, bad)
+    report = floe.validate(bad)
     assert report.returncode == 3, report
     assert "CANNOT take this file" in report.stdout, report.stdout
     for text in expected:

@@ -3,9 +3,10 @@
 //! creates the tables it writes, or evolves them to take the pipeline file ([`crate::catalog::prepare`]): files
 //! carry the table's field ids, so the table must know a column before any file holds it.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 
-use iceberg::spec::DataFile;
+use iceberg::spec::{DataFile, TableMetadata};
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -14,8 +15,9 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::input::dead_letter::dead_letter_batch;
 use crate::input::decode::RecordDecoder;
-use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, group_records};
-use crate::pipeline::Pipeline;
+use crate::input::discover::{apply, column_count, discover, from_table, merged};
+use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
+use crate::pipeline::{Evolve, Pipeline};
 use crate::state::{StageRequest, StagedFile, StateStore};
 #[cfg(feature = "sql")]
 use crate::stateful::outputs::Outputs;
@@ -42,6 +44,9 @@ pub struct IngestReport {
     /// Data files staged (both tables) and their bytes.
     pub files: u64,
     pub bytes: u64,
+    /// Columns (at any depth) this invocation's evolution added to the target table for fields of its records
+    /// (`evolve = "add-fields"`; 0 when another container added them first).
+    pub columns_added: u64,
 }
 
 impl IngestReport {
@@ -56,19 +61,57 @@ impl IngestReport {
         self.late += other.late;
         self.files += other.files;
         self.bytes += other.bytes;
+        self.columns_added += other.columns_added;
     }
 }
 
 /// Ingest handler; build once per process and reuse across invocations.
 pub struct Ingestor {
     pipeline: Arc<Pipeline>,
-    decoder: RecordDecoder,
-    target: TableWriter,
+    /// How records become target rows; replaced when automatic evolution adds columns.
+    target: RwLock<Arc<Target>>,
+    /// The target layout of the pipeline file as it is (a missing table is created from it).
+    declared: TableLayout,
+    /// Serialises automatic evolutions within this process.
+    evolving: tokio::sync::Mutex<()>,
+    /// Fields already reported as not addable (each is logged once per process).
+    reported: Mutex<HashSet<String>>,
+    backends: Backends,
     dead_letter: TableWriter,
     /// The derived outputs (SQL, dedup, windows): only in builds with the `sql` feature.
     #[cfg(feature = "sql")]
     outputs: Outputs,
     state: Arc<dyn StateStore>,
+}
+
+/// The target table's side of ingest: the pipeline's columns as they are now (the file's, plus what automatic
+/// evolution added), their decoder and the writer bound to the table.
+struct Target {
+    pipeline: Pipeline,
+    decoder: RecordDecoder,
+    writer: TableWriter,
+}
+
+impl Target {
+    fn new(pipeline: Pipeline, layout: TableLayout, backends: &Backends) -> Result<Target> {
+        let decoder = RecordDecoder::new(&pipeline, &layout)?;
+        Ok(Target { pipeline, decoder, writer: TableWriter::new(layout, backends.file_io.clone())? })
+    }
+}
+
+/// The columns a table with automatic evolution takes: the file's, what `table` has beyond them (added by other
+/// containers or earlier runs), and `wanted`'s new fields unless the table took others meanwhile that leave no
+/// room for them within `table.max_new_columns` (their records are then looked at again on the next batch).
+fn effective(file: &Pipeline, table: &TableMetadata, wanted: Option<&Pipeline>) -> Pipeline {
+    let known = apply(file, &from_table(&file.table.columns, table.current_schema()));
+    let Some(wanted) = wanted else { return known };
+    let theirs: Vec<_> = wanted.table.columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
+    let with = apply(&known, &merged(&known.table.columns, &theirs));
+    let limit = match file.table.evolve {
+        Evolve::AddFields { max_new_columns } => max_new_columns,
+        Evolve::Declared => 0,
+    };
+    if column_count(&with.table.columns) <= column_count(&file.table.columns) + limit { with } else { known }
 }
 
 impl Ingestor {
@@ -92,7 +135,17 @@ impl Ingestor {
             let prepared = crate::catalog::prepare(backends.catalog.as_ref(), backends.swap.as_ref(), &layout).await?;
             Ok::<_, Error>(prepared.layout)
         };
-        let target = ready(TableLayout::target(&pipeline, warehouse)?).await?;
+        let declared = TableLayout::target(&pipeline, warehouse)?;
+        // With automatic evolution, the table's columns beyond the file's (other containers added them) are read too.
+        let (prepared, effective) =
+            crate::catalog::prepare_with(backends.catalog.as_ref(), backends.swap.as_ref(), &declared, |table| {
+                let effective = match pipeline.table.evolve {
+                    Evolve::Declared => (*pipeline).clone(),
+                    Evolve::AddFields { .. } => effective(&pipeline, table, None),
+                };
+                Ok((TableLayout::target(&effective, warehouse)?, effective))
+            })
+            .await?;
         let dead_letter = ready(TableLayout::dead_letter(&pipeline, warehouse)?).await?;
         #[cfg(feature = "sql")]
         let outputs = {
@@ -100,15 +153,20 @@ impl Ingestor {
             for o in &pipeline.outputs {
                 layouts.push(ready(TableLayout::staged_for(&pipeline, o, warehouse)?).await?);
             }
-            Outputs::new(&pipeline, warehouse, &file_io, &target, layouts).await?
+            // The outputs' SQL reads the file's columns, whatever automatic evolution adds.
+            let rows = declared.bind(prepared.table.metadata())?;
+            Outputs::new(&pipeline, warehouse, &file_io, &rows, layouts).await?
         };
         // The compactor reads the outputs' columns from this record: it plans no SQL itself.
         crate::state::record_plan(&file_io, warehouse, &pipeline).await?;
         Ok(Ingestor {
             #[cfg(feature = "sql")]
             outputs,
-            decoder: RecordDecoder::new(&pipeline, &target)?,
-            target: TableWriter::new(target, file_io.clone())?,
+            target: RwLock::new(Arc::new(Target::new(effective, prepared.layout, backends)?)),
+            declared,
+            evolving: tokio::sync::Mutex::new(()),
+            reported: Mutex::new(HashSet::new()),
+            backends: backends.clone(),
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
             state: backends.state.clone(),
@@ -157,7 +215,9 @@ impl Ingestor {
 
         // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
         #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
-        let mut decoded = self.decoder.decode(&group.source, &group.records)?;
+        let (target, columns_added) = self.target_for(&group.records).await?;
+        report.columns_added = columns_added;
+        let mut decoded = target.decoder.decode(&group.source, &group.records)?;
         let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
@@ -189,8 +249,8 @@ impl Ingestor {
                 }
                 decoded.rejects.sort_by_key(|(i, _)| *i);
             }
-            let files = self.target.write(batch, &prefix).await?;
-            staged.extend(self.staged(&self.target, &group.source, first, last, files)?);
+            let files = target.writer.write(batch, &prefix).await?;
+            staged.extend(self.staged(&target.writer, &group.source, first, last, files)?);
         }
         if !decoded.rejects.is_empty() {
             report.dead_letters = decoded.rejects.len() as u64;
@@ -238,6 +298,53 @@ impl Ingestor {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The target side for `records`: as it is, or, with automatic evolution and fields in the records that the
+    /// table lacks, after evolving the table to take them (how many columns that added, at any depth).
+    async fn target_for(&self, records: &[SourceRecord]) -> Result<(Arc<Target>, u64)> {
+        let current = self.target.read().expect("target lock").clone();
+        let Evolve::AddFields { max_new_columns } = self.pipeline.table.evolve else { return Ok((current, 0)) };
+        let used = column_count(&current.pipeline.table.columns) - column_count(&self.pipeline.table.columns);
+        let found = discover(&current.pipeline.table.columns, records, max_new_columns.saturating_sub(used));
+        self.report_skipped(&found.skipped);
+        if found.is_empty() {
+            return Ok((current, 0));
+        }
+        let _one_at_a_time = self.evolving.lock().await;
+        let wanted = apply(&current.pipeline, &found);
+        let warehouse = self.backends.warehouse.as_str();
+        let (prepared, effective) = crate::catalog::prepare_with(
+            self.backends.catalog.as_ref(),
+            self.backends.swap.as_ref(),
+            &self.declared,
+            |table| {
+                let effective = effective(&self.pipeline, table, Some(&wanted));
+                Ok((TableLayout::target(&effective, warehouse)?, effective))
+            },
+        )
+        .await?;
+        // Counted only when this invocation committed the evolution (else another container did).
+        let grown =
+            column_count(&effective.table.columns).saturating_sub(column_count(&current.pipeline.table.columns));
+        let added = if prepared.changes.is_empty() { 0 } else { grown };
+        info!(table = %self.declared.name, columns_added = added, changes = ?prepared.changes, "added the records' new fields");
+        let target = Arc::new(Target::new(effective, prepared.layout, &self.backends)?);
+        *self.target.write().expect("target lock") = target.clone();
+        Ok((target, added as u64))
+    }
+
+    /// Log each field that cannot become a column once per process (they recur in every batch).
+    fn report_skipped(&self, skipped: &[String]) {
+        if skipped.is_empty() {
+            return;
+        }
+        let mut reported = self.reported.lock().expect("reported lock");
+        for field in skipped {
+            if reported.len() < 1000 && reported.insert(field.clone()) {
+                warn!(table = %self.declared.name, field = %field, "a field of the records was not added as a column");
+            }
         }
     }
 

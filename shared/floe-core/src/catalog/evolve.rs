@@ -30,14 +30,27 @@ const ATTEMPTS: u32 = 5;
 
 /// Load or create `layout`'s table, evolve it to take the pipeline file, and bind the layout to it.
 pub async fn prepare(catalog: &dyn Catalog, swap: &dyn MetadataSwap, layout: &TableLayout) -> Result<Prepared> {
-    let mut table = load_or_create(catalog, layout).await?;
+    Ok(prepare_with(catalog, swap, layout, |_| Ok((layout.clone(), ()))).await?.0)
+}
+
+/// [`prepare`] for a layout that depends on what the table already has (automatic evolution: the columns other
+/// containers added). `desired` is asked again on the winner's metadata after every lost race, and may return a
+/// value to go with the layout it chose. `create` is the layout a missing table is created from.
+pub async fn prepare_with<T>(
+    catalog: &dyn Catalog,
+    swap: &dyn MetadataSwap,
+    create: &TableLayout,
+    desired: impl Fn(&TableMetadata) -> Result<(TableLayout, T)>,
+) -> Result<(Prepared, T)> {
+    let mut table = load_or_create(catalog, create).await?;
     let mut changes = Vec::new();
     let mut conflicts = 0;
     loop {
+        let (layout, value) = desired(table.metadata())?;
         let evolution = plan(&layout.name.to_string(), table.metadata(), layout.desired())?;
         if evolution.is_empty() {
             let layout = layout.bind(table.metadata())?;
-            return Ok(Prepared { table, layout, changes });
+            return Ok((Prepared { table, layout, changes }, value));
         }
         let metadata = evolved(&table, &evolution)?;
         match commit_metadata(swap, &table, metadata).await? {

@@ -60,6 +60,7 @@ pub struct RecordDecoder {
 enum ColumnPlan {
     Value { path: Vec<String>, format: TimestampFormat },
     Key,
+    RawValue,
     Timestamp,
     Topic,
     Partition,
@@ -114,6 +115,7 @@ impl RecordDecoder {
                     ColumnPlan::Value { path: path.clone(), format: *format }
                 }
                 ColumnSource::Key => ColumnPlan::Key,
+                ColumnSource::RawValue => ColumnPlan::RawValue,
                 ColumnSource::Timestamp => ColumnPlan::Timestamp,
                 ColumnSource::Topic => ColumnPlan::Topic,
                 ColumnSource::Partition => ColumnPlan::Partition,
@@ -174,6 +176,13 @@ impl RecordDecoder {
                 ColumnPlan::Key => {
                     bytes_column(rows.iter().map(|r| r.key.as_deref()), field, "key", "record key", &mut row_rejects)
                 }
+                ColumnPlan::RawValue => bytes_column(
+                    rows.iter().map(|r| r.value.as_deref()),
+                    field,
+                    "value",
+                    "record value",
+                    &mut row_rejects,
+                ),
                 ColumnPlan::Header(name) => {
                     let values =
                         rows.iter().map(|r| r.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()));

@@ -5,6 +5,7 @@
 
 pub(crate) mod dead_letter;
 pub(crate) mod decode;
+pub(crate) mod discover;
 pub(crate) mod event;
 
 pub use decode::{Decoded, RecordDecoder};

@@ -32,7 +32,7 @@ pub(crate) use schema::{field, type_name};
 pub use types::{ColumnType, StructField};
 
 use crate::error::{Error, Result};
-use raw::{RawColumn, RawPartitionField, RawPipeline};
+use raw::{RawColumn, RawPartitionField, RawPipeline, RawTable};
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
@@ -112,7 +112,24 @@ pub struct TableSpec {
     pub partition: Vec<PartitionField>,
     pub target_file_size: usize,
     pub properties: BTreeMap<String, String>,
+    /// Whether fields seen in records but not declared become columns (`table.evolve`).
+    pub evolve: Evolve,
 }
+
+/// `table.evolve`: what happens to a field the records have and the table does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Evolve {
+    /// `none` (the default): the table has the declared columns; other fields are not kept.
+    #[default]
+    Declared,
+    /// `add-fields`: such fields are added to the table as optional columns with types inferred from their
+    /// values (see [`crate::input::discover`]), at most `max_new_columns` of them (counted at any depth) beyond
+    /// those the pipeline file declares.
+    AddFields { max_new_columns: usize },
+}
+
+/// `table.max_new_columns` when not set.
+pub const DEFAULT_MAX_NEW_COLUMNS: i64 = 100;
 
 /// One column of the target table and where its values come from.
 #[derive(Debug, Clone)]
@@ -137,6 +154,9 @@ pub enum ColumnSource {
     },
     /// The Kafka record key (`@key`), as UTF-8 text or raw bytes.
     Key,
+    /// The record value as received (`@value`): raw bytes, or text when the column is a string (a value that is
+    /// not UTF-8 is then a dead letter). Keeps the original event beside the parsed columns for reprocessing.
+    RawValue,
     /// The Kafka record timestamp (`@timestamp`).
     Timestamp,
     /// `@topic`, `@partition`, `@offset`.
@@ -323,6 +343,7 @@ impl Validator<'_> {
                 );
             }
         }
+        let evolve = self.evolve(&raw.table)?;
         let mut columns: Vec<Column> = Vec::new();
         for (i, c) in raw.table.columns.get_ref().iter().enumerate() {
             let column = self.column(i, c)?;
@@ -372,6 +393,7 @@ impl Validator<'_> {
                 partition,
                 target_file_size,
                 properties: raw.table.properties,
+                evolve,
             },
             dead_letter,
             references,
@@ -429,6 +451,31 @@ impl Validator<'_> {
         Ok(partition)
     }
 
+    fn evolve(&self, t: &RawTable) -> Result<Evolve> {
+        let add = match &t.evolve {
+            None => false,
+            Some(v) => match v.get_ref().as_str() {
+                "none" => false,
+                "add-fields" => true,
+                other => {
+                    return self.err(v.span(), "table.evolve", format!("`{other}` is not `none` or `add-fields`"));
+                }
+            },
+        };
+        match (&t.max_new_columns, add) {
+            (Some(m), false) => {
+                self.err(m.span(), "table.max_new_columns", "applies only with evolve = \"add-fields\"")
+            }
+            (Some(m), true) if !(1..=1000).contains(m.get_ref()) => {
+                self.err(m.span(), "table.max_new_columns", "must be between 1 and 1000")
+            }
+            (m, true) => Ok(Evolve::AddFields {
+                max_new_columns: m.as_ref().map_or(DEFAULT_MAX_NEW_COLUMNS, |m| *m.get_ref()) as usize,
+            }),
+            (None, false) => Ok(Evolve::Declared),
+        }
+    }
+
     fn column(&self, i: usize, c: &RawColumn) -> Result<Column> {
         let field = |f: &str| format!("table.columns[{i}].{f}");
         let name = self.identifier(&c.name, &field("name"))?;
@@ -445,7 +492,7 @@ impl Validator<'_> {
         };
         let allowed: &[&str] = match &source {
             ColumnSource::Value { .. } => &[],
-            ColumnSource::Key | ColumnSource::Header(_) => &["string", "binary"],
+            ColumnSource::Key | ColumnSource::RawValue | ColumnSource::Header(_) => &["string", "binary"],
             ColumnSource::Timestamp => &["timestamp", "timestamptz", "long"],
             ColumnSource::Topic => &["string"],
             ColumnSource::Partition => &["int", "long"],
@@ -547,7 +594,7 @@ impl Validator<'_> {
     }
 }
 
-/// `$.a.b` → value path; `@key`, `@timestamp`, `@topic`, `@partition`, `@offset`, `@header.<name>`.
+/// `$.a.b` → value path; `@value`, `@key`, `@timestamp`, `@topic`, `@partition`, `@offset`, `@header.<name>`.
 fn parse_source(from: &str) -> Result<ColumnSource, String> {
     if let Some(path) = from.strip_prefix("$.") {
         let parts: Vec<String> = path.split('.').map(str::to_string).collect();
@@ -558,6 +605,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
     }
     Ok(match from {
         "@key" => ColumnSource::Key,
+        "@value" => ColumnSource::RawValue,
         "@timestamp" => ColumnSource::Timestamp,
         "@topic" => ColumnSource::Topic,
         "@partition" => ColumnSource::Partition,
@@ -566,7 +614,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
             Some(h) if !h.is_empty() => ColumnSource::Header(h.to_string()),
             _ => {
                 return Err(format!(
-                    "`{from}` is not a source: use `$.path.in.value`, `@key`, `@timestamp`, `@topic`, `@partition`, \
+                    "`{from}` is not a source: use `$.path.in.value`, `@value`, `@key`, `@timestamp`, `@topic`, `@partition`, \
                      `@offset` or `@header.<name>`"
                 ));
             }

@@ -105,6 +105,11 @@ pub(super) struct RawTable {
     pub columns: Spanned<Vec<RawColumn>>,
     #[serde(default)]
     pub partition: Vec<RawPartitionField>,
+    /// `none` (declared columns only) or `add-fields` (fields seen in records become optional columns).
+    #[serde(default)]
+    pub evolve: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_new_columns: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ use crate::stateful::aggregate::WindowRows;
 use crate::stateful::sql::{self, INPUT_TABLE, OFFSET_COLUMN, SqlPlan};
 use crate::stateful::store::StreamStore;
 use crate::stateful::stream;
+use crate::table::adapt::adapt;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
 
@@ -47,6 +48,8 @@ pub struct OutputsResult {
 /// All outputs of a pipeline with their SQL session (reference tables loaded).
 pub struct Outputs {
     ctx: SessionContext,
+    /// The rows of the pipeline file's columns (the SQL's view, whatever automatic evolution adds to the table).
+    rows: arrow_schema::SchemaRef,
     input: arrow_schema::SchemaRef,
     pub runners: Vec<OutputRunner>,
 }
@@ -90,7 +93,7 @@ impl Outputs {
                 writer: TableWriter::new(layout, file_io.clone())?,
             });
         }
-        Ok(Outputs { ctx, input, runners })
+        Ok(Outputs { ctx, rows: raw.input.clone(), input, runners })
     }
 
     /// Run every output over the decoded rows of one partition batch. `rows_records[i]` is the record index of
@@ -107,7 +110,8 @@ impl Outputs {
         now_ms: i64,
     ) -> Result<OutputsResult> {
         let offsets: Vec<i64> = rows_records.iter().map(|i| records[*i].offset).collect();
-        let input = sql::with_offsets(batch, offsets, &self.input).map_err(internal)?;
+        let batch = adapt(batch.clone(), &self.rows)?;
+        let input = sql::with_offsets(&batch, offsets, &self.input).map_err(internal)?;
         let mut result = OutputsResult::default();
         for (index, runner) in self.runners.iter().enumerate() {
             let mut input = input.clone();

@@ -191,3 +191,26 @@ fn all_bad_gives_no_batch() {
     assert!(out.batch.is_none());
     assert_eq!(out.rejects.len(), 2);
 }
+
+#[test]
+fn the_raw_value_is_kept_byte_for_byte_beside_the_parsed_columns() {
+    let text = PIPELINE.to_string()
+        + "[[table.columns]]\nname = \"raw\"\ntype = \"string\"\nfrom = \"@value\"\n"
+        + "[[table.columns]]\nname = \"raw_bytes\"\ntype = \"binary\"\nfrom = \"@value\"\n";
+    let p = Pipeline::parse(&text, "p.toml").unwrap();
+    let d = RecordDecoder::new(&p, &TableLayout::target(&p, "file:///wh").unwrap()).unwrap();
+    let spaced = "{ \"id\" : 2,\n  \"user\": {\"id\": 20}, \"extra\": [1, 2] }";
+    let records = vec![rec(0, GOOD), rec(1, spaced), rec(2, r#"{"id": "x", "user": {"id": 1}}"#)];
+    let out = d.decode(&source(), &records).unwrap();
+    assert_eq!(out.rejects.len(), 1, "a value that does not parse is still a dead letter: {:?}", out.rejects);
+    let b = out.batch.unwrap();
+    let raw = b.column_by_name("raw").unwrap().as_string::<i32>();
+    assert_eq!((raw.value(0), raw.value(1)), (GOOD, spaced), "the value as received, whitespace and fields kept");
+    let bytes = b.column_by_name("raw_bytes").unwrap().as_binary::<i64>();
+    assert_eq!(bytes.value(1), spaced.as_bytes());
+    assert_eq!(b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values(), &[1, 2]);
+
+    let bad_type = format!("{text}[[table.columns]]\nname = \"n\"\ntype = \"long\"\nfrom = \"@value\"\n");
+    let err = Pipeline::parse(&bad_type, "p.toml").unwrap_err().to_string();
+    assert!(err.contains("must have type string or binary"), "{err}");
+}
