@@ -123,8 +123,7 @@ def test_new_fields_become_columns_within_the_bound(floe, tmp_path):
     # The file still validates against the table: automatic columns are the table's, not a change to undo.
     assert "up to date" in floe.validate(path).stdout
     if floe.moto:
-        glue = floe.moto.client("glue").get_table(DatabaseName="auto", Name="events")["Table"]
-        columns = {c["Name"]: c["Type"] for c in glue["StorageDescriptor"]["Columns"]}
+        _, columns = floe.moto.glue_table("auto", "events")
         assert columns == {
             "id": "bigint",
             "user": "struct<name:string,tier:string>",

@@ -443,8 +443,7 @@ def test_a_pipeline_edit_mid_stream_evolves_the_table_without_losing_a_position(
         )
         assert delivered == sorted((p, o) for p, n in offsets.items() for o in range(n))
         assert len(stack.invocations()) > len(before)
-        glue = moto.client("glue").get_table(DatabaseName="kafka_evo", Name="orders")["Table"]
-        columns = {c["Name"]: c["Type"] for c in glue["StorageDescriptor"]["Columns"]}
+        _, columns = moto.glue_table("kafka_evo", "orders")
         assert columns["user"] == "struct<name:string,age:int>" and columns["raw"] == "string", columns
     finally:
         stack.stop()

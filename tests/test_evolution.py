@@ -1,5 +1,6 @@
 """Schema evolution on both backends, read back by PyIceberg: an edited pipeline file evolves the table in place
-(new columns at the top and inside a struct, a widened int and decimal, a rename, a changed doc), rows written
+(new columns at the top and inside a struct, a list's struct and a map's struct; a widened int, float and decimal;
+a required column made optional; a rename; a changed doc), rows written
 before and after read back exactly; old and new ingest containers interleaved with compactor runs (a rolling
 deployment) give the exact table; a change Iceberg does not allow is refused by `floe validate`, at ingest's cold
 start and by the compactor, naming the column and both types, and nothing is committed wrongly. On moto, the Glue
@@ -44,15 +45,33 @@ name = "ts"
 type = "timestamptz"
 required = true
 doc = "order time"
+[[table.columns]]
+name = "score"
+type = "float"
+[[table.columns]]
+name = "ref"
+type = "string"
+required = true
+[[table.columns]]
+name = "items"
+type = "list<struct<sku: string>>"
+[[table.columns]]
+name = "attrs"
+type = "map<string, struct<v: int>>"
 [[table.partition]]
 column = "ts"
 transform = "day"
 """
 
-# qty renamed to quantity and widened to long; price widened; user gains age; a new column; a new doc.
+# qty renamed to quantity and widened to long; price and score widened; user, the list's struct and the map's
+# struct gain a field; ref becomes optional; a new column; a new doc.
 V2 = (
     V1.replace('name = "qty"\ntype = "int"', 'name = "quantity"\ntype = "long"\nrenamed_from = "qty"')
     .replace("decimal(10,2)", "decimal(12,2)")
+    .replace('type = "float"', 'type = "double"')
+    .replace('name = "ref"\ntype = "string"\nrequired = true', 'name = "ref"\ntype = "string"')
+    .replace("list<struct<sku: string>>", "list<struct<sku: string, qty: int>>")
+    .replace("map<string, struct<v: int>>", "map<string, struct<v: int, unit: string>>")
     .replace("struct<name: string>", "struct<name: string, age: int>")
     .replace('doc = "order time"', 'doc = "when the order was placed"')
     + '[[table.columns]]\nname = "note"\ntype = "string"\n'
@@ -87,7 +106,20 @@ def ts(i: int) -> str:
 
 
 def v1_values(ids: range) -> list[dict]:
-    return [{"id": i, "qty": i * 2, "price": 1.25 + i, "user": {"name": f"u{i}"}, "ts": ts(i)} for i in ids]
+    return [
+        {
+            "id": i,
+            "qty": i * 2,
+            "price": 1.25 + i,
+            "user": {"name": f"u{i}"},
+            "ts": ts(i),
+            "score": i + 0.5,  # exact in a float
+            "ref": f"r{i}",
+            "items": [{"sku": f"s{i}"}],
+            "attrs": {"a": {"v": i}},
+        }
+        for i in ids
+    ]
 
 
 def v2_values(ids: range) -> list[dict]:
@@ -99,6 +131,9 @@ def v2_values(ids: range) -> list[dict]:
             "user": {"name": f"u{i}", "age": 20 + i % 50},
             "note": f"n{i}",
             "ts": ts(i),
+            "score": 1.0e40 * (i + 1),  # beyond float: needs double
+            "items": [{"sku": f"s{i}", "qty": i}],
+            "attrs": {"a": {"v": i, "unit": "cm"}},
         }
         for i in ids
     ]
@@ -112,6 +147,10 @@ def as_v2_row(v: dict) -> dict:
         "price": Decimal(str(v["price"])).quantize(Decimal("0.01")),
         "user": {"name": v["user"]["name"], "age": v["user"].get("age")},
         "ts": datetime.fromisoformat(v["ts"]),
+        "score": v["score"],
+        "ref": v.get("ref"),
+        "items": [{"sku": item["sku"], "qty": item.get("qty")} for item in v["items"]],
+        "attrs": [(k, {"v": a["v"], "unit": a.get("unit")}) for k, a in v["attrs"].items()],
         "note": v.get("note"),
     }
 
@@ -143,6 +182,10 @@ def test_an_edited_pipeline_evolves_the_table_in_place(floe, tmp_path):
         "column `price`: decimal(10,2) → decimal(12,2)",
         "column `user.age` added: int",
         "column `ts`: doc changed",
+        "column `score`: float → double",
+        "column `ref` is now optional",
+        "column `items.element.qty` added: int",
+        "column `attrs.value.unit` added: string",
         "column `note` added: string",
     ]:
         assert change in report.stdout, report.stdout
@@ -161,14 +204,17 @@ def test_an_edited_pipeline_evolves_the_table_in_place(floe, tmp_path):
     assert_exact(floe, before + after)
     assert "up to date" in floe.validate(v2).stdout
     if floe.moto:
-        glue = floe.moto.client("glue").get_table(DatabaseName="evo", Name="orders")["Table"]
-        columns = {c["Name"]: c["Type"] for c in glue["StorageDescriptor"]["Columns"]}
+        glue, columns = floe.moto.glue_table("evo", "orders")
         assert columns == {
             "id": "bigint",
             "quantity": "bigint",
             "price": "decimal(12,2)",
             "user": "struct<name:string,age:int>",
             "ts": "timestamp",
+            "score": "double",
+            "ref": "string",
+            "items": "array<struct<sku:string,qty:int>>",
+            "attrs": "map<string,struct<v:int,unit:string>>",
             "note": "string",
         }, columns
         assert glue["Parameters"]["table_type"].upper() == "ICEBERG"

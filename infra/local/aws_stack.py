@@ -60,6 +60,11 @@ class Moto:
     def client(self, service: str):
         return boto3.client(service, endpoint_url=self.endpoint, **CREDENTIALS)
 
+    def glue_table(self, database: str, name: str) -> tuple[dict, dict[str, str]]:
+        """A Glue table as Athena sees it, and its columns (name → Hive type)."""
+        table = self.client("glue").get_table(DatabaseName=database, Name=name)["Table"]
+        return table, {c["Name"]: c["Type"] for c in table["StorageDescriptor"]["Columns"]}
+
     def reset(self):
         """Fresh, empty services, then the resources the SAM template would create."""
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)

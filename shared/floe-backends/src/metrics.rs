@@ -65,6 +65,7 @@ pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, ela
             m("LateRecords", "Count", report.late),
             m("FilesWritten", "Count", report.files),
             m("BytesWritten", "Bytes", report.bytes),
+            m("ColumnsAdded", "Count", report.columns_added),
             m("IngestLatency", "Milliseconds", elapsed_ms),
         ],
         &[],
