@@ -44,11 +44,11 @@ transform = "day"
 """
 
 
-def event(first: int, texts: list[str]) -> dict:
+def event(first: int, texts: list[str], partition: int = 0) -> dict:
     records = [
         {
             "topic": "auto",
-            "partition": 0,
+            "partition": partition,
             "offset": first + i,
             "timestamp": START_MS + i,
             "timestampType": "CREATE_TIME",
@@ -58,7 +58,7 @@ def event(first: int, texts: list[str]) -> dict:
         }
         for i, t in enumerate(texts)
     ]
-    return {"eventSource": "aws:kafka", "eventSourceArn": "arn:auto", "records": {"auto-0": records}}
+    return {"eventSource": "aws:kafka", "eventSourceArn": "arn:auto", "records": {f"auto-{partition}": records}}
 
 
 TS = datetime.fromtimestamp(START_MS / 1000, tz=timezone.utc)
@@ -133,3 +133,34 @@ def test_new_fields_become_columns_within_the_bound(floe, tmp_path):
             "score": "double",
             "tags": "array<string>",
         }, columns
+
+
+def test_two_containers_adding_the_same_field_agree_on_the_table(floe, tmp_path):
+    """Container A finds `score` as a long and pauses with its evolution written but not swapped in; container B
+    finds `score` as a string and commits first. A loses the compare-and-swap, plans again on B's table, takes
+    its `score` (the table decides), and its record whose value does not fit becomes a dead letter."""
+    path = tmp_path / "auto.toml"
+    path.write_text(PIPELINE)
+    floe.pipeline = path
+    floe.ingest([event(0, [value(0)])])  # creates the table
+    release = tmp_path / "release"
+    a = floe.start_ingest([event(0, [value(1, score=1)], partition=1)], pause_at=f"catalog.before_swap=@{release}")
+    line = a.stderr.readline()
+    assert "paused at catalog.before_swap" in line, line
+    b = floe.ingest([event(0, [value(2, score="x", color="red")], partition=2)])
+    assert (b["rows"], b["columns_added"]) == (1, 2), b
+    release.touch()
+    out, err = a.communicate(timeout=120)
+    assert a.returncode == 0, err
+    assert "the table moved while evolving it" in err, err
+    report = json.loads(out)
+    assert (report["rows"], report["dead_letters"], report["columns_added"]) == (0, 1, 0), report
+    floe.compact()
+
+    table = floe.table(TABLE)
+    assert [(f.name, str(f.field_type)) for f in table.schema().fields][-2:] == [("color", "string"), ("score", "string")]
+    got = {r["id"]: (r["score"], r["color"]) for r in table.scan().to_arrow().to_pylist()}
+    assert got == {0: (None, None), 2: ("x", "red")}
+    dead = floe.table(DEAD).scan().to_arrow().to_pylist()
+    assert [(d["partition"], d["error_kind"]) for d in dead] == [(1, "schema")], dead
+    assert "$.score" in dead[0]["reason"], dead[0]["reason"]
