@@ -164,3 +164,25 @@ def test_two_containers_adding_the_same_field_agree_on_the_table(floe, tmp_path)
     dead = floe.table(DEAD).scan().to_arrow().to_pylist()
     assert [(d["partition"], d["error_kind"]) for d in dead] == [(1, "schema")], dead
     assert "$.score" in dead[0]["reason"], dead[0]["reason"]
+
+
+def test_an_older_file_reads_a_renamed_column_once(floe, tmp_path):
+    """With automatic evolution, a cold start reads the table's columns beyond the file's. A column the table renamed
+    (`qty` → `quantity`) is not one of them for a container still on the older file, which names it `qty`."""
+    v1 = tmp_path / "v1.toml"
+    v1.write_text(PIPELINE + '[[table.columns]]\nname = "qty"\ntype = "long"\n')
+    v2 = tmp_path / "v2.toml"
+    v2.write_text(PIPELINE + '[[table.columns]]\nname = "quantity"\ntype = "long"\nrenamed_from = "qty"\n')
+    floe.pipeline = v1
+    floe.ingest([event(0, [value(0, qty=4)])])
+    floe.pipeline = v2
+    floe.ingest([event(1, [value(1, quantity=5, score=1)])])
+    floe.pipeline = v1  # an old container, started after the rename
+    report = floe.ingest([event(2, [value(2, qty=6, score=2)])])
+    assert (report["rows"], report["dead_letters"]) == (1, 0), report
+    floe.compact()
+    table = floe.table(TABLE)
+    names = [f.name for f in table.schema().fields]
+    assert names.count("quantity") == 1 and "qty" not in names, names
+    got = {r["id"]: (r["quantity"], r["score"]) for r in table.scan().to_arrow().to_pylist()}
+    assert got == {0: (4, None), 1: (5, 1), 2: (6, 2)}

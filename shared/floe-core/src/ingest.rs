@@ -103,7 +103,18 @@ impl Target {
 /// containers or earlier runs), and `wanted`'s new fields unless the table took others meanwhile that leave no
 /// room for them within `table.max_new_columns` (their records are then looked at again on the next batch).
 fn effective(file: &Pipeline, table: &TableMetadata, wanted: Option<&Pipeline>) -> Pipeline {
-    let known = apply(file, &from_table(&file.table.columns, table.current_schema()));
+    // Table columns that are declared ones under another name are not new: the column a file renames
+    // (`renamed_from`), and, for an older file that names a renamed column by its former name, its new name.
+    let former = crate::table::evolve::former_names(table);
+    let schema = table.current_schema();
+    let claimed: Vec<String> = (file.table.columns.iter())
+        .filter(|c| schema.field_by_name(&c.name).is_none())
+        .filter_map(|c| match &c.renamed_from {
+            Some(from) => Some(from.clone()),
+            None => schema.field_by_id(*former.get(&c.name)?).map(|f| f.name.clone()),
+        })
+        .collect();
+    let known = apply(file, &from_table(&file.table.columns, schema, &claimed));
     let Some(wanted) = wanted else { return known };
     let theirs: Vec<_> = wanted.table.columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
     let with = apply(&known, &merged(&known.table.columns, &theirs));

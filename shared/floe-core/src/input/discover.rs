@@ -80,14 +80,16 @@ pub fn discover(columns: &[Column], records: &[SourceRecord], budget: usize) -> 
 
 /// What `schema` (the table's current schema) has beyond `columns`: struct fields other containers (or earlier
 /// runs) added to declared columns, and columns the pipeline file does not declare, each read from the value
-/// field of its name. A table column whose name another column's `$.path` uses, or that differs from a column
-/// name only in letter case, is left alone (its rows stay null).
-pub fn from_table(columns: &[Column], schema: &iceberg::spec::Schema) -> Discovered {
+/// field of its name. A table column whose name another column's `$.path` uses, that differs from a column name
+/// only in letter case, or that is in `claimed` (a declared column's under a newer name: an older file during a
+/// rolling deployment), is left alone.
+pub fn from_table(columns: &[Column], schema: &iceberg::spec::Schema, claimed: &[String]) -> Discovered {
     // Every type floe writes reads back as the pipeline file spells it; others are not floe's to extend.
     let theirs: Vec<(String, ColumnType)> = schema
         .as_struct()
         .fields()
         .iter()
+        .filter(|f| !claimed.contains(&f.name))
         .filter_map(|f| Some((f.name.clone(), ColumnType::parse(&type_name(&f.field_type)).ok()?)))
         .collect();
     merged(columns, &theirs)
@@ -247,7 +249,10 @@ fn refused<'n>(name: &str, mut siblings: impl Iterator<Item = &'n str>) -> Optio
             "not a column name (letters, digits and `_`, not starting with a digit, at most {MAX_NAME_LEN} characters)"
         ));
     }
-    siblings.find(|s| s.eq_ignore_ascii_case(name)).map(|s| format!("differs from `{s}` only in letter case"))
+    siblings.find(|s| s.eq_ignore_ascii_case(name)).map(|s| match s == name {
+        true => format!("`{s}` is a column that reads another source"),
+        false => format!("differs from `{s}` only in letter case"),
+    })
 }
 
 /// Spend the budget on a new field of type `ty`, if it has enough.

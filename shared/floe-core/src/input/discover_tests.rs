@@ -101,13 +101,16 @@ fn known_fields_names_that_cannot_be_columns_and_the_budget() {
 
     let found = discover(
         &columns(),
-        &records(&[r#"{"id": 1, "Id": 2, "user-agent": "x", "9lives": 1, "K": "s", "a": 1, "b": {"c": 1, "d": 2}}"#]),
+        &records(&[
+            r#"{"id": 1, "Id": 2, "user-agent": "x", "9lives": 1, "K": "s", "k": "t", "a": 1, "b": {"c": 1, "d": 2}}"#,
+        ]),
         2,
     );
     assert_eq!(found.columns, [("a".to_string(), ty("long"))], "b costs 3 and the budget has 1 left");
     let skipped = found.skipped.join("\n");
     assert!(skipped.contains("$.Id: differs from `id` only in letter case"), "{skipped}");
     assert!(skipped.contains("$.K: differs from `k` only in letter case"), "@key columns take names too: {skipped}");
+    assert!(skipped.contains("$.k: `k` is a column that reads another source"), "{skipped}");
     assert!(skipped.contains("$.user-agent: not a column name"), "{skipped}");
     assert!(skipped.contains("$.9lives: not a column name"), "{skipped}");
     assert!(skipped.contains("$.b: over table.max_new_columns"), "{skipped}");
@@ -138,14 +141,16 @@ fn the_table_columns_a_file_does_not_declare_are_read_back_by_name() {
     fields[2] = Arc::new(NestedField::optional(fields[2].id, "items", Type::List(ListType::new(Arc::new(element)))));
     let table = Schema::builder().with_fields(fields).build().unwrap();
 
-    let found = from_table(&columns(), &table);
+    let found = from_table(&columns(), &table, &[]);
     assert_eq!(found.columns, [("extra".to_string(), ty("long"))]);
     assert_eq!(found.extended, [(2, ty("list<struct<sku: string, qty: long>>"))]);
     let applied = apply(&Pipeline::parse(PIPELINE, "p.toml").unwrap(), &found);
     let extra = applied.table.columns.last().unwrap();
     assert_eq!((extra.name.as_str(), extra.required), ("extra", false));
     assert_eq!(extra.source, ColumnSource::Value { path: vec!["extra".into()], format: TimestampFormat::Rfc3339 });
-    assert!(from_table(&applied.table.columns, &table).is_empty(), "applied, the table has nothing more");
+    assert!(from_table(&applied.table.columns, &table, &[]).is_empty(), "applied, the table has nothing more");
+    let claimed = from_table(&columns(), &table, &["extra".to_string()]);
+    assert!(claimed.columns.is_empty(), "a column a declared one is renamed to is not read twice: {claimed:?}");
 }
 
 /// The Iceberg schema the columns create (ids as the catalog assigns them).
