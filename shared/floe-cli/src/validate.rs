@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use floe_core::{Backends, Output, Pipeline, TableLayout, WindowSpec};
+use floe_core::{Backends, Evolve, Output, Pipeline, TableLayout, WindowSpec};
 use iceberg::ErrorKind;
 use iceberg::spec::{NestedFieldRef, Type};
 use serde_json::json;
@@ -141,6 +141,14 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
         let _ = writeln!(out, "  reference tables: {}", refs.join(", "));
     }
     let _ = writeln!(out, "  ingest build: {}", ingest_build(p).1);
+    if let Evolve::AddFields { max_new_columns } = p.table.evolve {
+        let _ = writeln!(
+            out,
+            "  evolve: add-fields: fields the records have become optional columns of {} (at most {max_new_columns} \
+             beyond the declared ones)",
+            p.table.name
+        );
+    }
     let _ = writeln!(out, "  creates {} Iceberg tables (format v2):", entries.len());
     for e in entries {
         let l = &e.layout;
@@ -249,7 +257,12 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let build = ingest_build(p).0;
-    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "ingest_build": build, "tables": tables}))
+    let evolve = match p.table.evolve {
+        Evolve::Declared => json!({"mode": "none"}),
+        Evolve::AddFields { max_new_columns } => json!({"mode": "add-fields", "max_new_columns": max_new_columns}),
+    };
+    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "ingest_build": build, "evolve": evolve,
+        "tables": tables}))
 }
 
 #[cfg(test)]
@@ -289,6 +302,14 @@ mod tests {
         let with_outputs: serde_json::Value =
             serde_json::from_str(&run(&example(), true, None).await.unwrap().0).unwrap();
         assert_eq!(with_outputs["ingest_build"], "sql");
+        assert_eq!(with_outputs["evolve"], json!({"mode": "none"}));
+
+        std::fs::write(&path, raw.replacen("[table]\n", "[table]\nevolve = \"add-fields\"\nmax_new_columns = 7\n", 1))
+            .unwrap();
+        let auto: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
+        assert_eq!(auto["evolve"], json!({"mode": "add-fields", "max_new_columns": 7}));
+        let text = run(&path, false, None).await.unwrap().0;
+        assert!(text.contains("evolve: add-fields: fields the records have become optional columns of"), "{text}");
     }
 
     #[tokio::test]
