@@ -154,8 +154,9 @@ pub enum ColumnSource {
     },
     /// The Kafka record key (`@key`), as UTF-8 text or raw bytes.
     Key,
-    /// The record value as received (`@value`): raw bytes, or text when the column is a string (a value that is
-    /// not UTF-8 is then a dead letter). Keeps the original event beside the parsed columns for reprocessing.
+    /// The record value as received (`@value`): raw bytes, or text when the column is a string (a JSON value is
+    /// always UTF-8; one that is not is a `json` dead letter). Keeps the original event beside the parsed columns
+    /// for reprocessing.
     RawValue,
     /// The Kafka record timestamp (`@timestamp`).
     Timestamp,

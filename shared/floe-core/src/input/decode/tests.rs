@@ -200,9 +200,13 @@ fn the_raw_value_is_kept_byte_for_byte_beside_the_parsed_columns() {
     let p = Pipeline::parse(&text, "p.toml").unwrap();
     let d = RecordDecoder::new(&p, &TableLayout::target(&p, "file:///wh").unwrap()).unwrap();
     let spaced = "{ \"id\" : 2,\n  \"user\": {\"id\": 20}, \"extra\": [1, 2] }";
-    let records = vec![rec(0, GOOD), rec(1, spaced), rec(2, r#"{"id": "x", "user": {"id": 1}}"#)];
+    let mut not_utf8 = rec(3, "");
+    not_utf8.value = Some(b"{\"id\": 3, \"user\": {\"id\": 1}, \"x\": \"\xff\"}".to_vec());
+    let records = vec![rec(0, GOOD), rec(1, spaced), rec(2, r#"{"id": "x", "user": {"id": 1}}"#), not_utf8];
     let out = d.decode(&source(), &records).unwrap();
-    assert_eq!(out.rejects.len(), 1, "a value that does not parse is still a dead letter: {:?}", out.rejects);
+    let kinds: Vec<(usize, &str)> = out.rejects.iter().map(|(i, p)| (*i, p.kind)).collect();
+    // A value that is not UTF-8 is not JSON either: the decoder rejects it before a string column could.
+    assert_eq!(kinds, [(2, "schema"), (3, "json")], "{:?}", out.rejects);
     let b = out.batch.unwrap();
     let raw = b.column_by_name("raw").unwrap().as_string::<i32>();
     assert_eq!((raw.value(0), raw.value(1)), (GOOD, spaced), "the value as received, whitespace and fields kept");
