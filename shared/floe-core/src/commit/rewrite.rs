@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use iceberg::Catalog;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, TableMetadata};
+use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, TableMetadata};
 use iceberg::table::Table;
 use tracing::{info, warn};
 
@@ -83,6 +83,12 @@ pub struct Rewritten {
     pub manifests_before: u64,
     pub manifests_after: u64,
     pub conflicts: u32,
+}
+
+/// Delete manifests that list live delete files (a manifest whose counts are unknown counts as listing some).
+pub(crate) fn row_delete_manifests(manifests: &[ManifestFile]) -> usize {
+    let live = |m: &&ManifestFile| m.added_files_count.unwrap_or(1) + m.existing_files_count.unwrap_or(1) > 0;
+    manifests.iter().filter(|m| m.content == ManifestContentType::Deletes).filter(live).count()
 }
 
 /// The newest value of every `floe.*` summary key in the current snapshot's ancestry: what a snapshot floe
@@ -151,7 +157,15 @@ impl Rewriter<'_> {
             };
             let list = table.manifest_list_reader(current).load().await?;
             let live = live_files_in(&table, list.entries()).await?;
-            let bins = policy.bins(&live);
+            // Row-level deletes (another engine's, e.g. Athena `DELETE`) apply to data files by position: a
+            // rewrite that did not apply them would bring deleted rows back. Until floe applies them (upserts), such
+            // a table's data files are not rewritten; its data manifests are still merged.
+            let deletes = row_delete_manifests(list.entries());
+            if deletes > 0 && attempt == 1 {
+                warn!(table = %name, manifests = deletes, "the table has row-level delete files; its data files are \
+                       not rewritten until floe applies deletes");
+            }
+            let bins = if deletes > 0 { Vec::new() } else { policy.bins(&live) };
             let merge_manifests = manifests.due(list.entries());
             if bins.is_empty() && !merge_manifests {
                 return Ok((table, report));

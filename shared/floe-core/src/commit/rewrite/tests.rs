@@ -21,3 +21,33 @@ fn a_partition_is_rewritten_once_it_has_enough_small_files() {
     let bad = RewritePolicy::of("t", 100, &HashMap::from([(MIN_INPUT_FILES.to_string(), "x".to_string())]));
     assert!(bad.unwrap_err().to_string().contains(MIN_INPUT_FILES));
 }
+
+#[test]
+fn a_table_with_row_level_deletes_has_no_data_files_to_rewrite() {
+    let manifest = |content, added, existing| ManifestFile {
+        manifest_path: "m.avro".into(),
+        manifest_length: 1,
+        partition_spec_id: 0,
+        content,
+        sequence_number: 1,
+        min_sequence_number: 1,
+        added_snapshot_id: 1,
+        added_files_count: added,
+        existing_files_count: existing,
+        deleted_files_count: Some(0),
+        added_rows_count: None,
+        existing_rows_count: None,
+        deleted_rows_count: None,
+        partitions: None,
+        key_metadata: None,
+        first_row_id: None,
+    };
+    let data = manifest(ManifestContentType::Data, Some(3), Some(0));
+    assert_eq!(row_delete_manifests(std::slice::from_ref(&data)), 0);
+    let deletes = manifest(ManifestContentType::Deletes, Some(1), Some(0));
+    assert_eq!(row_delete_manifests(&[data.clone(), deletes]), 1);
+    let emptied = manifest(ManifestContentType::Deletes, Some(0), Some(0));
+    assert_eq!(row_delete_manifests(&[data, emptied.clone()]), 0, "a delete manifest with no live files");
+    let unknown = ManifestFile { added_files_count: None, ..emptied };
+    assert_eq!(row_delete_manifests(&[unknown]), 1, "unknown counts are taken as live files");
+}
