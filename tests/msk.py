@@ -24,6 +24,24 @@ def signed(data: bytes) -> list[int]:
     return [b - 256 if b > 127 else b for b in data]
 
 
+def values_event(topic: str, partition: int, first: int, values: list[bytes], start_ms: int) -> dict:
+    """One topic-partition's values (offsets from `first`, timestamps from `start_ms`) as an MSK event."""
+    records = [
+        {
+            "topic": topic,
+            "partition": partition,
+            "offset": first + i,
+            "timestamp": start_ms + i,
+            "timestampType": "CREATE_TIME",
+            "key": None,
+            "value": b64(v),
+            "headers": [],
+        }
+        for i, v in enumerate(values)
+    ]
+    return {"eventSource": "aws:kafka", "eventSourceArn": f"arn:{topic}", "records": {f"{topic}-{partition}": records}}
+
+
 @dataclass
 class Record:
     topic: str

@@ -6,9 +6,10 @@ field; each record's value is kept as received. On moto, the Glue table's column
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime, timezone
+
+import msk
 
 TABLE = "auto.events"
 DEAD = "auto.events_dead_letters"
@@ -45,20 +46,7 @@ transform = "day"
 
 
 def event(first: int, texts: list[str], partition: int = 0) -> dict:
-    records = [
-        {
-            "topic": "auto",
-            "partition": partition,
-            "offset": first + i,
-            "timestamp": START_MS + i,
-            "timestampType": "CREATE_TIME",
-            "key": None,
-            "value": base64.b64encode(t.encode()).decode(),
-            "headers": [],
-        }
-        for i, t in enumerate(texts)
-    ]
-    return {"eventSource": "aws:kafka", "eventSourceArn": "arn:auto", "records": {f"auto-{partition}": records}}
+    return msk.values_event("auto", partition, first, [t.encode() for t in texts], START_MS)
 
 
 TS = datetime.fromtimestamp(START_MS / 1000, tz=timezone.utc)

@@ -8,13 +8,12 @@ table's columns follow the evolution."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
+import msk
 
 TABLE = "evo.orders"
 DAY_MS = 86_400_000
@@ -85,20 +84,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def event(partition: int, first: int, values: list[dict]) -> dict:
-    records = [
-        {
-            "topic": "evo",
-            "partition": partition,
-            "offset": first + i,
-            "timestamp": START_MS + i,
-            "timestampType": "CREATE_TIME",
-            "key": None,
-            "value": base64.b64encode(json.dumps(v).encode()).decode(),
-            "headers": [],
-        }
-        for i, v in enumerate(values)
-    ]
-    return {"eventSource": "aws:kafka", "eventSourceArn": "arn:evo", "records": {f"evo-{partition}": records}}
+    return msk.values_event("evo", partition, first, [json.dumps(v).encode() for v in values], START_MS)
 
 
 def ts(i: int) -> str:
