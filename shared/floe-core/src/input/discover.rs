@@ -61,8 +61,8 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// The fields of `records`' JSON values that `columns` do not have, at most `budget` of them (counted as
-/// [`Discovered::added`] counts); fields over the budget are skipped and reported. Values that are not JSON
+/// The fields of `records`' JSON values that `columns` do not have, at most `budget` of them (a new struct
+/// counts itself and each of its fields); fields over the budget are skipped and reported. Values that are not JSON
 /// objects are left to the decoder, which explains them.
 pub fn discover(columns: &[Column], records: &[SourceRecord], budget: usize) -> Discovered {
     let guide = Guide::root(columns);
@@ -185,17 +185,19 @@ impl<'a> Guide<'a> {
     fn root(columns: &'a [Column]) -> Guide<'a> {
         let mut root =
             Guide { open: true, taken: columns.iter().map(|c| c.name.as_str()).collect(), ..Default::default() };
-        for (i, column) in columns.iter().enumerate() {
+        'columns: for (i, column) in columns.iter().enumerate() {
             let ColumnSource::Value { path, .. } = &column.source else { continue };
+            let Some((last, prefix)) = path.split_last() else { continue };
             let mut guide = &mut root;
-            for segment in &path[..path.len() - 1] {
+            for segment in prefix {
                 let step = guide.keys.entry(segment).or_insert_with(|| Step::Path(Guide::default()));
                 guide = match step {
                     Step::Path(g) => g,
-                    Step::Column(..) => unreachable!("validation keeps column paths disjoint"),
+                    // Validation keeps column paths disjoint; a column under another is not walked into.
+                    Step::Column(..) => continue 'columns,
                 };
             }
-            guide.keys.insert(path.last().expect("validated non-empty path"), Step::Column(i, &column.ty));
+            guide.keys.insert(last, Step::Column(i, &column.ty));
         }
         root
     }
