@@ -18,7 +18,7 @@ use crate::input::decode::RecordDecoder;
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
 use crate::pipeline::{Evolve, Pipeline};
-use crate::state::{StageRequest, StagedFile, StateStore};
+use crate::state::{StageRequest, StagedFile};
 #[cfg(feature = "sql")]
 use crate::stateful::outputs::Outputs;
 use crate::table::layout::TableLayout;
@@ -81,7 +81,6 @@ pub struct Ingestor {
     /// The derived outputs (SQL, dedup, windows): only in builds with the `sql` feature.
     #[cfg(feature = "sql")]
     outputs: Outputs,
-    state: Arc<dyn StateStore>,
 }
 
 /// The target table's side of ingest: the pipeline's columns as they are now (the file's, plus what automatic
@@ -103,6 +102,7 @@ impl Target {
 /// containers or earlier runs), and `wanted`'s new fields unless the table took others meanwhile that leave no
 /// room for them within `table.max_new_columns` (their records are then looked at again on the next batch).
 fn effective(file: &Pipeline, table: &TableMetadata, wanted: Option<&Pipeline>) -> Pipeline {
+    let Evolve::AddFields { max_new_columns } = file.table.evolve else { return file.clone() };
     // Table columns that are declared ones under another name are not new: the column a file renames
     // (`renamed_from`), and, for an older file that names a renamed column by its former name, its new name.
     let former = crate::table::evolve::former_names(table);
@@ -118,11 +118,24 @@ fn effective(file: &Pipeline, table: &TableMetadata, wanted: Option<&Pipeline>) 
     let Some(wanted) = wanted else { return known };
     let theirs: Vec<_> = wanted.table.columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
     let with = apply(&known, &merged(&known.table.columns, &theirs));
-    let limit = match file.table.evolve {
-        Evolve::AddFields { max_new_columns } => max_new_columns,
-        Evolve::Declared => 0,
-    };
-    if column_count(&with.table.columns) <= column_count(&file.table.columns) + limit { with } else { known }
+    let room = column_count(&file.table.columns) + max_new_columns;
+    if column_count(&with.table.columns) <= room { with } else { known }
+}
+
+/// The target table made ready for the columns [`effective`] chooses (re-chosen on the winner's metadata after a
+/// lost race), and those columns.
+async fn prepare_target(
+    backends: &Backends,
+    declared: &TableLayout,
+    file: &Pipeline,
+    wanted: Option<&Pipeline>,
+) -> Result<(crate::catalog::Prepared, Pipeline)> {
+    let warehouse = backends.warehouse.as_str();
+    crate::catalog::prepare_with(backends.catalog.as_ref(), backends.swap.as_ref(), declared, |table| {
+        let effective = effective(file, table, wanted);
+        Ok((TableLayout::target(&effective, warehouse)?, effective))
+    })
+    .await
 }
 
 impl Ingestor {
@@ -148,15 +161,7 @@ impl Ingestor {
         };
         let declared = TableLayout::target(&pipeline, warehouse)?;
         // With automatic evolution, the table's columns beyond the file's (other containers added them) are read too.
-        let (prepared, effective) =
-            crate::catalog::prepare_with(backends.catalog.as_ref(), backends.swap.as_ref(), &declared, |table| {
-                let effective = match pipeline.table.evolve {
-                    Evolve::Declared => (*pipeline).clone(),
-                    Evolve::AddFields { .. } => effective(&pipeline, table, None),
-                };
-                Ok((TableLayout::target(&effective, warehouse)?, effective))
-            })
-            .await?;
+        let (prepared, effective) = prepare_target(backends, &declared, &pipeline, None).await?;
         let dead_letter = ready(TableLayout::dead_letter(&pipeline, warehouse)?).await?;
         #[cfg(feature = "sql")]
         let outputs = {
@@ -180,7 +185,6 @@ impl Ingestor {
             backends: backends.clone(),
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
-            state: backends.state.clone(),
         })
     }
 
@@ -214,7 +218,7 @@ impl Ingestor {
             .sum();
         let mut report =
             IngestReport { records: group.records.len() as u64, input_bytes: input_bytes as u64, ..Default::default() };
-        let fence = self.state.fence(pipeline, &group.source).await?;
+        let fence = self.backends.state.fence(pipeline, &group.source).await?;
         if let Some(next) = fence {
             report.duplicates = group.skip_below(next) as u64;
         }
@@ -241,7 +245,15 @@ impl Ingestor {
                 let rows_records: Vec<usize> = (0..group.records.len()).filter(|i| !rejected.contains(i)).collect();
                 let result = self
                     .outputs
-                    .run(self.state.as_ref(), &group.source, &group.records, &batch, &rows_records, last, now_ms)
+                    .run(
+                        self.backends.state.as_ref(),
+                        &group.source,
+                        &group.records,
+                        &batch,
+                        &rows_records,
+                        last,
+                        now_ms,
+                    )
                     .await?;
                 failpoint::hit(failpoint::INGEST_AFTER_STATE).await?;
                 report.deduplicated = result.duplicates;
@@ -284,7 +296,7 @@ impl Ingestor {
             next_fence: last + 1,
             files: staged,
         };
-        match self.state.stage(&request).await {
+        match self.backends.state.stage(&request).await {
             Ok(()) => {
                 failpoint::hit(failpoint::INGEST_AFTER_STAGE).await?;
                 info!(
@@ -299,7 +311,7 @@ impl Ingestor {
             }
             Err(Error::Conflict(message)) => {
                 // A concurrent delivery of the same records won the race; if it covered ours, we are done.
-                let now = self.state.fence(pipeline, &group.source).await?;
+                let now = self.backends.state.fence(pipeline, &group.source).await?;
                 if now.is_some_and(|n| n > last) {
                     info!(first, last, "a concurrent delivery staged these records");
                     let (records, input_bytes) = (report.records, report.input_bytes);
@@ -325,17 +337,8 @@ impl Ingestor {
         }
         let _one_at_a_time = self.evolving.lock().await;
         let wanted = apply(&current.pipeline, &found);
-        let warehouse = self.backends.warehouse.as_str();
-        let (prepared, effective) = crate::catalog::prepare_with(
-            self.backends.catalog.as_ref(),
-            self.backends.swap.as_ref(),
-            &self.declared,
-            |table| {
-                let effective = effective(&self.pipeline, table, Some(&wanted));
-                Ok((TableLayout::target(&effective, warehouse)?, effective))
-            },
-        )
-        .await?;
+        let (prepared, effective) =
+            prepare_target(&self.backends, &self.declared, &self.pipeline, Some(&wanted)).await?;
         // Counted only when this invocation committed the evolution (else another container did).
         let grown =
             column_count(&effective.table.columns).saturating_sub(column_count(&current.pipeline.table.columns));

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::table::layout::TableLayout;
 
-pub use evolve::{prepare, prepare_with};
+pub use evolve::{Prepared, prepare, prepare_with};
 
 /// Load a table, creating its namespace and the table from the layout when missing.
 pub(crate) async fn load_or_create(catalog: &dyn Catalog, layout: &TableLayout) -> Result<Table> {
