@@ -14,11 +14,13 @@ use crate::backends::Backends;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::input::dead_letter::dead_letter_batch;
-use crate::input::decode::RecordDecoder;
+use crate::input::changes::ChangeDecoder;
+use crate::input::decode::{Decoded, RecordDecoder};
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
 use crate::pipeline::{Evolve, Pipeline};
-use crate::state::{StageRequest, StagedFile};
+use crate::state::{StageRequest, StagedContent, StagedFile};
+use crate::table::change_keys::write_key_file;
 #[cfg(feature = "sql")]
 use crate::stateful::outputs::Outputs;
 use crate::table::layout::TableLayout;
@@ -44,6 +46,10 @@ pub struct IngestReport {
     /// Data files staged (both tables) and their bytes.
     pub files: u64,
     pub bytes: u64,
+    /// Keys deleted (change streams: their last change in the batch is a delete).
+    pub deletes: u64,
+    /// Changes replaced by a later change of the same key within the batch (change streams).
+    pub collapsed: u64,
     /// Columns (at any depth) this invocation's evolution added to the target table for fields of its records
     /// (`evolve = "add-fields"`; 0 when another container added them first).
     pub columns_added: u64,
@@ -62,6 +68,8 @@ impl IngestReport {
         self.files += other.files;
         self.bytes += other.bytes;
         self.columns_added += other.columns_added;
+        self.deletes += other.deletes;
+        self.collapsed += other.collapsed;
     }
 }
 
@@ -88,13 +96,45 @@ pub struct Ingestor {
 struct Target {
     pipeline: Pipeline,
     decoder: RecordDecoder,
+    /// A change stream's decoder (`source.changes`); `None` for appends.
+    changes: Option<ChangeDecoder>,
     writer: TableWriter,
 }
 
 impl Target {
     fn new(pipeline: Pipeline, layout: TableLayout, backends: &Backends) -> Result<Target> {
         let decoder = RecordDecoder::new(&pipeline, &layout)?;
-        Ok(Target { pipeline, decoder, writer: TableWriter::new(layout, backends.file_io.clone())? })
+        let changes = match &pipeline.changes {
+            Some(c) => Some(ChangeDecoder::new(c, &pipeline.table.columns, layout.input.clone())?),
+            None => None,
+        };
+        Ok(Target { pipeline, decoder, changes, writer: TableWriter::new(layout, backends.file_io.clone())? })
+    }
+}
+
+/// Rows decoded from one partition's records: the rows and their records, the rejects, and for a change stream
+/// the keys it touched.
+struct Rows {
+    decoded: Decoded,
+    /// The record index of each row.
+    records: Vec<usize>,
+    keys: Option<arrow_array::RecordBatch>,
+}
+
+impl Target {
+    fn decode(&self, source: &SourcePartition, records: &[SourceRecord], report: &mut IngestReport) -> Result<Rows> {
+        let Some(changes) = &self.changes else {
+            let decoded = self.decoder.decode(source, records)?;
+            let rejected: HashSet<usize> = decoded.rejects.iter().map(|(i, _)| *i).collect();
+            let rows = (0..records.len()).filter(|i| !rejected.contains(i)).collect();
+            return Ok(Rows { decoded, records: rows, keys: None });
+        };
+        let c = changes.decode(source, records)?;
+        report.deletes = c.deletes;
+        report.collapsed = c.collapsed;
+        report.duplicates += c.skipped;
+        let decoded = Decoded { batch: c.upserts, rejects: c.rejects };
+        Ok(Rows { decoded, records: c.upsert_records, keys: c.keys })
     }
 }
 
@@ -228,11 +268,12 @@ impl Ingestor {
         };
         let (first, last) = (first.offset, last.offset);
 
-        // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
-        #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
         let (target, columns_added) = self.target_for(&group.records).await?;
         report.columns_added = columns_added;
-        let mut decoded = target.decoder.decode(&group.source, &group.records)?;
+        // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
+        #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
+        let Rows { mut decoded, records: rows_records, keys } =
+            target.decode(&group.source, &group.records, &mut report)?;
         let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
@@ -241,8 +282,6 @@ impl Ingestor {
             if !self.outputs.runners.is_empty() {
                 // Dedup and window state are updated here, before staging; a crash in between is harmless
                 // because every state item is fenced by source position (see `stream_state`).
-                let rejected: std::collections::HashSet<usize> = decoded.rejects.iter().map(|(i, _)| *i).collect();
-                let rows_records: Vec<usize> = (0..group.records.len()).filter(|i| !rejected.contains(i)).collect();
                 let result = self
                     .outputs
                     .run(
@@ -274,6 +313,27 @@ impl Ingestor {
             }
             let files = target.writer.write(batch, &prefix).await?;
             staged.extend(self.staged(&target.writer, &group.source, first, last, files)?);
+        }
+        #[cfg(not(feature = "sql"))]
+        let _ = rows_records;
+        if let Some(keys) = keys {
+            // The keys this step touched, staged with its rows: the compactor deletes what they replace.
+            let layout = target.writer.layout();
+            let (path, file_size) = write_key_file(&self.backends.file_io, layout, &prefix, &keys).await?;
+            staged.push(StagedFile {
+                table: layout.name.to_string(),
+                path,
+                pipeline: pipeline.clone(),
+                source: group.source.clone(),
+                first_offset: first,
+                last_offset: last,
+                record_count: keys.num_rows() as u64,
+                file_size,
+                data_file: String::new(),
+                schema_id: Some(layout.schema.schema_id()),
+                table_uuid: layout.table_uuid.clone(),
+                content: StagedContent::ChangeKeys,
+            });
         }
         if !decoded.rejects.is_empty() {
             report.dead_letters = decoded.rejects.len() as u64;
@@ -385,6 +445,7 @@ impl Ingestor {
                     data_file: writer.data_file_json(&f)?,
                     schema_id: Some(writer.layout().schema.schema_id()),
                     table_uuid: writer.layout().table_uuid.clone(),
+                    content: Default::default(),
                 })
             })
             .collect()

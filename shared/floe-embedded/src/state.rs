@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use floe_core::SourcePartition;
 use floe_core::{Error, Result};
-use floe_core::{StageRequest, StagedFile, StateStore};
+use floe_core::{StageRequest, StagedContent, StagedFile, StateStore};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
@@ -39,12 +39,13 @@ CREATE TABLE IF NOT EXISTS staged_files (
     staged_at    TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
     schema_id    INTEGER,
     table_uuid   TEXT,
+    content      TEXT,
     PRIMARY KEY (table_name, path)
 );
 ";
 
 /// Columns added to `staged_files` after its first release, added to older databases when opened.
-const ADDED_COLUMNS: [(&str, &str); 2] = [("schema_id", "INTEGER"), ("table_uuid", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str); 3] = [("schema_id", "INTEGER"), ("table_uuid", "TEXT"), ("content", "TEXT")];
 
 /// SQLite-backed [`StateStore`].
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ impl StateStore for SqliteStateStore {
     async fn staged_files(&self, table: &str) -> Result<Vec<StagedFile>> {
         let rows = sqlx::query(
             "SELECT path, pipeline, topic, partition, first_offset, last_offset, record_count, file_size, data_file,
-                    schema_id, table_uuid
+                    schema_id, table_uuid, content
              FROM staged_files WHERE table_name = ? ORDER BY topic, partition, first_offset, path",
         )
         .bind(table)
@@ -185,6 +186,7 @@ impl StateStore for SqliteStateStore {
                 data_file: r.get(8),
                 schema_id: r.get(9),
                 table_uuid: r.get(10),
+                content: StagedContent::parse(r.get::<Option<String>, _>(11).as_deref()),
             })
             .collect())
     }
@@ -236,8 +238,8 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
     for f in &request.files {
         sqlx::query(
             "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
-                                       record_count, file_size, data_file, schema_id, table_uuid)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                       record_count, file_size, data_file, schema_id, table_uuid, content)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&f.table)
         .bind(&f.path)
@@ -251,6 +253,7 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
         .bind(&f.data_file)
         .bind(f.schema_id)
         .bind(&f.table_uuid)
+        .bind(f.content.as_str())
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -281,6 +284,7 @@ mod tests {
                 data_file: "{}".into(),
                 schema_id: Some(next as i32),
                 table_uuid: Some("2b0e0c7e-0000-4000-8000-000000000000".into()),
+                content: Default::default(),
             }],
         }
     }

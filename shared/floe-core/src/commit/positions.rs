@@ -168,6 +168,7 @@ mod tests {
             data_file: String::new(),
             schema_id: None,
             table_uuid: None,
+            content: Default::default(),
         }
     }
 

@@ -148,6 +148,7 @@ required = true
             data_file: writer.data_file_json(&file).unwrap(),
             schema_id: Some(layout.schema.schema_id()),
             table_uuid: layout.table_uuid.clone(),
+            content: Default::default(),
         };
         (table, layout, staged)
     }

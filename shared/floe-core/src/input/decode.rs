@@ -26,7 +26,7 @@ use arrow_select::filter::filter_record_batch;
 
 use crate::error::Result;
 use crate::input::event::{Problem, SourcePartition, SourceRecord};
-use crate::pipeline::{ColumnSource, Pipeline, TimestampFormat};
+use crate::pipeline::{Column, ColumnSource, Pipeline, TimestampFormat};
 use crate::table::layout::TableLayout;
 
 mod guard;
@@ -90,11 +90,15 @@ type RowRejects = Vec<(usize, Problem)>;
 
 impl RecordDecoder {
     pub fn new(pipeline: &Pipeline, layout: &TableLayout) -> Result<RecordDecoder> {
-        let target = layout.input.clone();
+        Self::with_columns(&pipeline.table.columns, layout.input.clone())
+    }
+
+    /// A decoder of `columns` into rows of `target` (a field per column, in order).
+    pub(crate) fn with_columns(declared: &[Column], target: SchemaRef) -> Result<RecordDecoder> {
         let mut root = Node::default();
         let mut columns = Vec::new();
         let mut required_paths = Vec::new();
-        for (column, field) in pipeline.table.columns.iter().zip(target.fields()) {
+        for (column, field) in declared.iter().zip(target.fields()) {
             columns.push(match &column.source {
                 ColumnSource::Value { path, format } => {
                     let leaf_type = match format {

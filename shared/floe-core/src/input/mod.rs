@@ -3,6 +3,7 @@
 //! guard against inputs the decoder would misread ([`decode`]); and every record that cannot be used turned into a
 //! dead-letter row that keeps its bytes, its position and the reason ([`dead_letter`]).
 
+pub(crate) mod changes;
 pub(crate) mod dead_letter;
 pub(crate) mod decode;
 pub(crate) mod discover;

@@ -8,6 +8,7 @@
 //! against them with the same file/line/column messages. This module plans nothing itself, so it sits at the
 //! bottom of the crate.
 
+mod changes;
 mod outputs;
 mod raw;
 mod schema;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use iceberg::spec::Transform;
 use toml::Spanned;
 
+pub use changes::{CHANGE_ENVELOPE, ChangeFormat, Changes};
 pub use outputs::{
     Aggregate, AggregateFn, Dedup, INPUT_TABLE, Output, PlanError, Planned, Reference, ReferenceFormat, WINDOW_END,
     WINDOW_START, WindowOutput, late_columns,
@@ -46,6 +48,8 @@ pub struct Pipeline {
     pub references: Vec<Reference>,
     /// Derived tables (SQL transforms, deduplicated streams, window aggregates).
     pub outputs: Vec<Output>,
+    /// A change stream (`source.changes`): records upsert and delete rows by primary key; `None` appends.
+    pub changes: Option<Changes>,
     /// Where the pipeline file was loaded from (a directory path or an `s3://` prefix): relative reference-table
     /// locations resolve against it, so small tables can ship beside the pipeline file.
     pub base: Option<String>,
@@ -359,6 +363,8 @@ impl Validator<'_> {
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
         self.check_renames(&raw.table.columns, &columns)?;
 
+        let changes = self.changes(&raw, &columns, evolve)?;
+
         let typed: Vec<(String, ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
         let partition = self.partition(&raw.table.partition, "table.partition", &typed)?;
 
@@ -399,6 +405,7 @@ impl Validator<'_> {
             dead_letter,
             references,
             outputs,
+            changes,
             base: None,
             source: Arc::new(Source { file: self.file.to_string(), text: self.text.to_string() }),
         })
@@ -604,6 +611,15 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
         }
         return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
     }
+    if let Some(path) = from.strip_prefix("@change.") {
+        // A field of the Debezium envelope (checked against source.changes by the validator).
+        let parts: Vec<String> =
+            std::iter::once(CHANGE_ENVELOPE).chain(path.split('.')).map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(format!("`{from}` has an empty path segment"));
+        }
+        return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
+    }
     Ok(match from {
         "@key" => ColumnSource::Key,
         "@value" => ColumnSource::RawValue,
@@ -616,7 +632,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
             _ => {
                 return Err(format!(
                     "`{from}` is not a source: use `$.path.in.value`, `@value`, `@key`, `@timestamp`, `@topic`, `@partition`, \
-                     `@offset` or `@header.<name>`"
+                     `@offset`, `@header.<name>` or `@change.<path>` (Debezium)"
                 ));
             }
         },

@@ -91,6 +91,9 @@ pub(super) struct RawSource {
     pub topics: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub format: Option<Spanned<String>>,
+    /// `"upsert"`, `"debezium"` or `{ op_field = "…", upsert = [..], delete = [..] }`.
+    #[serde(default)]
+    pub changes: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +113,12 @@ pub(super) struct RawTable {
     pub evolve: Option<Spanned<String>>,
     #[serde(default)]
     pub max_new_columns: Option<Spanned<i64>>,
+    /// The columns identifying a row of a change stream.
+    #[serde(default)]
+    pub primary_key: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A column ordering one key's changes across topic-partitions.
+    #[serde(default)]
+    pub order_by: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

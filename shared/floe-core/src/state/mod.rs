@@ -43,6 +43,42 @@ pub struct StagedFile {
     /// schemas from 0 again, so the schema id alone does not identify the schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_uuid: Option<String>,
+    /// What the file holds: rows to commit, or the keys a change set touched (change streams).
+    #[serde(default, skip_serializing_if = "StagedContent::is_data")]
+    pub content: StagedContent,
+}
+
+/// What a staged file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StagedContent {
+    /// A data file of the table: committed as it is.
+    #[default]
+    Data,
+    /// The keys of a change stream's staging step, with their operations and order (a Parquet file that is
+    /// never committed: the compactor turns it into position deletes, then deletes it).
+    ChangeKeys,
+}
+
+impl StagedContent {
+    pub fn is_data(&self) -> bool {
+        *self == StagedContent::Data
+    }
+
+    /// The ledger's spelling (the embedded store's column).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StagedContent::Data => "data",
+            StagedContent::ChangeKeys => "change_keys",
+        }
+    }
+
+    pub fn parse(text: Option<&str>) -> StagedContent {
+        match text {
+            Some("change_keys") => StagedContent::ChangeKeys,
+            _ => StagedContent::Data,
+        }
+    }
 }
 
 /// One atomic staging step for one topic-partition.

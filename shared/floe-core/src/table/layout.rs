@@ -42,6 +42,10 @@ pub struct TableLayout {
     renames: Vec<(String, String)>,
     /// The UUID of the table this layout is on ([`TableLayout::on_table`]); `None` until then.
     pub table_uuid: Option<String>,
+    /// The primary-key columns of a change stream's target table (empty: an append-only table).
+    pub primary_key: Vec<String>,
+    /// The column ordering one key's changes across topic-partitions, if declared.
+    pub order_by: Option<String>,
 }
 
 /// Column names of the dead-letter table.
@@ -88,6 +92,10 @@ impl TableLayout {
         )?;
         layout.renames =
             pipeline.table.columns.iter().filter_map(|c| Some((c.name.clone(), c.renamed_from.clone()?))).collect();
+        if let Some(changes) = &pipeline.changes {
+            layout.primary_key = changes.primary_key.clone();
+            layout.order_by = changes.order_by.clone();
+        }
         Ok(layout)
     }
 
@@ -219,6 +227,8 @@ impl TableLayout {
             declared_schema,
             renames: Vec::new(),
             table_uuid: None,
+            primary_key: Vec::new(),
+            order_by: None,
         })
     }
 

@@ -4,9 +4,10 @@
 //! the writer that turns Arrow batches into Parquet data files with Iceberg metadata under deterministic names
 //! ([`writer`]), and the reader that streams those files back as batches ([`reader`]). Ingest writes with these;
 //! the compactor creates and evolves tables from the same layouts and merges small files through the reader and
-//! the writer.
+//! the writer. Change streams also stage key files ([`change_keys`]), floe's own, never committed.
 
 pub(crate) mod adapt;
+pub(crate) mod change_keys;
 pub(crate) mod evolve;
 pub(crate) mod files;
 pub(crate) mod layout;

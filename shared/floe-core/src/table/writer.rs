@@ -19,6 +19,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::table::adapt::adapt;
@@ -62,7 +63,13 @@ impl TableWriter {
                 });
             }
         };
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder();
+        // Change streams look keys up in committed files: a bloom filter per key column lets the compactor skip
+        // row groups that cannot hold a key (see `crate::commit::changes`).
+        for key in &layout.primary_key {
+            properties = properties.set_column_bloom_filter_enabled(ColumnPath::from(key.as_str()), true);
+        }
+        let properties = properties
             .set_compression(compression)
             // Constant writer identity: part of what makes a rewrite byte-identical.
             .set_created_by("floe".into())
