@@ -13,16 +13,16 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::backends::Backends;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::input::dead_letter::dead_letter_batch;
 use crate::input::changes::ChangeDecoder;
+use crate::input::dead_letter::dead_letter_batch;
 use crate::input::decode::{Decoded, RecordDecoder};
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
 use crate::pipeline::{Evolve, Pipeline};
 use crate::state::{StageRequest, StagedContent, StagedFile};
-use crate::table::change_keys::write_key_file;
 #[cfg(feature = "sql")]
 use crate::stateful::outputs::Outputs;
+use crate::table::change_keys::write_key_file;
 use crate::table::layout::TableLayout;
 use crate::table::writer::{TableWriter, file_prefix};
 

@@ -50,9 +50,10 @@ pub use input::{
 };
 pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{
-    Aggregate, AggregateFn, CHANGE_ENVELOPE, ChangeFormat, Changes, Column, ColumnSource, ColumnType, DEFAULT_MAX_NEW_COLUMNS, DEFAULT_TARGET_FILE_SIZE_MB,
-    Dedup, Evolve, INPUT_TABLE, Output, PartitionField, Pipeline, PlanError, Planned, Reference, ReferenceFormat,
-    StructField, TableName, TableSpec, TimestampFormat, WINDOW_END, WINDOW_START, WindowOutput,
+    Aggregate, AggregateFn, CHANGE_ENVELOPE, ChangeFormat, Changes, Column, ColumnSource, ColumnType,
+    DEFAULT_MAX_NEW_COLUMNS, DEFAULT_TARGET_FILE_SIZE_MB, Dedup, Evolve, INPUT_TABLE, Output, PartitionField, Pipeline,
+    PlanError, Planned, Reference, ReferenceFormat, StructField, TableName, TableSpec, TimestampFormat, WINDOW_END,
+    WINDOW_START, WindowOutput,
 };
 pub use state::{StageRequest, StagedContent, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
 #[cfg(feature = "sql")]

@@ -470,11 +470,20 @@ impl Compactor {
 
             let staged_files = batch
                 .iter()
+                .filter(|f| f.content.is_data())
                 .map(|f| super::staged::data_file(table.metadata(), layout, f))
                 .collect::<Result<Vec<_>>>()?;
             // Counted for the attempt that commits (a retry reuses merged files; it does not merge them again).
             report.clear_merge_counts();
-            let merging = self.merge_small(layout, &staged_files, deadlines, merged, &mut report).await;
+            let changes = !layout.primary_key.is_empty();
+            let merging = if changes {
+                // A change set's rows are found by position in the files ingest wrote: they are committed as
+                // they are (rewrites compact them later), and the key files are deleted after the commit.
+                let keys = batch.iter().filter(|f| !f.content.is_data()).map(|f| f.path.clone()).collect();
+                Ok((staged_files, keys, Vec::new()))
+            } else {
+                self.merge_small(layout, &staged_files, deadlines, merged, &mut report).await
+            };
             let (data_files, replaced, prefixes) = match merging {
                 Ok(planned) => planned,
                 Err(e) if !simulated_crash(&e) && attempt < self.options.max_attempts => {
@@ -499,7 +508,17 @@ impl Compactor {
             let commit_started = Instant::now();
             let committed_files = data_files.len() as u64;
             let committed_bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
-            let result = super::pinned::fast_append(self.catalog.as_ref(), &table, data_files, properties).await?;
+            let mut delete_files = Vec::new();
+            let result = if changes {
+                let delta =
+                    super::changes::commit_batch(self.swap.as_ref(), &table, layout, &batch, data_files, properties);
+                let (result, written, stats) = delta.await?;
+                delete_files = written;
+                report.change_stats = Some(stats);
+                result
+            } else {
+                super::pinned::fast_append(self.catalog.as_ref(), &table, data_files, properties).await?
+            };
             match result {
                 Ok(committed) => {
                     // Referenced from now on, whatever fails next: never cleaned up as uncommitted.
@@ -517,7 +536,7 @@ impl Compactor {
                     report.files = committed_files;
                     report.staged = batch.len() as u64;
                     report.staged_bytes = batch.iter().map(|f| f.file_size).sum();
-                    report.rows = batch.iter().map(|f| f.record_count).sum();
+                    report.rows = batch.iter().filter(|f| f.content.is_data()).map(|f| f.record_count).sum();
                     report.bytes = committed_bytes;
                     report.snapshot_id = snapshot_id;
                     report.commit_ms = millis;
@@ -528,6 +547,8 @@ impl Compactor {
                 {
                     warn!(table = %table_name, attempt, error = %e, "commit conflict; re-planning");
                     report.conflicts += 1;
+                    // Never referenced: the re-plan writes its own (named after the snapshot it plans on).
+                    delete_files_of(&self.file_io, &table_name, &delete_files).await;
                     table = self.catalog.load_table(&layout.ident()).await?;
                     staged = batch;
                 }
@@ -610,4 +631,10 @@ impl Compactor {
         }
         Ok(deleted)
     }
+}
+
+/// Delete the files an attempt wrote that no commit references (logged, never failing the run: orphan removal
+/// takes what is left).
+async fn delete_files_of(file_io: &FileIO, table: &str, paths: &[String]) {
+    delete_files(file_io, table, paths, "position-delete file of a lost commit").await;
 }

@@ -7,6 +7,7 @@
 //! `replace` snapshot built on the spec APIs, [`replace`]); once a day, files nothing references are removed
 //! ([`orphans`]).
 
+pub(crate) mod changes;
 pub(crate) mod compactor;
 pub(crate) mod emit;
 pub(crate) mod expire;
@@ -18,6 +19,7 @@ pub(crate) mod pinned;
 pub(crate) mod positions;
 pub(crate) mod replace;
 pub(crate) mod rewrite;
+pub(crate) mod row_delta;
 pub(crate) mod staged;
 pub(crate) mod tables;
 

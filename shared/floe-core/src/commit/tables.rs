@@ -55,6 +55,9 @@ pub struct TableReport {
     pub conflicts: u32,
     /// Time of the successful metadata commit.
     pub commit_ms: u64,
+    /// What committing change sets found (change streams only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_stats: Option<super::changes::ChangeStats>,
 }
 
 impl TableReport {

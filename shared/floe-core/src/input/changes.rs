@@ -98,7 +98,8 @@ impl ChangeDecoder {
         }
         let mut op_column = None;
         if let ChangeFormat::OpField { path, .. } = &changes.format {
-            let declared = columns.iter().position(|c| matches!(&c.source, ColumnSource::Value { path: p, .. } if p == path));
+            let declared =
+                columns.iter().position(|c| matches!(&c.source, ColumnSource::Value { path: p, .. } if p == path));
             op_column = Some(declared.unwrap_or(relaxed.len()));
             if declared.is_none() {
                 let source = ColumnSource::Value { path: path.clone(), format: TimestampFormat::default() };
@@ -215,12 +216,12 @@ impl ChangeDecoder {
                     kind: "change",
                     reason: format!("primary-key column `{}` is missing or null", self.target.field(k).name()),
                 }),
-                None if row_ops[row] == Op::Upsert => self.required.iter().find(|&&c| batch.column(c).is_null(row)).map(
-                    |&c| Problem {
+                None if row_ops[row] == Op::Upsert => {
+                    self.required.iter().find(|&&c| batch.column(c).is_null(row)).map(|&c| Problem {
                         kind: "schema",
                         reason: format!("required column `{}` is null", self.target.field(c).name()),
-                    },
-                ),
+                    })
+                }
                 None => None,
             };
             if let Some(problem) = missing {
@@ -247,9 +248,8 @@ impl ChangeDecoder {
         let deletes = (winners.len() - upsert_rows.len()) as u64;
         let upsert_records = upsert_rows.iter().map(|r| origin[rows[*r]]).collect();
         let columns: Vec<ArrayRef> = batch.columns()[..self.target.fields().len()].to_vec();
-        let upserts = select(&columns, &upsert_rows)?
-            .map(|cols| RecordBatch::try_new(self.target.clone(), cols))
-            .transpose()?;
+        let upserts =
+            select(&columns, &upsert_rows)?.map(|cols| RecordBatch::try_new(self.target.clone(), cols)).transpose()?;
         let keys = self.key_batch(&batch, &winners, &row_ops, |row| &images[rows[row]])?;
         Ok(DecodedChanges { upserts, upsert_records, keys, deletes, collapsed, skipped, rejects })
     }

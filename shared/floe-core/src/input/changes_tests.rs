@@ -141,10 +141,10 @@ fn upsert_tombstones_delete_by_the_kafka_key_in_its_forms() {
     let records = vec![
         record(0, Some(b"1"), Some(br#"{"id":1,"v":"a"}"#)),
         record(1, Some(b"2"), Some(br#"{"id":2,"v":"b"}"#)),
-        record(2, Some(b"1"), None),                                         // bare JSON scalar
-        record(3, Some(br#"{"id":2}"#), None),                               // object
+        record(2, Some(b"1"), None),           // bare JSON scalar
+        record(3, Some(br#"{"id":2}"#), None), // object
         record(4, Some(br#"{"schema":{"type":"struct"},"payload":{"id":3}}"#), None), // schema wrapper
-        record(5, Some(b"2"), Some(br#"{"id":2,"v":"c"}"#)),                 // re-insert after a delete
+        record(5, Some(b"2"), Some(br#"{"id":2,"v":"c"}"#)), // re-insert after a delete
         record(6, None, None),
         record(7, Some(b"x"), None),
     ];
@@ -159,7 +159,10 @@ fn upsert_tombstones_delete_by_the_kafka_key_in_its_forms() {
 
 #[test]
 fn op_field_changes_and_unknown_operations() {
-    let text = UPSERT.replace(r#"changes = "upsert""#, r#"changes = { op_field = "$.meta.op", delete = ["D"], upsert = ["I", "U"] }"#);
+    let text = UPSERT.replace(
+        r#"changes = "upsert""#,
+        r#"changes = { op_field = "$.meta.op", delete = ["D"], upsert = ["I", "U"] }"#,
+    );
     let d = decoder(&text);
     let records = vec![
         record(0, None, Some(br#"{"id":1,"v":"a","meta":{"op":"I"}}"#)),

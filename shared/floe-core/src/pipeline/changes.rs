@@ -74,7 +74,11 @@ impl Validator<'_> {
         };
         let format = self.change_format(declared)?;
         let Some(keys) = &raw.table.primary_key else {
-            return self.err(declared.span(), "source.changes", "needs table.primary_key, the columns identifying a row");
+            return self.err(
+                declared.span(),
+                "source.changes",
+                "needs table.primary_key, the columns identifying a row",
+            );
         };
         let mut primary_key = Vec::new();
         for (i, k) in keys.get_ref().iter().enumerate() {
@@ -200,7 +204,11 @@ impl Validator<'_> {
                             .iter()
                             .map(|v| match v {
                                 toml::Value::String(s) => Ok(s.clone()),
-                                _ => self.err(span.clone(), &format!("{field}.{key}"), "list operation values as strings"),
+                                _ => self.err(
+                                    span.clone(),
+                                    &format!("{field}.{key}"),
+                                    "list operation values as strings",
+                                ),
                             })
                             .collect(),
                         Some(_) => self.err(span.clone(), &format!("{field}.{key}"), "a non-empty list of strings"),
@@ -213,7 +221,11 @@ impl Validator<'_> {
                 }
                 Ok(ChangeFormat::OpField { path, upsert, delete })
             }
-            _ => self.err(span, field, "use \"upsert\", \"debezium\" or { op_field = \"…\", upsert = [..], delete = [..] }"),
+            _ => self.err(
+                span,
+                field,
+                "use \"upsert\", \"debezium\" or { op_field = \"…\", upsert = [..], delete = [..] }",
+            ),
         }
     }
 

@@ -613,8 +613,7 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
     }
     if let Some(path) = from.strip_prefix("@change.") {
         // A field of the Debezium envelope (checked against source.changes by the validator).
-        let parts: Vec<String> =
-            std::iter::once(CHANGE_ENVELOPE).chain(path.split('.')).map(str::to_string).collect();
+        let parts: Vec<String> = std::iter::once(CHANGE_ENVELOPE).chain(path.split('.')).map(str::to_string).collect();
         if parts.iter().any(String::is_empty) {
             return Err(format!("`{from}` has an empty path segment"));
         }

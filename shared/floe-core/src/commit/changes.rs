@@ -1,0 +1,537 @@
+//! Change sets → the positions their changes delete: what the compactor commits, with the sets' new rows, as
+//! one row delta ([`super::row_delta`]). Never equality deletes: every delete names a data file and a row.
+//!
+//! A *change set* is one staging step of a change stream: its data files (one new row per upserted key) and its
+//! key file (every key it touched, with the operation, offset, Kafka timestamp and `order_by` value; see
+//! [`crate::input::changes`]). For the change sets of one commit, in (source, offset) order:
+//!
+//! 1. **Collapse**: the last change of each key wins. Within a topic-partition that is Kafka order; between
+//!    topic-partitions the greater `order_by` value, then the later Kafka timestamp, then the greater
+//!    (topic, partition). Memory: one entry per distinct key of the commit (~100 bytes each).
+//! 2. **New rows**: a row of the sets' data files whose key's winner is not that row (a later change in another
+//!    set replaced or deleted it) is deleted by position in its new file, in the same snapshot.
+//! 3. **Live rows**: every winning key deletes the row the table holds for it. Candidate files are the live data
+//!    files whose key bounds (Iceberg column statistics) can hold one of the keys; only their key (and
+//!    `order_by`) columns are read, a batch at a time. Rows already deleted by a live position-delete file are
+//!    not counted. With `order_by`, a change older than the stored row (a smaller value) is dropped instead.
+//!
+//! Cost: proportional to the key columns of the candidate files. Keys spread over the whole key range make
+//! every file a candidate (a full key-column scan per commit); keys that grow with time (sequences, time-ordered
+//! ids) touch few files. Compaction keeps files and delete files few (see the README).
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::DataType;
+use futures::TryStreamExt;
+use iceberg::arrow::ArrowFileReader;
+use iceberg::io::{FileIO, FileMetadata};
+use iceberg::spec::{DataContentType, DataFile, Datum, ManifestStatus, PrimitiveLiteral, Struct};
+use iceberg::table::Table;
+use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ParquetRecordBatchStreamBuilder, ProjectionMask};
+
+use super::row_delta::{DELETE_FILE_PATH_ID, PartitionDeletes};
+use crate::backends::MetadataSwap;
+use crate::error::{Error, Result};
+use crate::input::changes::{OP_UPSERT, key_columns};
+use crate::input::event::SourcePartition;
+use crate::state::{StagedContent, StagedFile};
+use crate::table::change_keys::read_key_file;
+use crate::table::layout::TableLayout;
+use crate::table::reader::READ_BATCH_ROWS;
+
+/// One staging step of a change stream.
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    pub source: SourcePartition,
+    pub first_offset: i64,
+    pub data: Vec<DataFile>,
+    /// The key file's location (`None`: the step touched no key, e.g. all its records were dead letters).
+    pub keys: Option<String>,
+}
+
+/// What planning a commit of change sets found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangeStats {
+    /// Distinct keys the sets touched.
+    pub keys: u64,
+    /// Live data files whose key columns were read, of all live data files.
+    pub files_read: u64,
+    pub files_live: u64,
+    /// Key-column rows read from them.
+    pub rows_read: u64,
+    /// Rows of the table the changes replace or delete.
+    pub replaced: u64,
+    /// New rows deleted in the same commit (a later change of their key in another set).
+    pub superseded: u64,
+    /// Changes dropped because the table's row has a greater `order_by` value.
+    pub stale: u64,
+}
+
+/// The positions to delete, per partition, and what finding them cost.
+#[derive(Debug, Default)]
+pub struct ChangePlan {
+    pub deletes: Vec<PartitionDeletes>,
+    pub stats: ChangeStats,
+}
+
+/// The winning change of a key.
+#[derive(Debug, Clone)]
+struct Change {
+    set: usize,
+    upsert: bool,
+    offset: i64,
+    timestamp: Option<i64>,
+    order: Option<i128>,
+}
+
+/// Commit a batch of staged change sets (data and key files of whole staging steps) into `table` as one row
+/// delta whose summary carries `properties`: the swap's outcome (a conflict means the table moved; re-plan), the
+/// position-delete files written for it (garbage unless it committed), and what planning found.
+pub async fn commit_batch(
+    swap: &dyn MetadataSwap,
+    table: &Table,
+    layout: &TableLayout,
+    batch: &[StagedFile],
+    data: Vec<DataFile>,
+    properties: HashMap<String, String>,
+) -> Result<(std::result::Result<Table, iceberg::Error>, Vec<String>, ChangeStats)> {
+    let mut sets: Vec<ChangeSet> = Vec::new();
+    let mut data_files = data.into_iter();
+    for f in batch {
+        let same = sets.last().is_some_and(|s| s.source == f.source && s.first_offset == f.first_offset);
+        if !same {
+            sets.push(ChangeSet {
+                source: f.source.clone(),
+                first_offset: f.first_offset,
+                data: Vec::new(),
+                keys: None,
+            });
+        }
+        let set = sets.last_mut().expect("pushed");
+        match f.content {
+            StagedContent::ChangeKeys => set.keys = Some(f.path.clone()),
+            StagedContent::Data => {
+                let file = data_files.next().ok_or_else(|| Error::Invariant("fewer data files than staged".into()))?;
+                if file.file_path() != f.path {
+                    return Err(Error::Invariant(format!(
+                        "data file {} is not staged file {}",
+                        file.file_path(),
+                        f.path
+                    )));
+                }
+                set.data.push(file);
+            }
+        }
+    }
+    sets.sort_by(|a, b| (&a.source, a.first_offset).cmp(&(&b.source, b.first_offset)));
+    let planned = plan(table, layout, &sets).await?;
+    let name = super::row_delta::plan_name(table, batch.iter().map(|f| f.path.clone()));
+    let deletes = super::row_delta::write_position_deletes(table, &name, planned.deletes).await?;
+    let written: Vec<String> = deletes.iter().map(|f| f.file_path().to_string()).collect();
+    let data = sets.into_iter().flat_map(|s| s.data).collect();
+    let delta = super::row_delta::RowDelta { data, deletes, properties };
+    let metadata = super::row_delta::build(table, &delta).await?;
+    let result = crate::catalog::commit_metadata(swap, table, metadata).await?;
+    Ok((result, written, planned.stats))
+}
+
+/// Plan the deletes of committing `sets` (sorted by source and offset) into `table` (`layout` bound to it).
+pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Result<ChangePlan> {
+    let keys = KeyColumns::new(layout)?;
+    let file_io = table.file_io();
+    let mut stats = ChangeStats::default();
+
+    // 1. The winner of every key.
+    let mut winners: HashMap<Box<[u8]>, Change> = HashMap::new();
+    for (s, set) in sets.iter().enumerate() {
+        let Some(location) = &set.keys else { continue };
+        for batch in read_key_file(file_io, location).await? {
+            let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
+            let op = batch.column_by_name(key_columns::OP).map(|c| c.as_primitive::<Int32Type>().clone());
+            let offset = batch.column_by_name(key_columns::OFFSET).map(|c| c.as_primitive::<Int64Type>().clone());
+            let ts = batch.column_by_name(key_columns::TIMESTAMP).map(|c| c.as_primitive::<Int64Type>().clone());
+            let (Some(op), Some(offset), Some(ts)) = (op, offset, ts) else {
+                return Err(Error::Invariant(format!("key file {location} lacks floe's columns")));
+            };
+            let order = keys.order_values(&batch)?;
+            for r in 0..batch.num_rows() {
+                let change = Change {
+                    set: s,
+                    upsert: op.value(r) == OP_UPSERT,
+                    offset: offset.value(r),
+                    timestamp: ts.is_valid(r).then(|| ts.value(r)),
+                    order: order.as_ref().and_then(|o| o[r]),
+                };
+                match winners.get_mut(rows.row(r).as_ref()) {
+                    Some(current) => {
+                        if wins(&change, current, sets) {
+                            *current = change;
+                        }
+                    }
+                    None => {
+                        winners.insert(rows.row(r).as_ref().into(), change);
+                    }
+                }
+            }
+        }
+    }
+    stats.keys = winners.len() as u64;
+    let mut deletes: HashMap<Struct, Vec<(String, i64)>> = HashMap::new();
+    if winners.is_empty() {
+        return Ok(ChangePlan { deletes: Vec::new(), stats });
+    }
+
+    // 2. New rows that lost to a later change; where each winning row is.
+    let mut placed: HashMap<Box<[u8]>, (String, i64, Struct)> = HashMap::new();
+    for (s, set) in sets.iter().enumerate() {
+        for file in &set.data {
+            let mut pos = 0i64;
+            let mut batches = keys.read(file_io, file).await?;
+            while let Some(batch) = batches.try_next().await? {
+                let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
+                for r in 0..batch.num_rows() {
+                    let key = rows.row(r);
+                    let winner = winners.get(key.as_ref()).ok_or_else(|| {
+                        Error::Invariant(format!(
+                            "{}: a row's key is not in its change set's key file",
+                            file.file_path()
+                        ))
+                    })?;
+                    if winner.set == s && winner.upsert {
+                        placed
+                            .insert(key.as_ref().into(), (file.file_path().to_string(), pos, file.partition().clone()));
+                    } else {
+                        stats.superseded += 1;
+                        deletes.entry(file.partition().clone()).or_default().push((file.file_path().to_string(), pos));
+                    }
+                    pos += 1;
+                }
+            }
+        }
+    }
+
+    // 3. The table's rows of the winning keys.
+    let live = live_files(table).await?;
+    stats.files_live = live.data.len() as u64;
+    let bounds = FirstKeyBounds::new(&keys, &winners)?;
+    let mut found: Vec<(usize, i64, Box<[u8]>, Option<i128>)> = Vec::new();
+    for (f, file) in live.data.iter().enumerate() {
+        if !bounds.may_hold(file) {
+            continue;
+        }
+        stats.files_read += 1;
+        let mut pos = 0i64;
+        let mut batches = keys.read(file_io, file).await?;
+        while let Some(batch) = batches.try_next().await? {
+            stats.rows_read += batch.num_rows() as u64;
+            let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
+            let order = keys.order_values(&batch)?;
+            for r in 0..batch.num_rows() {
+                if winners.contains_key(rows.row(r).as_ref()) {
+                    found.push((f, pos + r as i64, rows.row(r).as_ref().into(), order.as_ref().and_then(|o| o[r])));
+                }
+            }
+            pos += batch.num_rows() as i64;
+        }
+    }
+    if !found.is_empty() {
+        let touched: HashSet<&str> = found.iter().map(|(f, ..)| live.data[*f].file_path()).collect();
+        let deleted = deleted_positions(file_io, &live.deletes, &touched).await?;
+        for (f, pos, key, stored_order) in found {
+            let file = &live.data[f];
+            if deleted.get(file.file_path()).is_some_and(|d| d.contains(&pos)) {
+                continue; // an earlier commit deleted this row already
+            }
+            let winner = winners.get_mut(&key).expect("found by key");
+            if keys.order.is_some() && stored_order > winner.order {
+                // The table's row is newer than the change: the change is dropped (its new row deleted).
+                stats.stale += 1;
+                if let Some((path, new_pos, partition)) = placed.remove(&key) {
+                    deletes.entry(partition).or_default().push((path, new_pos));
+                }
+                continue;
+            }
+            stats.replaced += 1;
+            deletes.entry(file.partition().clone()).or_default().push((file.file_path().to_string(), pos));
+        }
+    }
+    let deletes = deletes.into_iter().map(|(partition, positions)| PartitionDeletes { partition, positions }).collect();
+    Ok(ChangePlan { deletes, stats })
+}
+
+/// Whether `new` beats `current` for the same key (see the module docs).
+fn wins(new: &Change, current: &Change, sets: &[ChangeSet]) -> bool {
+    let (a, b) = (&sets[new.set].source, &sets[current.set].source);
+    if a == b {
+        return (new.set, new.offset) > (current.set, current.offset);
+    }
+    let by_order = new.order.cmp(&current.order);
+    let by_time = new.timestamp.cmp(&current.timestamp);
+    let by_source = (&a.topic, a.partition).cmp(&(&b.topic, b.partition));
+    by_order.then(by_time).then(by_source) == Ordering::Greater
+}
+
+/// The key columns of a table: their field ids and types, and the row encoding that compares keys.
+struct KeyColumns {
+    names: Vec<String>,
+    ids: Vec<i32>,
+    types: Vec<DataType>,
+    converter: RowConverter,
+    /// `order_by`: name, field id, type.
+    order: Option<(String, i32, DataType)>,
+}
+
+impl KeyColumns {
+    fn new(layout: &TableLayout) -> Result<KeyColumns> {
+        let column = |name: &str| -> Result<(i32, DataType)> {
+            let field = layout.schema.field_by_name(name).ok_or_else(|| Error::TableMismatch {
+                table: layout.name.to_string(),
+                message: format!("the table has no column `{name}` (a primary-key or order_by column)"),
+            })?;
+            let arrow = layout.arrow_schema.field_with_name(name)?;
+            Ok((field.id, arrow.data_type().clone()))
+        };
+        let (mut ids, mut types) = (Vec::new(), Vec::new());
+        for k in &layout.primary_key {
+            let (id, ty) = column(k)?;
+            ids.push(id);
+            types.push(ty);
+        }
+        let order = match &layout.order_by {
+            Some(o) => {
+                let (id, ty) = column(o)?;
+                Some((o.clone(), id, ty))
+            }
+            None => None,
+        };
+        let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        Ok(KeyColumns { names: layout.primary_key.clone(), ids, types, converter, order })
+    }
+
+    /// The encoded keys of a batch (columns looked up by name, cast to the table's types).
+    fn rows(&self, batch: &RecordBatch, column: impl Fn(&str) -> Option<ArrayRef>) -> Result<Rows> {
+        let mut arrays = Vec::with_capacity(self.names.len());
+        for (name, ty) in self.names.iter().zip(&self.types) {
+            let array = column(name).ok_or_else(|| {
+                Error::Invariant(format!("a change file has no key column `{name}` ({} columns)", batch.num_columns()))
+            })?;
+            arrays.push(if array.data_type() == ty { array } else { arrow_cast::cast(&array, ty)? });
+        }
+        Ok(self.converter.convert_columns(&arrays)?)
+    }
+
+    /// The `order_by` values of a batch as i128 (integers, dates, timestamps, decimals' unscaled values).
+    fn order_values(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<i128>>>> {
+        let Some((name, _, ty)) = &self.order else { return Ok(None) };
+        let Some(array) = batch.column_by_name(name) else { return Ok(None) };
+        Ok(Some(match ty {
+            DataType::Decimal128(..) => {
+                let a = arrow_cast::cast(array, ty)?;
+                a.as_primitive::<Decimal128Type>().iter().collect()
+            }
+            _ => {
+                let a = arrow_cast::cast(array, &DataType::Int64)?;
+                a.as_primitive::<Int64Type>().iter().map(|v| v.map(i128::from)).collect()
+            }
+        }))
+    }
+
+    /// The key (and order) columns of a data file, a batch at a time, in row order.
+    async fn read(
+        &self,
+        file_io: &FileIO,
+        file: &DataFile,
+    ) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + Unpin + use<>> {
+        let input = file_io.new_input(file.file_path())?;
+        let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let wanted: Vec<i32> = self.ids.iter().copied().chain(self.order.as_ref().map(|o| o.1)).collect();
+        let mut roots = Vec::new();
+        let mut renames = Vec::new();
+        for (i, field) in builder.schema().fields().iter().enumerate() {
+            let id = field.metadata().get(PARQUET_FIELD_ID_META_KEY).and_then(|v| v.parse::<i32>().ok());
+            if let Some(id) = id.filter(|id| wanted.contains(id)) {
+                roots.push(i);
+                renames.push((field.name().clone(), self.name_of(id).to_string()));
+            }
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let stream = builder.with_projection(mask).with_batch_size(READ_BATCH_ROWS).build()?;
+        // Columns renamed since the file was written are matched by field id: name them as the table does.
+        Ok(futures::StreamExt::map(stream, move |batch| rename(batch?, &renames)))
+    }
+
+    fn name_of(&self, id: i32) -> &str {
+        match self.ids.iter().position(|i| *i == id) {
+            Some(i) => &self.names[i],
+            None => self.order.as_ref().map_or("", |o| o.0.as_str()),
+        }
+    }
+}
+
+fn rename(batch: RecordBatch, renames: &[(String, String)]) -> Result<RecordBatch> {
+    if renames.iter().all(|(from, to)| from == to) {
+        return Ok(batch);
+    }
+    let fields: Vec<arrow_schema::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match renames.iter().find(|(from, _)| from == f.name()) {
+            Some((_, to)) => f.as_ref().clone().with_name(to),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), batch.columns().to_vec())?)
+}
+
+/// The live files of the current snapshot: data files and position-delete files.
+struct LiveFiles {
+    data: Vec<DataFile>,
+    deletes: Vec<DataFile>,
+}
+
+async fn live_files(table: &Table) -> Result<LiveFiles> {
+    let mut live = LiveFiles { data: Vec::new(), deletes: Vec::new() };
+    let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    for manifest in list.entries() {
+        let manifest = manifest.load_manifest(table.file_io()).await?;
+        for entry in manifest.entries().iter().filter(|e| e.status() != ManifestStatus::Deleted) {
+            match entry.content_type() {
+                DataContentType::Data => live.data.push(entry.data_file().clone()),
+                DataContentType::PositionDeletes => live.deletes.push(entry.data_file().clone()),
+                DataContentType::EqualityDeletes => {
+                    return Err(Error::TableMismatch {
+                        table: table.identifier().to_string(),
+                        message: format!(
+                            "equality-delete file {} (floe writes position deletes only and cannot apply these)",
+                            entry.file_path()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(live)
+}
+
+/// The positions live delete files delete from the data files in `paths`.
+async fn deleted_positions(
+    file_io: &FileIO,
+    deletes: &[DataFile],
+    paths: &HashSet<&str>,
+) -> Result<HashMap<String, HashSet<i64>>> {
+    let mut out: HashMap<String, HashSet<i64>> = HashMap::new();
+    for file in deletes {
+        let bound = |b: &HashMap<i32, Datum>| match b.get(&DELETE_FILE_PATH_ID).map(Datum::literal) {
+            Some(PrimitiveLiteral::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let (lower, upper) = (bound(file.lower_bounds()), bound(file.upper_bounds()));
+        let may =
+            paths.iter().any(|p| lower.as_deref().is_none_or(|l| l <= *p) && upper.as_deref().is_none_or(|u| *p <= u));
+        if !may {
+            continue;
+        }
+        let input = file_io.new_input(file.file_path())?;
+        let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
+        let mut stream =
+            ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS).build()?;
+        while let Some(batch) = stream.try_next().await? {
+            let (Some(path), Some(pos)) = (batch.column_by_name("file_path"), batch.column_by_name("pos")) else {
+                return Err(Error::Invariant(format!("position-delete file {} lacks file_path/pos", file.file_path())));
+            };
+            let (path, pos) = (path.as_string::<i32>(), pos.as_primitive::<Int64Type>());
+            for r in 0..batch.num_rows() {
+                if paths.contains(path.value(r)) {
+                    out.entry(path.value(r).to_string()).or_default().insert(pos.value(r));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first key column's values of the winning keys, sorted: a live file whose bounds for that column hold
+/// none of them holds none of the keys.
+struct FirstKeyBounds {
+    id: i32,
+    /// `None`: the key type has no comparable bound here; every file is a candidate.
+    values: Option<Vec<Bound>>,
+}
+
+/// A key value comparable with a column bound.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Bound {
+    Int(i128),
+    Bytes(Vec<u8>),
+}
+
+impl FirstKeyBounds {
+    fn new(keys: &KeyColumns, winners: &HashMap<Box<[u8]>, Change>) -> Result<FirstKeyBounds> {
+        let rows =
+            keys.converter.from_binary(arrow_array::BinaryArray::from_iter_values(winners.keys().map(|k| &k[..])));
+        let columns = keys.converter.convert_rows(&rows)?;
+        let values: Option<Vec<Bound>> = (0..columns[0].len()).map(|r| array_bound(&columns[0], r)).collect();
+        let values = values.map(|mut v| {
+            v.sort();
+            v.dedup();
+            v
+        });
+        Ok(FirstKeyBounds { id: keys.ids[0], values })
+    }
+
+    fn may_hold(&self, file: &DataFile) -> bool {
+        let Some(values) = &self.values else { return true };
+        let lower = file.lower_bounds().get(&self.id).and_then(datum_bound);
+        let upper = file.upper_bounds().get(&self.id).and_then(datum_bound);
+        let start = match &lower {
+            Some(l) => values.partition_point(|v| v < l),
+            None => 0,
+        };
+        match (values.get(start), &upper) {
+            (None, _) => false,
+            (Some(v), Some(u)) => v <= u,
+            (Some(_), None) => true,
+        }
+    }
+}
+
+fn datum_bound(d: &Datum) -> Option<Bound> {
+    Some(match d.literal() {
+        PrimitiveLiteral::Int(v) => Bound::Int(i128::from(*v)),
+        PrimitiveLiteral::Long(v) => Bound::Int(i128::from(*v)),
+        PrimitiveLiteral::Int128(v) => Bound::Int(*v),
+        PrimitiveLiteral::String(s) => Bound::Bytes(s.as_bytes().to_vec()),
+        PrimitiveLiteral::Binary(b) => Bound::Bytes(b.clone()),
+        _ => return None,
+    })
+}
+
+/// A key value as a [`Bound`] (key values are never null).
+fn array_bound(array: &ArrayRef, r: usize) -> Option<Bound> {
+    Some(match array.data_type() {
+        DataType::Int32 | DataType::Date32 => Bound::Int(i128::from(array.as_primitive::<Int32Type>().value(r))),
+        DataType::Int64 | DataType::Timestamp(..) => {
+            let a = arrow_cast::cast(&array.slice(r, 1), &DataType::Int64).ok()?;
+            Bound::Int(i128::from(a.as_primitive::<Int64Type>().value(0)))
+        }
+        DataType::Decimal128(..) => Bound::Int(array.as_primitive::<Decimal128Type>().value(r)),
+        DataType::Utf8 => Bound::Bytes(array.as_string::<i32>().value(r).as_bytes().to_vec()),
+        DataType::LargeUtf8 => Bound::Bytes(array.as_string::<i64>().value(r).as_bytes().to_vec()),
+        DataType::LargeBinary => Bound::Bytes(array.as_binary::<i64>().value(r).to_vec()),
+        DataType::Binary => Bound::Bytes(array.as_binary::<i32>().value(r).to_vec()),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+#[path = "changes/tests.rs"]
+mod tests;
