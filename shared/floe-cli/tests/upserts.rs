@@ -201,3 +201,40 @@ async fn across_partitions_the_greater_order_by_wins_within_and_across_commits()
     compactor.run().await.unwrap();
     assert_eq!(table_rows(&b, &p).await, vec![vec!["1".to_string(), "newest".into()]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_between_change_commits_applies_the_deletes_and_retires_delete_files() {
+    let text = PIPELINE.replace(
+        "primary_key = [\"id\"]",
+        "primary_key = [\"id\"]\nproperties = { \"floe.rewrite.min-input-files\" = \"2\" }",
+    );
+    let (_dir, b, p, ingestor, compactor) = setup(&text).await;
+    let mut reference: BTreeMap<i64, String> = BTreeMap::new();
+    let mut offset = 0;
+    let mut rewritten = 0;
+    for round in 0..8 {
+        let mut batch = Vec::new();
+        for key in 0..40i64 {
+            if (key + round) % 4 == 0 {
+                reference.remove(&key);
+                batch.push((0, offset, key.to_string(), None));
+            } else {
+                let v = format!("r{round}");
+                reference.insert(key, v.clone());
+                batch.push((0, offset, key.to_string(), Some(format!(r#"{{"id":{key},"v":"{v}"}}"#))));
+            }
+            offset += 1;
+        }
+        ingestor.handle(&event(&batch)).await.unwrap();
+        let reports = compactor.run().await.unwrap();
+        rewritten += reports[0].rewritten_inputs;
+        assert_eq!(table_rows(&b, &p).await, expected(&reference), "after round {round}");
+    }
+    assert!(rewritten > 0, "rewrites ran between the change commits");
+    let table = b.catalog.load_table(&TableLayout::target(&p, &b.warehouse).unwrap().ident()).await.unwrap();
+    let summary = &table.metadata().current_snapshot().unwrap().summary().additional_properties;
+    let total = |k: &str| summary.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Rewrites dropped the delete files of the files they replaced: far fewer than one per commit remain.
+    assert!(total("total-delete-files") < 4, "{summary:?}");
+    assert_eq!(total("total-records") - total("total-position-deletes"), reference.len() as u64, "{summary:?}");
+}

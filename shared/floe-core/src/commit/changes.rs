@@ -31,17 +31,19 @@ use arrow_schema::DataType;
 use futures::TryStreamExt;
 use iceberg::arrow::ArrowFileReader;
 use iceberg::io::{FileIO, FileMetadata};
-use iceberg::spec::{DataContentType, DataFile, Datum, ManifestStatus, PrimitiveLiteral, Struct};
+use iceberg::spec::{DataFile, Datum, PrimitiveLiteral, Struct};
 use iceberg::table::Table;
 use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ParquetRecordBatchStreamBuilder, ProjectionMask};
 
-use super::row_delta::{DELETE_FILE_PATH_ID, PartitionDeletes};
+use super::deletes::LiveDeletes;
+use super::row_delta::PartitionDeletes;
 use crate::backends::MetadataSwap;
 use crate::error::{Error, Result};
 use crate::input::changes::{OP_UPSERT, key_columns};
 use crate::input::event::SourcePartition;
 use crate::state::{StagedContent, StagedFile};
 use crate::table::change_keys::read_key_file;
+use crate::table::files::live_files_in;
 use crate::table::layout::TableLayout;
 use crate::table::reader::READ_BATCH_ROWS;
 
@@ -217,11 +219,15 @@ pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Re
     }
 
     // 3. The table's rows of the winning keys.
-    let live = live_files(table).await?;
-    stats.files_live = live.data.len() as u64;
+    let manifests = match table.metadata().current_snapshot() {
+        Some(s) => table.manifest_list_reader(s).load().await?.entries().to_vec(),
+        None => Vec::new(),
+    };
+    let live = live_files_in(table, &manifests).await?;
+    stats.files_live = live.len() as u64;
     let bounds = FirstKeyBounds::new(&keys, &winners)?;
-    let mut found: Vec<(usize, i64, Box<[u8]>, Option<i128>)> = Vec::new();
-    for (f, file) in live.data.iter().enumerate() {
+    let mut found: Vec<Found> = Vec::new();
+    for (f, file) in live.iter().enumerate() {
         if !bounds.may_hold(file) {
             continue;
         }
@@ -234,18 +240,28 @@ pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Re
             let order = keys.order_values(&batch)?;
             for r in 0..batch.num_rows() {
                 if winners.contains_key(rows.row(r).as_ref()) {
-                    found.push((f, pos + r as i64, rows.row(r).as_ref().into(), order.as_ref().and_then(|o| o[r])));
+                    let order = order.as_ref().and_then(|o| o[r]);
+                    found.push(Found { file: f, pos: pos + r as i64, key: rows.row(r).as_ref().into(), order });
                 }
             }
             pos += batch.num_rows() as i64;
         }
     }
     if !found.is_empty() {
-        let touched: HashSet<&str> = found.iter().map(|(f, ..)| live.data[*f].file_path()).collect();
-        let deleted = deleted_positions(file_io, &live.deletes, &touched).await?;
-        for (f, pos, key, stored_order) in found {
-            let file = &live.data[f];
-            if deleted.get(file.file_path()).is_some_and(|d| d.contains(&pos)) {
+        let touched: HashSet<&str> = found.iter().map(|f| live[f.file].file_path()).collect();
+        let deleted = LiveDeletes::load(table, &manifests, Some(&touched)).await?;
+        if deleted.equality > 0 {
+            return Err(Error::TableMismatch {
+                table: table.identifier().to_string(),
+                message: format!(
+                    "{} equality-delete files (another engine's): floe writes and applies position deletes only",
+                    deleted.equality
+                ),
+            });
+        }
+        for Found { file: f, pos, key, order: stored_order } in found {
+            let file = &live[f];
+            if deleted.is_deleted(file.file_path(), pos) {
                 continue; // an earlier commit deleted this row already
             }
             let winner = winners.get_mut(&key).expect("found by key");
@@ -263,6 +279,15 @@ pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Re
     }
     let deletes = deletes.into_iter().map(|(partition, positions)| PartitionDeletes { partition, positions }).collect();
     Ok(ChangePlan { deletes, stats })
+}
+
+/// A table row holding one of the winning keys: its file (index into the live files), position, key and
+/// `order_by` value.
+struct Found {
+    file: usize,
+    pos: i64,
+    key: Box<[u8]>,
+    order: Option<i128>,
 }
 
 /// Whether `new` beats `current` for the same key (see the module docs).
@@ -389,74 +414,6 @@ fn rename(batch: RecordBatch, renames: &[(String, String)]) -> Result<RecordBatc
         })
         .collect();
     Ok(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), batch.columns().to_vec())?)
-}
-
-/// The live files of the current snapshot: data files and position-delete files.
-struct LiveFiles {
-    data: Vec<DataFile>,
-    deletes: Vec<DataFile>,
-}
-
-async fn live_files(table: &Table) -> Result<LiveFiles> {
-    let mut live = LiveFiles { data: Vec::new(), deletes: Vec::new() };
-    let Some(snapshot) = table.metadata().current_snapshot() else { return Ok(live) };
-    let list = table.manifest_list_reader(snapshot).load().await?;
-    for manifest in list.entries() {
-        let manifest = manifest.load_manifest(table.file_io()).await?;
-        for entry in manifest.entries().iter().filter(|e| e.status() != ManifestStatus::Deleted) {
-            match entry.content_type() {
-                DataContentType::Data => live.data.push(entry.data_file().clone()),
-                DataContentType::PositionDeletes => live.deletes.push(entry.data_file().clone()),
-                DataContentType::EqualityDeletes => {
-                    return Err(Error::TableMismatch {
-                        table: table.identifier().to_string(),
-                        message: format!(
-                            "equality-delete file {} (floe writes position deletes only and cannot apply these)",
-                            entry.file_path()
-                        ),
-                    });
-                }
-            }
-        }
-    }
-    Ok(live)
-}
-
-/// The positions live delete files delete from the data files in `paths`.
-async fn deleted_positions(
-    file_io: &FileIO,
-    deletes: &[DataFile],
-    paths: &HashSet<&str>,
-) -> Result<HashMap<String, HashSet<i64>>> {
-    let mut out: HashMap<String, HashSet<i64>> = HashMap::new();
-    for file in deletes {
-        let bound = |b: &HashMap<i32, Datum>| match b.get(&DELETE_FILE_PATH_ID).map(Datum::literal) {
-            Some(PrimitiveLiteral::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let (lower, upper) = (bound(file.lower_bounds()), bound(file.upper_bounds()));
-        let may =
-            paths.iter().any(|p| lower.as_deref().is_none_or(|l| l <= *p) && upper.as_deref().is_none_or(|u| *p <= u));
-        if !may {
-            continue;
-        }
-        let input = file_io.new_input(file.file_path())?;
-        let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
-        let mut stream =
-            ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS).build()?;
-        while let Some(batch) = stream.try_next().await? {
-            let (Some(path), Some(pos)) = (batch.column_by_name("file_path"), batch.column_by_name("pos")) else {
-                return Err(Error::Invariant(format!("position-delete file {} lacks file_path/pos", file.file_path())));
-            };
-            let (path, pos) = (path.as_string::<i32>(), pos.as_primitive::<Int64Type>());
-            for r in 0..batch.num_rows() {
-                if paths.contains(path.value(r)) {
-                    out.entry(path.value(r).to_string()).or_default().insert(pos.value(r));
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// The first key column's values of the winning keys, sorted: a live file whose bounds for that column hold

@@ -22,6 +22,10 @@ use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, ManifestStatus, Struct};
 use iceberg::table::Table;
 
+use arrow_array::BooleanArray;
+use arrow_select::filter::filter_record_batch;
+
+use super::deletes::LiveDeletes;
 use super::positions::position_history;
 use crate::error::{Error, Result};
 use crate::hash::hash64;
@@ -109,6 +113,17 @@ pub struct Merged {
 
 /// Merge `inputs` (one partition's data files, written for `writer`'s table) into new files near the target size.
 pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile], run: u64) -> Result<Merged> {
+    merge_applying(writer, file_io, inputs, run, &LiveDeletes::default()).await
+}
+
+/// [`merge`] without the rows `deletes` deletes from the inputs (a rewrite of a table with position deletes).
+pub async fn merge_applying(
+    writer: &TableWriter,
+    file_io: &FileIO,
+    inputs: &[&DataFile],
+    run: u64,
+    deletes: &LiveDeletes,
+) -> Result<Merged> {
     let first = inputs.first().ok_or_else(|| Error::Invariant("a merge needs at least one input".into()))?;
     if let Some(other) = inputs.iter().find(|f| f.partition() != first.partition()) {
         return Err(Error::Invariant(format!(
@@ -118,7 +133,7 @@ pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile],
         )));
     }
     let mut out = writer.partition_writer(first.partition(), &merged_prefix(inputs, run)).await?;
-    if let Err(e) = copy(&mut out, file_io, inputs).await {
+    if let Err(e) = copy(&mut out, file_io, inputs, deletes).await {
         // E.g. a rival compactor committed these inputs and deleted them while this run read them: what this
         // merge started writing is deleted now, not left for orphan removal.
         let left = out.abandon().await;
@@ -128,7 +143,7 @@ pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile],
         return Err(e);
     }
     let files = out.close().await?;
-    let rows_in: u64 = inputs.iter().map(|f| f.record_count()).sum();
+    let rows_in: u64 = inputs.iter().map(|f| f.record_count() - deletes.deleted(f.file_path()) as u64).sum();
     let rows_out: u64 = files.iter().map(|f| f.record_count()).sum();
     if rows_in != rows_out {
         return Err(Error::Invariant(format!(
@@ -143,12 +158,25 @@ pub async fn merge(writer: &TableWriter, file_io: &FileIO, inputs: &[&DataFile],
     })
 }
 
-/// Stream every input's batches into `out`.
-async fn copy(out: &mut PartitionWriter, file_io: &FileIO, inputs: &[&DataFile]) -> Result<()> {
+/// Stream every input's batches into `out`, without the rows `deletes` deletes.
+async fn copy(out: &mut PartitionWriter, file_io: &FileIO, inputs: &[&DataFile], deletes: &LiveDeletes) -> Result<()> {
     for input in inputs {
         let mut batches = data_file_batches(file_io, input.file_path(), input.file_size_in_bytes()).await?;
+        let deleted = deletes.positions.get(input.file_path());
+        let mut pos = 0i64;
         while let Some(batch) = batches.try_next().await? {
-            out.write(batch).await?;
+            let rows = batch.num_rows() as i64;
+            let batch = match deleted {
+                Some(d) if d.partition_point(|p| *p < pos) < d.partition_point(|p| *p < pos + rows) => {
+                    let keep: BooleanArray = (pos..pos + rows).map(|p| Some(d.binary_search(&p).is_err())).collect();
+                    filter_record_batch(&batch, &keep)?
+                }
+                _ => batch,
+            };
+            pos += rows;
+            if batch.num_rows() > 0 {
+                out.write(batch).await?;
+            }
         }
     }
     Ok(())

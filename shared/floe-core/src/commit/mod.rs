@@ -9,6 +9,7 @@
 
 pub(crate) mod changes;
 pub(crate) mod compactor;
+pub(crate) mod deletes;
 pub(crate) mod emit;
 pub(crate) mod expire;
 #[cfg(test)]

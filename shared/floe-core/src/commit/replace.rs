@@ -81,7 +81,8 @@ fn mergeable(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<usize> 
 /// What a replace snapshot changes.
 #[derive(Debug, Default)]
 pub struct ReplacePlan {
-    /// Live data files of the current snapshot that the new one no longer lists.
+    /// Live files of the current snapshot that the new one no longer lists: data files, and position-delete
+    /// files none of whose targets stays live.
     pub removed: HashSet<String>,
     /// Their replacements (the same rows).
     pub added: Vec<DataFile>,
@@ -138,17 +139,20 @@ pub async fn build(table: &Table, plan: &ReplacePlan) -> Result<Replacement> {
     }
     let mut found: HashSet<&str> = HashSet::new();
     let mut loaded = HashMap::new();
-    // Manifests that list a removed file and are in no merge bin: rewritten together into one.
+    // Manifests that list a removed file and are in no merge bin: rewritten together into one (one per
+    // content: data and delete manifests are never mixed).
     let mut touched = Vec::new();
+    let mut touched_deletes = Vec::new();
     for (i, manifest) in manifests.iter().enumerate() {
-        if manifest.content != ManifestContentType::Data || (plan.removed.is_empty() && !pooled[i]) {
+        let data = manifest.content == ManifestContentType::Data;
+        if plan.removed.is_empty() && !pooled[i] {
             continue;
         }
         let entries = manifest.load_manifest(table.file_io()).await?.entries().to_vec();
         let lists_removed = entries.iter().any(|e| e.is_alive() && plan.removed.contains(e.file_path()));
         if lists_removed && !pooled[i] {
             pooled[i] = true;
-            touched.push(i);
+            if data { touched.push(i) } else { touched_deletes.push(i) }
         }
         if pooled[i] {
             if manifest.partition_spec_id != spec.spec_id() {
@@ -164,18 +168,27 @@ pub async fn build(table: &Table, plan: &ReplacePlan) -> Result<Replacement> {
         }
     }
 
+    let mut bins: Vec<(Vec<usize>, ManifestContentType)> =
+        bins.into_iter().map(|b| (b, ManifestContentType::Data)).collect();
     if !touched.is_empty() {
-        bins.push(touched);
+        bins.push((touched, ManifestContentType::Data));
+    }
+    if !touched_deletes.is_empty() {
+        bins.push((touched_deletes, ManifestContentType::Deletes));
     }
     let location = metadata.location();
     let mut written = Vec::new();
     let mut counter = 0;
-    let mut new_writer = || -> Result<ManifestWriter> {
+    let mut new_writer = |content: ManifestContentType| -> Result<ManifestWriter> {
         counter += 1;
         let path = format!("{location}/metadata/floe-replace-{snapshot_id}-m{counter}.avro");
         written.push(path.clone());
         let output = table.file_io().new_output(&path)?;
-        Ok(ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.as_ref().clone()).build_v2_data())
+        let builder = ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.as_ref().clone());
+        Ok(match content {
+            ManifestContentType::Data => builder.build_v2_data(),
+            ManifestContentType::Deletes => builder.build_v2_deletes(),
+        })
     };
     let mut summary = SnapshotSummaryCollector::default();
     // Carried as they are, except manifests left with no live file by an earlier replace.
@@ -183,8 +196,8 @@ pub async fn build(table: &Table, plan: &ReplacePlan) -> Result<Replacement> {
     let mut out: Vec<ManifestFile> =
         manifests.iter().enumerate().filter(|(i, m)| !pooled[*i] && !dead(m)).map(|(_, m)| m.clone()).collect();
     let mut removed_files = 0u64;
-    for bin in &bins {
-        let mut writer = new_writer()?;
+    for (bin, content) in &bins {
+        let mut writer = new_writer(*content)?;
         for i in bin {
             for entry in &loaded[i] {
                 if !entry.is_alive() {
@@ -215,7 +228,7 @@ pub async fn build(table: &Table, plan: &ReplacePlan) -> Result<Replacement> {
         )));
     }
     if !plan.added.is_empty() {
-        let mut writer = new_writer()?;
+        let mut writer = new_writer(ManifestContentType::Data)?;
         for file in &plan.added {
             if file.content_type() != DataContentType::Data {
                 return Err(Error::Invariant(format!("{}: a replace adds data files only", file.file_path())));
@@ -285,12 +298,12 @@ fn totals(parent: &HashMap<String, String>, changes: HashMap<String, String>) ->
         ("total-data-files", "added-data-files", "deleted-data-files"),
         ("total-records", "added-records", "deleted-records"),
         ("total-files-size", "added-files-size", "removed-files-size"),
+        ("total-delete-files", "added-delete-files", "removed-delete-files"),
+        ("total-position-deletes", "added-position-deletes", "removed-position-deletes"),
+        ("total-equality-deletes", "added-equality-deletes", "removed-equality-deletes"),
     ] {
         let value = get(parent, total) + get(&changes, added) - get(&changes, removed);
         out.insert(total.to_string(), value.max(0).to_string());
-    }
-    for total in ["total-delete-files", "total-position-deletes", "total-equality-deletes"] {
-        out.insert(total.to_string(), get(parent, total).to_string());
     }
     out
 }

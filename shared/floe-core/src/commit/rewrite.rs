@@ -7,6 +7,11 @@
 //!   `floe.rewrite.min-input-files` files (default [`DEFAULT_MIN_INPUT_FILES`], Iceberg's `min-input-files`).
 //!   A partition that gets a file a minute is thus rewritten every few runs, and its small files stay below
 //!   that count between rewrites. Set the property to `0` to turn rewrites off for a table.
+//! - **Position deletes** (change streams, or another engine's `DELETE`) are applied: rewritten files leave the
+//!   deleted rows out, a file with many deletes ([`DELETE_RATIO`], [`DELETE_FILES_PER_DATA_FILE`]) is rewritten
+//!   on its own, and a delete file is dropped once no data file it targets is live. A rival's row delta
+//!   committed meanwhile makes the swap fail, and the re-plan applies its deletes too (merged files are named
+//!   after the deletes they applied, so none is reused). Tables with equality deletes are not rewritten.
 //! - **Bounded**: bins are merged oldest first until the run's merge deadline; the rest wait for the next run.
 //! - **Concurrency**: the snapshot is planned on the table as loaded and swapped only if the table still points
 //!   at it. A lost race reloads and re-plans: bins whose inputs a rival rewrote are dropped, appends committed
@@ -27,6 +32,7 @@ use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, TableMetadata};
 use iceberg::table::Table;
 use tracing::{info, warn};
 
+use super::deletes::LiveDeletes;
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::replace::{ManifestPolicy, ReplacePlan};
 use super::tables::{delete_uncommitted, simulated_crash};
@@ -41,6 +47,11 @@ use crate::table::writer::TableWriter;
 pub const MIN_INPUT_FILES: &str = "floe.rewrite.min-input-files";
 /// Iceberg's `rewrite_data_files` default.
 pub const DEFAULT_MIN_INPUT_FILES: usize = 5;
+/// A data file with this share of its rows deleted is rewritten without them (Iceberg's
+/// `delete-ratio-threshold` default).
+pub const DELETE_RATIO: f64 = 0.3;
+/// A data file that this many delete files target is rewritten (each is read by every scan of it).
+pub const DELETE_FILES_PER_DATA_FILE: usize = 5;
 
 /// When committed files are rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +71,31 @@ impl RewritePolicy {
             })?,
         };
         Ok(RewritePolicy { merge: MergePolicy::for_target(target_size), min_input_files })
+    }
+
+    /// [`RewritePolicy::bins`], and each other file whose position deletes are due to be applied: at least
+    /// [`DELETE_RATIO`] of its rows deleted, or [`DELETE_FILES_PER_DATA_FILE`] delete files targeting it (each
+    /// one a file every reader opens for it).
+    pub fn bins_with_deletes(&self, live: &[DataFile], deletes: &LiveDeletes) -> Vec<Vec<usize>> {
+        let mut bins = self.bins(live);
+        if deletes.files.is_empty() || self.min_input_files == 0 {
+            return bins;
+        }
+        let in_bin: HashSet<usize> = bins.iter().flatten().copied().collect();
+        let mut targeted: HashMap<&str, usize> = HashMap::new();
+        for target in deletes.files.iter().flat_map(|(_, t)| t) {
+            *targeted.entry(target.as_str()).or_default() += 1;
+        }
+        for (i, f) in live.iter().enumerate().filter(|(i, _)| !in_bin.contains(i)) {
+            let deleted = deletes.deleted(f.file_path()) as f64;
+            let files = targeted.get(f.file_path()).copied().unwrap_or(0);
+            if deleted > 0.0
+                && (deleted >= f.record_count() as f64 * DELETE_RATIO || files >= DELETE_FILES_PER_DATA_FILE)
+            {
+                bins.push(vec![i]);
+            }
+        }
+        bins
     }
 
     /// The bins of `live` files to rewrite (indices), oldest files first.
@@ -105,6 +141,18 @@ pub fn carried_summaries(metadata: &TableMetadata) -> HashMap<String, String> {
         next = s.parent_snapshot_id();
     }
     out
+}
+
+/// A hash of the positions `deletes` deletes from `files`.
+fn deletes_signature(deletes: &LiveDeletes, files: &[&DataFile]) -> u64 {
+    let mut key = Vec::new();
+    for f in files {
+        if let Some(positions) = deletes.positions.get(f.file_path()) {
+            key.extend_from_slice(f.file_path().as_bytes());
+            positions.iter().for_each(|p| key.extend_from_slice(&p.to_le_bytes()));
+        }
+    }
+    if key.is_empty() { 0 } else { crate::hash::hash64(&key) }
 }
 
 /// The compactor's view of one table for a rewrite.
@@ -157,17 +205,23 @@ impl Rewriter<'_> {
             };
             let list = table.manifest_list_reader(current).load().await?;
             let live = live_files_in(&table, list.entries()).await?;
-            // Row-level deletes (another engine's, e.g. Athena `DELETE`) apply to data files by position: a
-            // rewrite that did not apply them would bring deleted rows back. Until floe applies them (upserts), such
-            // a table's data files are not rewritten; its data manifests are still merged.
-            let deletes = row_delete_manifests(list.entries());
-            if deletes > 0 && attempt == 1 {
-                warn!(table = %name, manifests = deletes, "the table has row-level delete files; its data files are \
-                       not rewritten until floe applies deletes");
+            // Position deletes (floe's change streams, or another engine's `DELETE`) are applied by the rewrite:
+            // the new files leave those rows out, and delete files whose every target is gone are dropped.
+            // Equality deletes cannot be applied by position: such a table's data files are not rewritten (its
+            // data manifests are still merged).
+            let deletes = match row_delete_manifests(list.entries()) {
+                0 => LiveDeletes::default(),
+                _ => LiveDeletes::load(&table, list.entries(), None).await?,
+            };
+            if deletes.equality > 0 && attempt == 1 {
+                warn!(table = %name, files = deletes.equality, "the table has equality-delete files; its data files \
+                       are not rewritten (floe applies position deletes only)");
             }
-            let bins = if deletes > 0 { Vec::new() } else { policy.bins(&live) };
+            let bins = if deletes.equality > 0 { Vec::new() } else { policy.bins_with_deletes(&live, &deletes) };
+            let live_paths: HashSet<&str> = live.iter().map(|f| f.file_path()).collect();
+            let dangling = deletes.files.iter().any(|(_, t)| t.iter().all(|p| !live_paths.contains(p.as_str())));
             let merge_manifests = manifests.due(list.entries());
-            if bins.is_empty() && !merge_manifests {
+            if bins.is_empty() && !merge_manifests && !dangling {
                 return Ok((table, report));
             }
             let mut plan = ReplacePlan {
@@ -178,7 +232,9 @@ impl Rewriter<'_> {
             let (mut inputs, mut outputs, mut read, mut wrote) = (0u64, 0u64, 0u64, 0u64);
             for bin in bins {
                 let files: Vec<&DataFile> = bin.iter().map(|&i| &live[i]).collect();
-                let prefix = merged_prefix(&files, self.run);
+                // The deletes applied are part of the name: a re-plan after a rival added deletes to these
+                // inputs must not reuse files merged without them.
+                let prefix = merged_prefix(&files, self.run ^ deletes_signature(&deletes, &files));
                 if !merged.contains_key(&prefix) {
                     if Instant::now() >= self.merge_deadline {
                         break;
@@ -187,7 +243,8 @@ impl Rewriter<'_> {
                         Some(w) => w,
                         None => writer.insert(TableWriter::new(self.layout.clone(), self.file_io.clone())?),
                     };
-                    let result = super::merge::merge(writer, self.file_io, &files, self.run).await?;
+                    let salt = self.run ^ deletes_signature(&deletes, &files);
+                    let result = super::merge::merge_applying(writer, self.file_io, &files, salt, &deletes).await?;
                     merged.insert(prefix.clone(), result);
                 }
                 let result = &merged[&prefix];
@@ -198,6 +255,16 @@ impl Rewriter<'_> {
                 plan.removed.extend(files.iter().map(|f| f.file_path().to_string()));
                 plan.added.extend(result.files.iter().cloned());
             }
+            // A delete file is retired once no data file it targets is live after this snapshot.
+            let retired: Vec<String> = deletes
+                .files
+                .iter()
+                .filter(|(_, targets)| {
+                    targets.iter().all(|t| plan.removed.contains(t) || !live_paths.contains(t.as_str()))
+                })
+                .map(|(file, _)| file.file_path().to_string())
+                .collect();
+            plan.removed.extend(retired);
             if plan.removed.is_empty() && !merge_manifests {
                 return Ok((table, report));
             }

@@ -380,9 +380,9 @@ impl DecodedChanges {
 
 /// The key batch's schema: the key columns (and `order_by`) as in `target`, then [`key_columns`].
 fn key_schema(target: &Schema, keys: &[usize], order: Option<usize>) -> SchemaRef {
-    let mut fields: Vec<Field> = keys.iter().chain(order.as_ref()).map(|&i| plain(target.field(i))).collect();
+    let mut fields: Vec<Field> = keys.iter().map(|&i| plain(target.field(i))).collect();
     if let Some(o) = order {
-        fields.last_mut().map(|f| *f = plain(target.field(o)).with_nullable(true));
+        fields.push(plain(target.field(o)).with_nullable(true));
     }
     fields.push(Field::new(key_columns::OP, DataType::Int32, false));
     fields.push(Field::new(key_columns::OFFSET, DataType::Int64, false));
