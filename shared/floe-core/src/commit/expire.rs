@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::Catalog;
-use iceberg::spec::{DataContentType, ManifestFile, TableMetadata};
+use iceberg::spec::{ManifestFile, TableMetadata};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use tracing::{info, warn};
@@ -232,7 +232,8 @@ pub async fn unreachable(before: &Table, after: &Table) -> Result<Garbage> {
     let mut files: HashSet<String> = HashSet::new();
     for m in dropped.values() {
         for entry in m.load_manifest(before.file_io()).await?.entries() {
-            if entry.content_type() == DataContentType::Data && !live.contains(entry.file_path()) {
+            // Data and delete files alike: a position-delete file a rewrite retired goes with its snapshots.
+            if !live.contains(entry.file_path()) {
                 files.insert(entry.file_path().to_string());
             }
         }

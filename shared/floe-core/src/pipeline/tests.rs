@@ -145,3 +145,99 @@ fn rejects_semantic_mistakes() {
     );
     assert!(Pipeline::parse(&fine, "p.toml").is_ok());
 }
+
+const CHANGES: &str = r#"
+name = "cdc"
+[source]
+topics = ["t"]
+changes = "debezium"
+[table]
+namespace = "ns"
+name = "tbl"
+primary_key = ["id"]
+order_by = "lsn"
+[[table.columns]]
+name = "id"
+type = "long"
+required = true
+[[table.columns]]
+name = "v"
+type = "string"
+[[table.columns]]
+name = "lsn"
+type = "long"
+from = "@change.source.lsn"
+"#;
+
+#[test]
+fn change_streams_declare_format_key_and_order() {
+    let p = Pipeline::parse(CHANGES, "p.toml").unwrap();
+    let c = p.changes.as_ref().unwrap();
+    assert_eq!(
+        (c.format.clone(), c.primary_key.clone(), c.order_by.clone()),
+        (ChangeFormat::Debezium, vec!["id".to_string()], Some("lsn".into()))
+    );
+    assert_eq!(
+        p.column("lsn").unwrap().source,
+        ColumnSource::Value {
+            path: vec!["@change".into(), "source".into(), "lsn".into()],
+            format: TimestampFormat::Rfc3339
+        }
+    );
+    let op = Pipeline::parse(
+        &CHANGES
+            .replace(r#"changes = "debezium""#, r#"changes = { op_field = "meta.op" }"#)
+            .replace("from = \"@change.source.lsn\"", ""),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        op.changes.unwrap().format,
+        ChangeFormat::OpField {
+            path: vec!["meta".into(), "op".into()],
+            upsert: vec!["c".into(), "r".into(), "u".into()],
+            delete: vec!["d".into()]
+        }
+    );
+}
+
+#[test]
+fn bad_change_declarations_name_the_field() {
+    let cases = [
+        (
+            CHANGES.replace(r#"changes = "debezium""#, r#"changes = "maxwell""#),
+            "`source.changes`: `maxwell` is not a change format",
+        ),
+        (CHANGES.replace("primary_key = [\"id\"]\n", ""), "`source.changes`: needs table.primary_key"),
+        (
+            CHANGES.replace(r#"primary_key = ["id"]"#, r#"primary_key = ["nope"]"#),
+            "`table.primary_key[0]`: `nope` is not a column",
+        ),
+        (CHANGES.replace(r#"primary_key = ["id"]"#, r#"primary_key = ["v"]"#), "must be `required = true`"),
+        (CHANGES.replace(r#"order_by = "lsn""#, r#"order_by = "v""#), "`table.order_by`: column `v` has type `string`"),
+        (CHANGES.replace("changes = \"debezium\"\n", ""), "`table.primary_key`: applies only with source.changes"),
+        (
+            CHANGES.replace(r#"changes = "debezium""#, r#"changes = "upsert""#),
+            "`table.columns[2].from`: `@change.…` applies only with source.changes = \"debezium\"",
+        ),
+        (
+            CHANGES.replace(r#"changes = "debezium""#, r#"changes = { op_field = "op", upsert = ["d"] }"#),
+            "operation `d` is listed as upsert and as delete",
+        ),
+        (
+            format!("{CHANGES}\n[[output]]\nname = \"o\"\n[output.dedup]\nkey = \"id\"\nhorizon = \"1h\"\n"),
+            "`output[0].dedup`: a change stream already keeps one row per primary key",
+        ),
+        (
+            CHANGES.replace(
+                "[[table.columns]]\nname = \"id\"",
+                "evolve = \"add-fields\"\n[[table.columns]]\nname = \"id\"",
+            ),
+            "`table.evolve`: automatic evolution reads record values as rows",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(&text);
+        assert!(e.contains(want), "{want}\n  got: {e}");
+    }
+}
