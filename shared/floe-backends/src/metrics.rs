@@ -66,6 +66,8 @@ pub fn ingest_line(timestamp_ms: i64, pipeline: &str, report: &IngestReport, ela
             m("FilesWritten", "Count", report.files),
             m("BytesWritten", "Bytes", report.bytes),
             m("ColumnsAdded", "Count", report.columns_added),
+            m("KeysDeleted", "Count", report.deletes),
+            m("ChangesCollapsed", "Count", report.collapsed),
             m("IngestLatency", "Milliseconds", elapsed_ms),
         ],
         &[],
@@ -98,6 +100,11 @@ pub fn compactor_line(timestamp_ms: i64, pipeline: &str, report: &TableReport) -
             m("SnapshotsExpired", "Count", report.snapshots_expired),
             m("FilesDeleted", "Count", report.files_deleted),
             m("MaintenanceTime", "Milliseconds", report.maintain_ms),
+            // Change streams: what the row delta's lookup read and deleted.
+            m("ChangeKeys", "Count", report.change_stats.as_ref().map_or(0, |s| s.keys)),
+            m("ChangeFilesRead", "Count", report.change_stats.as_ref().map_or(0, |s| s.files_read)),
+            m("RowsReplaced", "Count", report.change_stats.as_ref().map_or(0, |s| s.replaced)),
+            m("StaleChanges", "Count", report.change_stats.as_ref().map_or(0, |s| s.stale)),
         ],
         &[("CommittedSnapshot", json!(report.snapshot_id.map(|id| id.to_string())))],
     )

@@ -149,6 +149,19 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
             p.table.name
         );
     }
+    if let Some(c) = &p.changes {
+        let order = match &c.order_by {
+            Some(o) => format!("`{o}`, then the Kafka timestamp"),
+            None => "the Kafka timestamp".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  changes: {} by primary key ({}): the last change of a key wins (Kafka order within a partition; \
+             across partitions {order}); committed as position deletes",
+            c.format,
+            c.primary_key.join(", ")
+        );
+    }
     let _ = writeln!(out, "  creates {} Iceberg tables (format v2):", entries.len());
     for e in entries {
         let l = &e.layout;
@@ -261,8 +274,12 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
         Evolve::Declared => json!({"mode": "none"}),
         Evolve::AddFields { max_new_columns } => json!({"mode": "add-fields", "max_new_columns": max_new_columns}),
     };
+    let changes = p
+        .changes
+        .as_ref()
+        .map(|c| json!({"format": c.format.to_string(), "primary_key": c.primary_key, "order_by": c.order_by}));
     Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "ingest_build": build, "evolve": evolve,
-        "tables": tables}))
+        "changes": changes, "tables": tables}))
 }
 
 #[cfg(test)]

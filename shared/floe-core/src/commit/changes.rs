@@ -21,7 +21,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Int32Type, Int64Type};
@@ -29,13 +28,12 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::DataType;
 use futures::TryStreamExt;
-use iceberg::arrow::ArrowFileReader;
-use iceberg::io::{FileIO, FileMetadata};
+use iceberg::io::FileIO;
 use iceberg::spec::{DataFile, Datum, PrimitiveLiteral, Struct};
 use iceberg::table::Table;
-use parquet::arrow::{PARQUET_FIELD_ID_META_KEY, ParquetRecordBatchStreamBuilder, ProjectionMask};
 
 use super::deletes::LiveDeletes;
+use super::key_scan::{KeyScan, Probe};
 use super::row_delta::PartitionDeletes;
 use crate::backends::MetadataSwap;
 use crate::error::{Error, Result};
@@ -45,7 +43,6 @@ use crate::state::{StagedContent, StagedFile};
 use crate::table::change_keys::read_key_file;
 use crate::table::files::live_files_in;
 use crate::table::layout::TableLayout;
-use crate::table::reader::READ_BATCH_ROWS;
 
 /// One staging step of a change stream.
 #[derive(Debug, Clone)]
@@ -67,6 +64,8 @@ pub struct ChangeStats {
     pub files_live: u64,
     /// Key-column rows read from them.
     pub rows_read: u64,
+    /// Row groups of candidate files that the key column's bloom filter ruled out.
+    pub row_groups_skipped: u64,
     /// Rows of the table the changes replace or delete.
     pub replaced: u64,
     /// New rows deleted in the same commit (a later change of their key in another set).
@@ -193,26 +192,27 @@ pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Re
     let mut placed: HashMap<Box<[u8]>, (String, i64, Struct)> = HashMap::new();
     for (s, set) in sets.iter().enumerate() {
         for file in &set.data {
-            let mut pos = 0i64;
-            let mut batches = keys.read(file_io, file).await?;
-            while let Some(batch) = batches.try_next().await? {
-                let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
-                for r in 0..batch.num_rows() {
-                    let key = rows.row(r);
-                    let winner = winners.get(key.as_ref()).ok_or_else(|| {
-                        Error::Invariant(format!(
-                            "{}: a row's key is not in its change set's key file",
-                            file.file_path()
-                        ))
-                    })?;
-                    if winner.set == s && winner.upsert {
-                        placed
-                            .insert(key.as_ref().into(), (file.file_path().to_string(), pos, file.partition().clone()));
-                    } else {
-                        stats.superseded += 1;
-                        deletes.entry(file.partition().clone()).or_default().push((file.file_path().to_string(), pos));
+            let scan = keys.scan(file_io, file, None).await?;
+            for &(rg, start) in &scan.groups {
+                let mut pos = start;
+                let mut batches = scan.row_group(rg).await?;
+                while let Some(batch) = batches.try_next().await? {
+                    let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
+                    for r in 0..batch.num_rows() {
+                        let key = rows.row(r);
+                        let winner = winners.get(key.as_ref()).ok_or_else(|| {
+                            let path = file.file_path();
+                            Error::Invariant(format!("{path}: a row's key is not in its change set's key file"))
+                        })?;
+                        let path = file.file_path().to_string();
+                        if winner.set == s && winner.upsert {
+                            placed.insert(key.as_ref().into(), (path, pos, file.partition().clone()));
+                        } else {
+                            stats.superseded += 1;
+                            deletes.entry(file.partition().clone()).or_default().push((path, pos));
+                        }
+                        pos += 1;
                     }
-                    pos += 1;
                 }
             }
         }
@@ -231,20 +231,27 @@ pub async fn plan(table: &Table, layout: &TableLayout, sets: &[ChangeSet]) -> Re
         if !bounds.may_hold(file) {
             continue;
         }
+        let scan = keys.scan(file_io, file, bounds.values.as_deref()).await?;
+        stats.row_groups_skipped += scan.skipped as u64;
+        if scan.groups.is_empty() {
+            continue;
+        }
         stats.files_read += 1;
-        let mut pos = 0i64;
-        let mut batches = keys.read(file_io, file).await?;
-        while let Some(batch) = batches.try_next().await? {
-            stats.rows_read += batch.num_rows() as u64;
-            let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
-            let order = keys.order_values(&batch)?;
-            for r in 0..batch.num_rows() {
-                if winners.contains_key(rows.row(r).as_ref()) {
-                    let order = order.as_ref().and_then(|o| o[r]);
-                    found.push(Found { file: f, pos: pos + r as i64, key: rows.row(r).as_ref().into(), order });
+        for &(rg, start) in &scan.groups {
+            let mut pos = start;
+            let mut batches = scan.row_group(rg).await?;
+            while let Some(batch) = batches.try_next().await? {
+                stats.rows_read += batch.num_rows() as u64;
+                let rows = keys.rows(&batch, |name| batch.column_by_name(name).cloned())?;
+                let order = keys.order_values(&batch)?;
+                for r in 0..batch.num_rows() {
+                    if winners.contains_key(rows.row(r).as_ref()) {
+                        let order = order.as_ref().and_then(|o| o[r]);
+                        found.push(Found { file: f, pos: pos + r as i64, key: rows.row(r).as_ref().into(), order });
+                    }
                 }
+                pos += batch.num_rows() as i64;
             }
-            pos += batch.num_rows() as i64;
         }
     }
     if !found.is_empty() {
@@ -367,29 +374,12 @@ impl KeyColumns {
         }))
     }
 
-    /// The key (and order) columns of a data file, a batch at a time, in row order.
-    async fn read(
-        &self,
-        file_io: &FileIO,
-        file: &DataFile,
-    ) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + Unpin + use<>> {
-        let input = file_io.new_input(file.file_path())?;
-        let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    /// The key (and order) columns of a data file, row group by row group; with `probe`, only the row groups
+    /// whose bloom filter may hold one of the first key column's values.
+    async fn scan(&self, file_io: &FileIO, file: &DataFile, probe: Option<&[Probe]>) -> Result<KeyScan> {
         let wanted: Vec<i32> = self.ids.iter().copied().chain(self.order.as_ref().map(|o| o.1)).collect();
-        let mut roots = Vec::new();
-        let mut renames = Vec::new();
-        for (i, field) in builder.schema().fields().iter().enumerate() {
-            let id = field.metadata().get(PARQUET_FIELD_ID_META_KEY).and_then(|v| v.parse::<i32>().ok());
-            if let Some(id) = id.filter(|id| wanted.contains(id)) {
-                roots.push(i);
-                renames.push((field.name().clone(), self.name_of(id).to_string()));
-            }
-        }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let stream = builder.with_projection(mask).with_batch_size(READ_BATCH_ROWS).build()?;
-        // Columns renamed since the file was written are matched by field id: name them as the table does.
-        Ok(futures::StreamExt::map(stream, move |batch| rename(batch?, &renames)))
+        let probe = probe.map(|values| (self.ids[0], values));
+        KeyScan::open(file_io, file, &wanted, |id| self.name_of(id).to_string(), probe).await
     }
 
     fn name_of(&self, id: i32) -> &str {
@@ -400,35 +390,12 @@ impl KeyColumns {
     }
 }
 
-fn rename(batch: RecordBatch, renames: &[(String, String)]) -> Result<RecordBatch> {
-    if renames.iter().all(|(from, to)| from == to) {
-        return Ok(batch);
-    }
-    let fields: Vec<arrow_schema::Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| match renames.iter().find(|(from, _)| from == f.name()) {
-            Some((_, to)) => f.as_ref().clone().with_name(to),
-            None => f.as_ref().clone(),
-        })
-        .collect();
-    Ok(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), batch.columns().to_vec())?)
-}
-
 /// The first key column's values of the winning keys, sorted: a live file whose bounds for that column hold
 /// none of them holds none of the keys.
 struct FirstKeyBounds {
     id: i32,
     /// `None`: the key type has no comparable bound here; every file is a candidate.
-    values: Option<Vec<Bound>>,
-}
-
-/// A key value comparable with a column bound.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Bound {
-    Int(i128),
-    Bytes(Vec<u8>),
+    values: Option<Vec<Probe>>,
 }
 
 impl FirstKeyBounds {
@@ -436,7 +403,7 @@ impl FirstKeyBounds {
         let rows =
             keys.converter.from_binary(arrow_array::BinaryArray::from_iter_values(winners.keys().map(|k| &k[..])));
         let columns = keys.converter.convert_rows(&rows)?;
-        let values: Option<Vec<Bound>> = (0..columns[0].len()).map(|r| array_bound(&columns[0], r)).collect();
+        let values: Option<Vec<Probe>> = (0..columns[0].len()).map(|r| array_bound(&columns[0], r)).collect();
         let values = values.map(|mut v| {
             v.sort();
             v.dedup();
@@ -461,30 +428,30 @@ impl FirstKeyBounds {
     }
 }
 
-fn datum_bound(d: &Datum) -> Option<Bound> {
+fn datum_bound(d: &Datum) -> Option<Probe> {
     Some(match d.literal() {
-        PrimitiveLiteral::Int(v) => Bound::Int(i128::from(*v)),
-        PrimitiveLiteral::Long(v) => Bound::Int(i128::from(*v)),
-        PrimitiveLiteral::Int128(v) => Bound::Int(*v),
-        PrimitiveLiteral::String(s) => Bound::Bytes(s.as_bytes().to_vec()),
-        PrimitiveLiteral::Binary(b) => Bound::Bytes(b.clone()),
+        PrimitiveLiteral::Int(v) => Probe::Int(i128::from(*v)),
+        PrimitiveLiteral::Long(v) => Probe::Int(i128::from(*v)),
+        PrimitiveLiteral::Int128(v) => Probe::Int(*v),
+        PrimitiveLiteral::String(s) => Probe::Bytes(s.as_bytes().to_vec()),
+        PrimitiveLiteral::Binary(b) => Probe::Bytes(b.clone()),
         _ => return None,
     })
 }
 
 /// A key value as a [`Bound`] (key values are never null).
-fn array_bound(array: &ArrayRef, r: usize) -> Option<Bound> {
+fn array_bound(array: &ArrayRef, r: usize) -> Option<Probe> {
     Some(match array.data_type() {
-        DataType::Int32 | DataType::Date32 => Bound::Int(i128::from(array.as_primitive::<Int32Type>().value(r))),
+        DataType::Int32 | DataType::Date32 => Probe::Int(i128::from(array.as_primitive::<Int32Type>().value(r))),
         DataType::Int64 | DataType::Timestamp(..) => {
             let a = arrow_cast::cast(&array.slice(r, 1), &DataType::Int64).ok()?;
-            Bound::Int(i128::from(a.as_primitive::<Int64Type>().value(0)))
+            Probe::Int(i128::from(a.as_primitive::<Int64Type>().value(0)))
         }
-        DataType::Decimal128(..) => Bound::Int(array.as_primitive::<Decimal128Type>().value(r)),
-        DataType::Utf8 => Bound::Bytes(array.as_string::<i32>().value(r).as_bytes().to_vec()),
-        DataType::LargeUtf8 => Bound::Bytes(array.as_string::<i64>().value(r).as_bytes().to_vec()),
-        DataType::LargeBinary => Bound::Bytes(array.as_binary::<i64>().value(r).to_vec()),
-        DataType::Binary => Bound::Bytes(array.as_binary::<i32>().value(r).to_vec()),
+        DataType::Decimal128(..) => Probe::Int(array.as_primitive::<Decimal128Type>().value(r)),
+        DataType::Utf8 => Probe::Bytes(array.as_string::<i32>().value(r).as_bytes().to_vec()),
+        DataType::LargeUtf8 => Probe::Bytes(array.as_string::<i64>().value(r).as_bytes().to_vec()),
+        DataType::LargeBinary => Probe::Bytes(array.as_binary::<i64>().value(r).to_vec()),
+        DataType::Binary => Probe::Bytes(array.as_binary::<i32>().value(r).to_vec()),
         _ => return None,
     })
 }

@@ -14,6 +14,7 @@ pub(crate) mod emit;
 pub(crate) mod expire;
 #[cfg(test)]
 mod fixtures;
+pub(crate) mod key_scan;
 pub(crate) mod merge;
 pub(crate) mod orphans;
 pub(crate) mod pinned;

@@ -123,7 +123,7 @@ impl TableLayout {
                 c::ERROR_KIND,
                 ColumnType::String,
                 true,
-                "class of failure: base64, json, schema, null_value, key, header, topic",
+                "class of failure: base64, json, schema, null_value, key, header, topic, change, transform, record",
             ),
             (c::REASON, ColumnType::String, true, "why the record was rejected"),
         ];

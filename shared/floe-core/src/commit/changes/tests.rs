@@ -1,6 +1,7 @@
 //! The pure parts of change planning: which change of a key wins, and which files can hold a key.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat};
 
