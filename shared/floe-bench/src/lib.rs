@@ -3,5 +3,6 @@
 //! beside the Python peer and prints the comparison.
 
 pub mod baseline;
+pub mod changes;
 pub mod cpu;
 pub mod generate;

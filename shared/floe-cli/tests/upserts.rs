@@ -238,3 +238,25 @@ async fn compaction_between_change_commits_applies_the_deletes_and_retires_delet
     assert!(total("total-delete-files") < 4, "{summary:?}");
     assert_eq!(total("total-records") - total("total-position-deletes"), reference.len() as u64, "{summary:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_output_of_a_change_stream_sees_each_new_row_image() {
+    let text =
+        format!("{PIPELINE}\n[[output]]\nname = \"images\"\nsql = \"SELECT id, v FROM input WHERE v IS NOT NULL\"\n");
+    let (_dir, b, p, ingestor, compactor) = setup(&text).await;
+    let row = |k: i64, v: &str| Some(format!(r#"{{"id":{k},"v":"{v}"}}"#));
+    ingestor.handle(&event(&[(0, 0, "1".into(), row(1, "a")), (0, 1, "2".into(), row(2, "b"))])).await.unwrap();
+    // In one batch: key 1 updated twice (collapsed to the last), key 2 deleted.
+    ingestor
+        .handle(&event(&[(0, 2, "1".into(), row(1, "a2")), (0, 3, "1".into(), row(1, "a3")), (0, 4, "2".into(), None)]))
+        .await
+        .unwrap();
+    compactor.run().await.unwrap();
+    assert_eq!(table_rows(&b, &p).await, vec![vec!["1".to_string(), "a3".into()]]);
+    let ident = iceberg::TableIdent::from_strs(["ns", "images"]).unwrap();
+    let images = iceberg::Catalog::load_table(b.catalog.as_ref(), &ident).await.unwrap();
+    let got = readback::rows(&images, &["id", "v"]).await.unwrap();
+    let want: Vec<Vec<String>> =
+        [("1", "a"), ("1", "a3"), ("2", "b")].iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
+    assert_eq!(got, want, "an append-only stream of the images each batch kept");
+}

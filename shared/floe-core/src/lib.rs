@@ -37,9 +37,9 @@ pub mod testing;
 
 pub use backends::{Backends, ListedObject, MetadataSwap, ObjectLister};
 pub use commit::{
-    Compactor, CompactorOptions, DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, DEFAULT_OLDER_THAN_MS,
-    EXPIRE_BATCH, ExpiryPolicy, MERGED_PREFIX, MIN_OLDER_THAN_MS, OLDER_THAN_MS, OrphanRun, Orphans, POSITIONS_PREFIX,
-    Positions, RunReport, TableFailure, TableReport, committed_positions, positions_key,
+    ChangeStats, Compactor, CompactorOptions, DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP,
+    DEFAULT_OLDER_THAN_MS, EXPIRE_BATCH, ExpiryPolicy, MERGED_PREFIX, MIN_OLDER_THAN_MS, OLDER_THAN_MS, OrphanRun,
+    Orphans, POSITIONS_PREFIX, Positions, RunReport, TableFailure, TableReport, committed_positions, positions_key,
 };
 pub use error::{Error, Result};
 pub use hash::hash64;

@@ -6,6 +6,7 @@
 //! - `baseline`: the arrow-rs baseline on the same events.
 //! - `commit`: stage N small files through the ingest handler, then time one compactor run committing them.
 //! - `compaction`: stage N small files, then time one compactor run that merges them before committing.
+//! - `changes`: change batches committed against a table of 1 M or 10 M keys (see `floe_bench::changes`).
 //! - `history`: N commits of one small file each with floe's maintenance on; commit time as history grows.
 //!
 //! Every command prints one JSON line of figures.
@@ -68,6 +69,18 @@ enum Command {
         #[arg(long)]
         no_merge: bool,
     },
+    /// A table of `--rows` keys loaded through the upsert path, then change batches of `--batch-keys` keys
+    /// committed against it (see floe_bench::changes).
+    Changes {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 10_000)]
+        batch_keys: u64,
+        #[arg(long, default_value_t = 10)]
+        commits: u64,
+    },
     /// `--commits` compactor runs of one small staged file each (maintenance on), sampling commit time.
     History {
         #[arg(long)]
@@ -89,6 +102,9 @@ struct RunArgs {
     work: PathBuf,
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// floe only: the same records as a change stream (`changes = "upsert"`, primary key `event_id`).
+    #[arg(long)]
+    upsert: bool,
 }
 
 fn read_events(data: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -145,9 +161,15 @@ async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embed
     Ok((e, ingestor))
 }
 
-async fn run_floe(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<serde_json::Value> {
+async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
-    let pipeline = Arc::new(floe_core::load_pipeline(&data.join("pipeline.toml"))?);
+    let mut toml = std::fs::read_to_string(data.join("pipeline.toml"))?;
+    if *upsert {
+        toml = toml
+            .replace("format = \"json\"\n", "format = \"json\"\nchanges = \"upsert\"\n")
+            .replace("name = \"events\"\n", "name = \"events\"\nprimary_key = [\"event_id\"]\n");
+    }
+    let pipeline = Arc::new(floe_core::parse_pipeline(&toml, "bench pipeline")?);
     let mut runs = Vec::new();
     for i in 0..*repeat {
         let home = work.join(format!("floe-{i}"));
@@ -161,14 +183,16 @@ async fn run_floe(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<se
             total.add(&ingestor.handle(&event).await?);
         }
         let times = timer.stop();
-        anyhow::ensure!(total.rows == total.records && total.dead_letters == 0, "not every record landed: {total:?}");
+        // Upserts collapse a key's changes within a batch (none repeat a key in the bench data).
+        let landed = total.rows + total.collapsed == total.records;
+        anyhow::ensure!(landed && total.dead_letters == 0, "not every record landed: {total:?}");
         let written = baseline::Written { rows: total.rows, files: total.files, bytes: total.bytes };
         runs.push(run_figures(times, total.records, written));
     }
-    Ok(results("floe", &events, runs))
+    Ok(results(if *upsert { "floe-upsert" } else { "floe" }, &events, runs))
 }
 
-fn run_baseline(RunArgs { data, work, repeat }: &RunArgs) -> anyhow::Result<serde_json::Value> {
+fn run_baseline(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
     let schema = generate::arrow_schema();
     let properties = baseline::writer_properties();
@@ -345,6 +369,9 @@ fn main() -> anyhow::Result<()> {
         Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,
         Command::Compaction { home, files, records_per_file, partitioned, no_merge } => {
             rt.block_on(run_compaction(&home, files, records_per_file, partitioned, no_merge))?
+        }
+        Command::Changes { home, rows, batch_keys, commits } => {
+            rt.block_on(floe_bench::changes::run(&home, rows, batch_keys, commits))?
         }
         Command::History { home, commits, at } => rt.block_on(run_history(&home, commits, &at))?,
     };

@@ -20,7 +20,9 @@ use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::orphans::{OrphanScan, Orphans};
-use super::positions::{advance, committed_positions, encode_positions, limit, plan, positions_key};
+use super::positions::{
+    MAX_CHANGE_KEYS, advance, committed_positions, encode_positions, limit, limit_keys, plan, positions_key,
+};
 use super::rewrite::Rewriter;
 use super::tables::{TableReport, delete_uncommitted, simulated_crash};
 use crate::backends::{Backends, MetadataSwap, ObjectLister};
@@ -465,7 +467,10 @@ impl Compactor {
                 return Ok((report, table));
             }
             let total = pending.len();
-            let batch = limit(pending, self.options.max_files_per_commit);
+            let mut batch = limit(pending, self.options.max_files_per_commit);
+            if !layout.primary_key.is_empty() {
+                batch = limit_keys(batch, MAX_CHANGE_KEYS);
+            }
             report.remaining = (total - batch.len()) as u64;
 
             let staged_files = batch

@@ -25,6 +25,7 @@ pub(crate) mod row_delta;
 pub(crate) mod staged;
 pub(crate) mod tables;
 
+pub use changes::ChangeStats;
 pub use compactor::{Compactor, CompactorOptions, OrphanRun, RunReport, TableFailure};
 pub use expire::{DEFAULT_MAX_SNAPSHOT_AGE_MS, DEFAULT_MIN_SNAPSHOTS_TO_KEEP, EXPIRE_BATCH, ExpiryPolicy};
 pub use merge::MERGED_PREFIX;

@@ -147,6 +147,34 @@ pub fn limit(mut pending: Vec<StagedFile>, max_files: usize) -> Vec<StagedFile> 
     pending
 }
 
+/// Keys one change commit takes at most (its key set is held in memory, ~100 bytes a key).
+pub const MAX_CHANGE_KEYS: u64 = 2_000_000;
+
+/// For a change stream: the oldest whole staging steps of `batch` whose key files list at most `max_keys` keys
+/// (at least one step), so a commit's key set stays bounded however far the compactor fell behind.
+pub fn limit_keys(mut batch: Vec<StagedFile>, max_keys: u64) -> Vec<StagedFile> {
+    let keys = |files: &[StagedFile]| files.iter().filter(|f| !f.content.is_data()).map(|f| f.record_count).sum();
+    if keys(&batch) <= max_keys {
+        return batch;
+    }
+    batch.sort_by(|a, b| (a.first_offset, &a.source, &a.path).cmp(&(b.first_offset, &b.source, &b.path)));
+    let (mut cut, mut total) = (0, 0u64);
+    while cut < batch.len() {
+        let mut end = cut + 1;
+        while end < batch.len() && same_range(&batch[end - 1], &batch[end]) {
+            end += 1;
+        }
+        let step: u64 = keys(&batch[cut..end]);
+        if cut > 0 && total + step > max_keys {
+            break;
+        }
+        total += step;
+        cut = end;
+    }
+    batch.truncate(cut);
+    batch
+}
+
 fn same_range(a: &StagedFile, b: &StagedFile) -> bool {
     a.source == b.source && a.first_offset == b.first_offset
 }
@@ -170,6 +198,29 @@ mod tests {
             table_uuid: None,
             content: Default::default(),
         }
+    }
+
+    #[test]
+    fn change_steps_are_cut_by_their_keys_and_never_split() {
+        let keys = |topic: &str, first: i64, n: u64| StagedFile {
+            record_count: n,
+            content: crate::state::StagedContent::ChangeKeys,
+            ..file(topic, 0, first, first + 9, &format!("{topic}-{first}-keys"))
+        };
+        let batch = vec![
+            file("a", 0, 0, 9, "a-0-data"),
+            keys("a", 0, 600),
+            keys("a", 10, 600),
+            file("a", 0, 10, 19, "a-10-data"),
+            keys("b", 0, 500),
+            keys("a", 20, 10),
+        ];
+        let cut = limit_keys(batch.clone(), 1_200);
+        let paths: Vec<&str> = cut.iter().map(|f| f.path.as_str()).collect();
+        // By offset: a@0 (600) and b@0 (500) fit; a@10 would pass the limit; a@20 must wait for a@10.
+        assert_eq!(paths, ["a-0-data", "a-0-keys", "b-0-keys"]);
+        assert_eq!(limit_keys(batch.clone(), 100).len(), 2, "one step, however many keys it has");
+        assert_eq!(limit_keys(batch.clone(), 10_000).len(), 6);
     }
 
     #[test]
