@@ -73,6 +73,39 @@ def compaction(work: Path) -> dict:
     return out
 
 
+SNAPSHOT_SCAN = """
+import json, sys, time
+from pyiceberg.catalog.sql import SqlCatalog
+home, name = sys.argv[1], sys.argv[2]
+catalog = SqlCatalog("floe", uri=f"sqlite:///{home}/catalog.db", warehouse=f"file://{home}/warehouse")
+table = catalog.load_table(name)
+out = {}
+for label, snapshot in zip(("pending", "compacted"), map(int, sys.argv[3:])):
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        rows = table.scan(snapshot_id=snapshot).to_arrow().num_rows
+        times.append(time.perf_counter() - t)
+    out[label] = {"rows": rows, "scan_s": min(times)}
+print(json.dumps(out))
+"""
+
+
+def changes(work: Path, sizes: list[int]) -> dict:
+    """Change batches against tables of each size (floe-bench changes), and PyIceberg full scans of the table with
+    its deletes pending and after compaction applied them."""
+    out = {}
+    for rows in sizes:
+        home = work / f"changes-{rows}"
+        log(f"change streams: a {rows:,}-row table, change batches of 10,000 keys …")
+        result = run_json([RELEASE / "floe-bench", "changes", "--home", home, "--rows", rows, "--batch-keys", 10_000,
+                           "--commits", 10])
+        result["scan"] = run_json([PY, "-c", SNAPSHOT_SCAN, home, "bench.users",
+                                   result["pending"]["snapshot_id"], result["compacted"]["snapshot_id"]])
+        out[str(rows)] = result
+    return out
+
+
 def log(message: str):
     print(message, file=sys.stderr, flush=True)
 
@@ -104,6 +137,10 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     results = {}
     log("floe ingest handler (embedded default, one thread) …")
     results["floe"] = run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat])
+    log("floe ingest handler, the same records as a change stream (upsert by event_id) …")
+    results["floe_upsert"] = run_json(
+        [RELEASE / "floe-bench", "floe", "--upsert", "--data", data, "--work", work, "--repeat", repeat]
+    )
     log("arrow-rs baseline …")
     results["baseline"] = run_json(
         [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]
@@ -256,6 +293,10 @@ def table(figures: dict) -> list[str]:
         rows.append(("MB/s of JSON per core", f"{f['mb_per_s']:.1f}", f"{b['mb_per_s']:.1f}", f"{p['mb_per_s']:.1f}", ""))
         rows.append(("records/s, wall clock", f"{f['wall_records_per_s']:,.0f}", f"{b['wall_records_per_s']:,.0f}",
                      f"{p['wall_records_per_s']:,.0f}", ""))
+        u = t.get("floe_upsert")
+        if u:
+            rows.append(("upsert records/s per core (same records as a change stream)", f"{u['records_per_s']:,.0f}",
+                         "", "", f"{u['records_per_s'] / f['records_per_s']:.2f}× floe's appends in this run"))
     c = figures.get("pyiceberg")
     if c:
         rows.append(("Iceberg commit per append", "— (the compactor commits; below)", "—",
@@ -305,6 +346,22 @@ def table(figures: dict) -> list[str]:
                          f"{sample['commit_ms_median']} ms (run {sample['run_ms_median']} ms)", "", "",
                          f"≤ {TARGETS['history_commit_ms']} ms: {fmt_check(ok)}; {sample['snapshots']:,} snapshots, "
                          f"{sample['manifests']} manifests, {sample['live_files']:,} files (median of 21 commits)"))
+    for size, ch in (figures.get("changes") or {}).items():
+        n = f"{int(size) / 1e6:g} M rows"
+        for label, key in (("keys spread over the table", "spread"), ("the most recent keys", "recent")):
+            c = ch[key]
+            rows.append((f"change commit, {c['keys']:,} {label}, {n}", f"{c['run_s']:.2f} s", "", "",
+                         f"read the key column of {c['files_read']} of {c['files_live']} files ({c['rows_read']:,} rows; "
+                         f"{c['row_groups_skipped']} row groups skipped by bloom filters); {c['replaced']:,} rows replaced"))
+        pend, comp = ch["pending"], ch["compacted"]
+        rows.append((f"delete files per data file after {ch['commits']} change commits, {n}",
+                     f"{pend['delete_files_per_data_file']:.1f} → {comp['delete_files_per_data_file']:.1f} after compaction",
+                     "", "", f"{pend['delete_files']} delete files on {pend['data_files']} data files "
+                     f"({pend['position_deletes']:,} deletes) → {comp['delete_files']} on {comp['data_files']} "
+                     f"({ch['rewritten_files']} files rewritten in {ch['maintain_s']:.1f} s)"))
+        s = ch["scan"]
+        rows.append((f"PyIceberg full scan, {n}: deletes pending → compacted", f"{s['pending']['scan_s']:.2f} s → "
+                     f"{s['compacted']['scan_s']:.2f} s", "", "", f"{s['pending']['rows']:,} rows both (best of 3)"))
     fr = figures.get("freshness")
     if fr:
         rows.append(("produce → queryable (local stack)", f"p50 {fr['p50_s']:.1f} s, p90 {fr['p90_s']:.1f} s, "
@@ -323,7 +380,8 @@ def main() -> int:
     parser.add_argument("--floe", type=Path, default=TARGET / "debug" / "floe")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["throughput", "pyiceberg", "rss", "init", "zips", "commit", "compaction", "history",
-                                 "freshness"])
+                                 "changes", "freshness"])
+    parser.add_argument("--change-table-rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--history-commits", type=int, default=10_000)
     parser.add_argument("--freshness-records", type=int, default=12_000)
     parser.add_argument("--freshness-rate", type=float, default=100)
@@ -368,6 +426,8 @@ def main() -> int:
         log(f"compactor: {n:,} commits of one small file each, maintenance on …")
         figures["history"] = run_json([RELEASE / "floe-bench", "history", "--home", args.work / "history",
                                        "--commits", n, "--at", f"100,{n}"])
+    if "changes" not in args.skip:
+        figures["changes"] = changes(args.work, args.change_table_rows)
     if "freshness" not in args.skip:
         log(f"local stack freshness ({args.freshness_records} records at {args.freshness_rate:g}/s) …")
         figures["freshness"] = freshness(args.work, args.floe, args.freshness_records, args.freshness_rate)
