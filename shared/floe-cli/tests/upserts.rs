@@ -260,3 +260,34 @@ async fn a_sql_output_of_a_change_stream_sees_each_new_row_image() {
         [("1", "a"), ("1", "a3"), ("2", "b")].iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
     assert_eq!(got, want, "an append-only stream of the images each batch kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compactors_at_once_apply_every_change_once() {
+    let (_dir, b, p, ingestor, first) = setup(PIPELINE).await;
+    let second = Compactor::new(p.clone(), &b.backends(), CompactorOptions::default()).unwrap();
+    let mut rng = Lcg(11);
+    let mut reference: BTreeMap<i64, String> = BTreeMap::new();
+    let mut offset = 0;
+    let mut conflicts = 0;
+    for round in 0..10 {
+        let mut batch = Vec::new();
+        for _ in 0..80 {
+            let key = rng.next(60) as i64;
+            let value = if rng.next(4) == 0 {
+                reference.remove(&key);
+                None
+            } else {
+                let v = format!("r{round}-{offset}");
+                reference.insert(key, v.clone());
+                Some(format!(r#"{{"id":{key},"v":"{v}"}}"#))
+            };
+            batch.push((0, offset, key.to_string(), value));
+            offset += 1;
+        }
+        ingestor.handle(&event(&batch)).await.unwrap();
+        let (a, c) = tokio::join!(first.run(), second.run());
+        conflicts += a.unwrap()[0].conflicts + c.unwrap()[0].conflicts;
+        assert_eq!(table_rows(&b, &p).await, expected(&reference), "after round {round}");
+    }
+    assert!(conflicts > 0, "the two compactors raced at least once");
+}

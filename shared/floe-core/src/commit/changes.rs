@@ -101,6 +101,7 @@ pub async fn commit_batch(
     batch: &[StagedFile],
     data: Vec<DataFile>,
     properties: HashMap<String, String>,
+    run: u64,
 ) -> Result<(std::result::Result<Table, iceberg::Error>, Vec<String>, ChangeStats)> {
     let mut sets: Vec<ChangeSet> = Vec::new();
     let mut data_files = data.into_iter();
@@ -132,11 +133,11 @@ pub async fn commit_batch(
     }
     sets.sort_by(|a, b| (&a.source, a.first_offset).cmp(&(&b.source, b.first_offset)));
     let planned = plan(table, layout, &sets).await?;
-    let name = super::row_delta::plan_name(table, batch.iter().map(|f| f.path.clone()));
+    let name = super::row_delta::plan_name(table, run, batch.iter().map(|f| f.path.clone()));
     let deletes = super::row_delta::write_position_deletes(table, &name, planned.deletes).await?;
     let written: Vec<String> = deletes.iter().map(|f| f.file_path().to_string()).collect();
     let data = sets.into_iter().flat_map(|s| s.data).collect();
-    let delta = super::row_delta::RowDelta { data, deletes, properties };
+    let delta = super::row_delta::RowDelta { data, deletes, properties, run };
     let metadata = super::row_delta::build(table, &delta).await?;
     let result = crate::catalog::commit_metadata(swap, table, metadata).await?;
     Ok((result, written, planned.stats))

@@ -515,8 +515,15 @@ impl Compactor {
             let committed_bytes = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
             let mut delete_files = Vec::new();
             let result = if changes {
-                let delta =
-                    super::changes::commit_batch(self.swap.as_ref(), &table, layout, &batch, data_files, properties);
+                let delta = super::changes::commit_batch(
+                    self.swap.as_ref(),
+                    &table,
+                    layout,
+                    &batch,
+                    data_files,
+                    properties,
+                    deadlines.run,
+                );
                 let (result, written, stats) = delta.await?;
                 delete_files = written;
                 report.change_stats = Some(stats);
@@ -552,8 +559,11 @@ impl Compactor {
                 {
                     warn!(table = %table_name, attempt, error = %e, "commit conflict; re-planning");
                     report.conflicts += 1;
-                    // Never referenced: the re-plan writes its own (named after the snapshot it plans on).
-                    delete_files_of(&self.file_io, &table_name, &delete_files).await;
+                    // The re-plan writes its own (named after the snapshot it plans on); these are deleted unless the
+                    // table references them (a retried swap can be answered with a conflict although it applied).
+                    let (catalog, ident) = (self.catalog.as_ref(), layout.ident());
+                    delete_uncommitted(catalog, &self.file_io, &ident, delete_files, false, "position-delete file")
+                        .await;
                     table = self.catalog.load_table(&layout.ident()).await?;
                     staged = batch;
                 }
@@ -636,10 +646,4 @@ impl Compactor {
         }
         Ok(deleted)
     }
-}
-
-/// Delete the files an attempt wrote that no commit references (logged, never failing the run: orphan removal
-/// takes what is left).
-async fn delete_files_of(file_io: &FileIO, table: &str, paths: &[String]) {
-    delete_files(file_io, table, paths, "position-delete file of a lost commit").await;
 }

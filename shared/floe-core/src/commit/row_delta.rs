@@ -11,8 +11,8 @@
 //!   delete manifest, entries inheriting the new sequence number.
 //! - **Summary**: Iceberg's operation (`append` without deletes, `delete` without data, else `overwrite`), its
 //!   added counts and totals, and the caller's properties (floe's positions).
-//! - **Names** derive from the parent snapshot and the plan: a retry of the same plan on the same parent writes
-//!   the same files with the same bytes, and two compactors planning on different parents never share a name.
+//! - **Names** derive from the compactor run, the parent snapshot and the plan: a retry of the same plan writes
+//!   the same files with the same bytes, and no two compactors, nor two plans on different parents, share a name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,11 +111,15 @@ pub struct RowDelta {
     pub deletes: Vec<DataFile>,
     /// Added to the summary (floe's positions).
     pub properties: HashMap<String, String>,
+    /// The compactor run (part of every name the snapshot writes, see [`plan_name`]).
+    pub run: u64,
 }
 
-/// A stable name for what a plan writes: the parent snapshot and the paths it adds.
-pub fn plan_name(table: &Table, paths: impl Iterator<Item = String>) -> String {
-    let mut key = format!("rowdelta\n{:?}\n", table.metadata().current_snapshot_id());
+/// A name for what a plan writes: the compactor run, the parent snapshot and the paths it adds. Two compactors
+/// planning the same commit on the same parent write different objects (one may already have committed its own
+/// when the other, losing the race, deletes what it wrote).
+pub fn plan_name(table: &Table, run: u64, paths: impl Iterator<Item = String>) -> String {
+    let mut key = format!("rowdelta\n{run}\n{:?}\n", table.metadata().current_snapshot_id());
     for p in paths {
         key.push_str(&p);
         key.push('\n');
@@ -129,7 +133,7 @@ pub async fn build(table: &Table, delta: &RowDelta) -> Result<TableMetadata> {
     let metadata = table.metadata();
     let parent = metadata.current_snapshot();
     let parent_id = parent.map(|s| s.snapshot_id());
-    let name = plan_name(table, delta.data.iter().chain(&delta.deletes).map(|f| f.file_path().to_string()));
+    let name = plan_name(table, delta.run, delta.data.iter().chain(&delta.deletes).map(|f| f.file_path().to_string()));
     let mut snapshot_id = (hash64(name.as_bytes()) & (i64::MAX as u64)) as i64;
     while snapshot_id == 0 || metadata.snapshot_by_id(snapshot_id).is_some() {
         snapshot_id = (hash64(&snapshot_id.to_le_bytes()) & (i64::MAX as u64)) as i64;

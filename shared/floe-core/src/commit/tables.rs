@@ -1,8 +1,6 @@
 //! What every committer of the compactor shares: the per-table report of a run, and cleaning up the files of
 //! commits that did not land.
 
-use std::collections::HashSet;
-
 use iceberg::io::FileIO;
 use iceberg::{Catalog, TableIdent};
 use serde::Serialize;
@@ -10,7 +8,7 @@ use tracing::warn;
 
 use crate::catalog::delete_files;
 use crate::error::{Error, Result};
-use crate::table::files::live_data_files;
+use crate::table::files::live_paths;
 
 /// What a run did to one table.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -81,7 +79,7 @@ impl TableReport {
 /// commit, applied and answered with a conflict after a retry of the same request.
 pub(crate) async fn unreferenced(catalog: &dyn Catalog, ident: &TableIdent, paths: Vec<String>) -> Result<Vec<String>> {
     let table = catalog.load_table(ident).await?;
-    let live: HashSet<String> = live_data_files(&table).await?.iter().map(|f| f.file_path().to_string()).collect();
+    let live = live_paths(&table).await?;
     Ok(paths.into_iter().filter(|p| !live.contains(p)).collect())
 }
 

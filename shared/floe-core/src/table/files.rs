@@ -32,3 +32,19 @@ pub async fn live_files_in(table: &Table, manifests: &[ManifestFile]) -> Result<
     }
     Ok(files)
 }
+
+/// The paths of every live file of the current snapshot: data files and delete files.
+pub async fn live_paths(table: &Table) -> Result<std::collections::HashSet<String>> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(Default::default());
+    };
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let loads: Vec<_> = list.entries().iter().map(|m| m.load_manifest(table.file_io())).collect();
+    let manifests: Vec<_> = futures::stream::iter(loads).buffered(16).try_collect().await?;
+    Ok(manifests
+        .iter()
+        .flat_map(|m| m.entries())
+        .filter(|e| e.status() != ManifestStatus::Deleted)
+        .map(|e| e.file_path().to_string())
+        .collect())
+}

@@ -34,7 +34,7 @@ async fn data_and_position_deletes_commit_together_and_every_reader_path_applies
     // First snapshot: ids 0..10 on day 1, 10..20 on day 2 (two partitions, two files).
     let mut files = writer.write(batch(&layout, 0..10, 1), "a").await.unwrap();
     files.extend(writer.write(batch(&layout, 10..20, 2), "b").await.unwrap());
-    let first = RowDelta { data: files.clone(), deletes: vec![], properties: HashMap::new() };
+    let first = RowDelta { data: files.clone(), deletes: vec![], properties: HashMap::new(), run: 1 };
     let table = table_with(&table, build(&table, &first).await.unwrap(), None).unwrap();
     assert_eq!(table.metadata().current_snapshot().unwrap().summary().operation, Operation::Append);
     assert_eq!(ids(&table).await, (0..20).collect::<Vec<_>>());
@@ -48,7 +48,7 @@ async fn data_and_position_deletes_commit_together_and_every_reader_path_applies
         PartitionDeletes { partition: day(1), positions: vec![(new1.into(), 2), (old1.into(), 3), (new1.into(), 2)] },
         PartitionDeletes { partition: day(2), positions: vec![(old2.into(), 2), (old2.into(), 1)] },
     ];
-    let name = plan_name(&table, new.iter().map(|f| f.file_path().to_string()));
+    let name = plan_name(&table, 1, new.iter().map(|f| f.file_path().to_string()));
     let written = write_position_deletes(&table, &name, deletes.clone()).await.unwrap();
     assert_eq!(written.len(), 2);
     assert!(written.iter().all(|f| f.content_type() == DataContentType::PositionDeletes));
@@ -56,7 +56,7 @@ async fn data_and_position_deletes_commit_together_and_every_reader_path_applies
     assert_eq!(written[0].lower_bounds()[&DELETE_FILE_PATH_ID], Datum::string(old1.min(new1)));
     assert_eq!(written[0].upper_bounds()[&DELETE_FILE_PATH_ID], Datum::string(old1.max(new1)));
     let properties = HashMap::from([("floe.positions.p".to_string(), "{\"t:0\":9}".to_string())]);
-    let delta = RowDelta { data: new.clone(), deletes: written.clone(), properties };
+    let delta = RowDelta { data: new.clone(), deletes: written.clone(), properties, run: 1 };
     let metadata = build(&table, &delta).await.unwrap();
     let again = build(&table, &delta).await.unwrap();
     assert_eq!(metadata.current_snapshot_id(), again.current_snapshot_id(), "the same plan, the same snapshot");
@@ -88,17 +88,18 @@ async fn data_and_position_deletes_commit_together_and_every_reader_path_applies
 }
 
 #[tokio::test]
-async fn plan_names_differ_by_parent_snapshot_and_delete_only_commits_are_deletes() {
+async fn plan_names_differ_by_run_and_parent_snapshot_and_delete_only_commits_are_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let (_catalog, table, writer) = empty_table(dir.path(), &[]).await;
     let layout = writer.layout().clone();
     let files = writer.write(batch(&layout, 0..4, 1), "a").await.unwrap();
     let paths = || files.iter().map(|f| f.file_path().to_string());
-    let empty_name = plan_name(&table, paths());
+    let empty_name = plan_name(&table, 1, paths());
+    assert_ne!(plan_name(&table, 2, paths()), empty_name, "another compactor run writes other files");
     let table =
         table_with(&table, build(&table, &RowDelta { data: files.clone(), ..Default::default() }).await.unwrap(), None)
             .unwrap();
-    assert_ne!(plan_name(&table, paths()), empty_name, "a plan on another parent writes other files");
+    assert_ne!(plan_name(&table, 1, paths()), empty_name, "a plan on another parent writes other files");
 
     let deletes = vec![PartitionDeletes {
         partition: files[0].partition().clone(),
