@@ -330,6 +330,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_change_stream_shows_its_format_key_and_order() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cdc.toml");
+        let text = run(&path, false, None).await.unwrap().0;
+        assert!(
+            text.contains(
+                "changes: debezium by primary key (id): the last change of a key wins (Kafka order within a \
+                           partition; across partitions `lsn`, then the Kafka timestamp); committed as position deletes"
+            ),
+            "{text}"
+        );
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
+        assert_eq!(summary["changes"], json!({"format": "debezium", "primary_key": ["id"], "order_by": "lsn"}));
+        let example: serde_json::Value = serde_json::from_str(&run(&example(), true, None).await.unwrap().0).unwrap();
+        assert_eq!(example["changes"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
     async fn the_stream_pipeline_shows_outputs_windows_and_late_tables() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pipelines/stream.toml");
         let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
