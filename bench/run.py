@@ -354,8 +354,10 @@ def table(figures: dict) -> list[str]:
                          f"read the key column of {c['files_read']} of {c['files_live']} files ({c['rows_read']:,} rows; "
                          f"{c['row_groups_skipped']} row groups skipped by bloom filters); {c['replaced']:,} rows replaced"))
         pend, comp = ch["pending"], ch["compacted"]
-        rows.append((f"delete files per data file after {ch['commits']} change commits, {n}",
-                     f"{pend['delete_files_per_data_file']:.1f} → {comp['delete_files_per_data_file']:.1f} after compaction",
+        rows.append((f"delete files a reader opens per data file after {ch['commits']} change commits, {n}",
+                     f"{pend['delete_files_per_data_file']:.1f} (max {pend['max_delete_files_per_data_file']}) → "
+                     f"{comp['delete_files_per_data_file']:.1f} (max {comp['max_delete_files_per_data_file']}) "
+                     "after compaction",
                      "", "", f"{pend['delete_files']} delete files on {pend['data_files']} data files "
                      f"({pend['position_deletes']:,} deletes) → {comp['delete_files']} on {comp['data_files']} "
                      f"({ch['rewritten_files']} files rewritten in {ch['maintain_s']:.1f} s)"))

@@ -7,13 +7,14 @@
 //!   with rewrites on: delete files per data file before and after, and the snapshot ids of both states for a
 //!   full-scan comparison (bench/run.py scans them with PyIceberg).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use floe_core::{Compactor, CompactorOptions, Ingestor, MskEvent, Pipeline, TableLayout, TableReport};
+use floe_core::{Compactor, CompactorOptions, Ingestor, MskEvent, MskRecord, Pipeline, TableLayout, TableReport};
 use floe_embedded::Embedded;
 use serde_json::json;
 
@@ -34,6 +35,7 @@ changes = "upsert"
 namespace = "bench"
 name = "users"
 primary_key = ["id"]
+target_file_size_mb = 16
 properties = {{ "floe.rewrite.min-input-files" = "{min_input}" }}
 [[table.columns]]
 name = "id"
@@ -52,32 +54,36 @@ type = "long"
     )
 }
 
-/// One MSK event per partition-sized slice of `changes` ((key, version; `None` deletes)), offsets continuing
-/// from `offsets`.
-fn events(changes: &[(u64, Option<u64>)], offsets: &mut [i64; PARTITIONS as usize]) -> anyhow::Result<Vec<MskEvent>> {
-    let mut by_partition: Vec<Vec<serde_json::Value>> = vec![Vec::new(); PARTITIONS as usize];
+/// MSK events of `changes` ((key, version; `None` deletes)): per partition, slices of [`EVENT_RECORDS`], offsets
+/// continuing from `offsets`. Built as structs: a million records in well under a second.
+fn events(changes: &[(u64, Option<u64>)], offsets: &mut [i64; PARTITIONS as usize]) -> Vec<MskEvent> {
+    let mut by_partition: Vec<Vec<MskRecord>> = vec![Vec::new(); PARTITIONS as usize];
     for &(key, version) in changes {
         let p = (key % PARTITIONS) as usize;
         let value = version.map(|v| {
             let row = json!({"id": key, "name": format!("user-{key}-v{v}"), "score": key * 7 % 1000, "updated": v});
             STANDARD.encode(row.to_string())
         });
-        by_partition[p].push(json!({"topic": "users", "partition": p, "offset": offsets[p],
-            "timestamp": 1_795_000_000_000i64 + offsets[p], "timestampType": "CREATE_TIME",
-            "key": STANDARD.encode(key.to_string()), "value": value, "headers": []}));
+        by_partition[p].push(MskRecord {
+            topic: Some("users".into()),
+            partition: p as i64,
+            offset: offsets[p],
+            timestamp: 1_795_000_000_000 + offsets[p],
+            timestamp_type: Some("CREATE_TIME".into()),
+            key: Some(STANDARD.encode(key.to_string())),
+            value,
+            ..Default::default()
+        });
         offsets[p] += 1;
     }
     let mut out = Vec::new();
-    let chunks: Vec<Vec<serde_json::Value>> = by_partition
-        .into_iter()
-        .flat_map(|r| r.chunks(EVENT_RECORDS as usize).map(<[_]>::to_vec).collect::<Vec<_>>())
-        .collect();
-    for chunk in chunks {
-        let Some(first) = chunk.first() else { continue };
-        let name = format!("users-{}", first["partition"]);
-        out.push(serde_json::from_value(json!({"eventSource": "aws:kafka", "records": {name: chunk}}))?);
+    for (p, records) in by_partition.into_iter().enumerate() {
+        for chunk in records.chunks(EVENT_RECORDS as usize) {
+            let records = BTreeMap::from([(format!("users-{p}"), chunk.to_vec())]);
+            out.push(MskEvent { event_source: Some("aws:kafka".into()), records, ..Default::default() });
+        }
     }
-    Ok(out)
+    out
 }
 
 /// A deterministic spread of `n` keys over `0..rows`.
@@ -94,10 +100,12 @@ struct Bench {
 }
 
 impl Bench {
+    /// Ingest `changes`; the seconds the handler took (building the events is not counted).
     async fn ingest(&mut self, changes: &[(u64, Option<u64>)]) -> anyhow::Result<f64> {
+        let events = events(changes, &mut self.offsets);
         let started = Instant::now();
-        for event in events(changes, &mut self.offsets)? {
-            self.ingestor.handle(&event).await?;
+        for event in &events {
+            self.ingestor.handle(event).await?;
         }
         Ok(started.elapsed().as_secs_f64())
     }
@@ -119,17 +127,44 @@ impl Bench {
         Ok((wall, report))
     }
 
-    /// Live data files, live delete files, the largest number of delete files targeting one data file, and the
-    /// current snapshot.
+    /// Live data and delete files, and the delete files a reader opens per data file (those whose `file_path`
+    /// bounds admit it, as scan planning matches them): mean and maximum over the data files.
     async fn files(&self) -> anyhow::Result<serde_json::Value> {
         let ident = TableLayout::target(&self.pipeline, &self.embedded.warehouse)?.ident();
         let table = iceberg::Catalog::load_table(self.embedded.catalog.as_ref(), &ident).await?;
         let snapshot = table.metadata().current_snapshot().ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
         let summary = &snapshot.summary().additional_properties;
         let total = |k: &str| summary.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let (data, deletes) = (total("total-data-files"), total("total-delete-files"));
-        Ok(json!({"snapshot_id": snapshot.snapshot_id(), "data_files": data, "delete_files": deletes,
-            "delete_files_per_data_file": deletes as f64 / data.max(1) as f64,
+        let (mut data, mut deletes) = (Vec::new(), Vec::new());
+        for manifest in table.manifest_list_reader(snapshot).load().await?.entries() {
+            for entry in manifest.load_manifest(table.file_io()).await?.entries() {
+                if entry.status() == iceberg::spec::ManifestStatus::Deleted {
+                    continue;
+                }
+                match entry.content_type() {
+                    iceberg::spec::DataContentType::Data => data.push(entry.file_path().to_string()),
+                    _ => {
+                        let bound = |b: &std::collections::HashMap<i32, iceberg::spec::Datum>| {
+                            b.get(&2147483546).map(|d| d.to_string().trim_matches('"').to_string())
+                        };
+                        let f = entry.data_file();
+                        deletes.push((bound(f.lower_bounds()), bound(f.upper_bounds())));
+                    }
+                }
+            }
+        }
+        let per_file: Vec<usize> = data
+            .iter()
+            .map(|path| {
+                let admits = |(l, u): &&(Option<String>, Option<String>)| {
+                    l.as_deref().is_none_or(|l| l <= path.as_str()) && u.as_deref().is_none_or(|u| path.as_str() <= u)
+                };
+                deletes.iter().filter(admits).count()
+            })
+            .collect();
+        Ok(json!({"snapshot_id": snapshot.snapshot_id(), "data_files": data.len(), "delete_files": deletes.len(),
+            "delete_files_per_data_file": per_file.iter().sum::<usize>() as f64 / data.len().max(1) as f64,
+            "max_delete_files_per_data_file": per_file.iter().max().copied().unwrap_or(0),
             "rows": total("total-records") - total("total-position-deletes"),
             "position_deletes": total("total-position-deletes")}))
     }
@@ -188,10 +223,12 @@ pub async fn run(home: &Path, rows: u64, batch_keys: u64, commits: u64) -> anyho
         commit_s.push(bench.commit(&compactor).await?.0);
     }
     let pending = bench.files().await?;
+    // A new process, as a redeployment with rewrites on: its first run sets the table property back.
+    let maintainer = bench.compactor(true)?;
     let maintain_started = Instant::now();
     let mut rewritten = 0;
     loop {
-        let inputs = bench.commit(&loader).await?.1.rewritten_inputs;
+        let inputs = bench.commit(&maintainer).await?.1.rewritten_inputs;
         rewritten += inputs;
         if inputs == 0 {
             break;
