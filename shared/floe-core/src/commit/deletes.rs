@@ -16,9 +16,12 @@ use iceberg::spec::{DataContentType, DataFile, Datum, ManifestFile, ManifestStat
 use iceberg::table::Table;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
-use super::row_delta::DELETE_FILE_PATH_ID;
 use crate::error::{Error, Result};
 use crate::table::reader::READ_BATCH_ROWS;
+
+/// Field ids of a position-delete file's columns (Iceberg spec, reserved).
+pub const DELETE_FILE_PATH_ID: i32 = 2147483546;
+pub const DELETE_POS_ID: i32 = 2147483545;
 
 /// Live delete files and the positions they delete.
 #[derive(Debug, Default)]

@@ -31,12 +31,9 @@ use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::deletes::{DELETE_FILE_PATH_ID, DELETE_POS_ID};
 use crate::error::{Error, Result};
 use crate::hash::hash64;
-
-/// Field ids of a position-delete file's columns (Iceberg spec, reserved).
-pub const DELETE_FILE_PATH_ID: i32 = 2147483546;
-pub const DELETE_POS_ID: i32 = 2147483545;
 
 /// Positions to delete from the data files of one partition.
 #[derive(Debug, Clone)]
