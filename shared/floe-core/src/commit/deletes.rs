@@ -10,14 +10,12 @@ use std::collections::{HashMap, HashSet};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use futures::TryStreamExt;
-use iceberg::arrow::ArrowFileReader;
-use iceberg::io::{FileIO, FileMetadata};
+use iceberg::io::FileIO;
 use iceberg::spec::{DataContentType, DataFile, Datum, ManifestFile, ManifestStatus, PrimitiveLiteral};
 use iceberg::table::Table;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 use crate::error::{Error, Result};
-use crate::table::reader::READ_BATCH_ROWS;
+use crate::table::reader::data_file_batches;
 
 /// Field ids of a position-delete file's columns (Iceberg spec, reserved).
 pub const DELETE_FILE_PATH_ID: i32 = 2147483546;
@@ -91,9 +89,7 @@ async fn read_positions(
     wanted: Option<&HashSet<&str>>,
     out: &mut HashMap<String, Vec<i64>>,
 ) -> Result<HashSet<String>> {
-    let input = file_io.new_input(file.file_path())?;
-    let reader = ArrowFileReader::new(FileMetadata { size: file.file_size_in_bytes() }, input.reader().await?);
-    let mut stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS).build()?;
+    let mut stream = data_file_batches(file_io, file.file_path(), file.file_size_in_bytes()).await?;
     let mut targets = HashSet::new();
     while let Some(batch) = stream.try_next().await? {
         let (Some(path), Some(pos)) = (batch.column_by_name("file_path"), batch.column_by_name("pos")) else {

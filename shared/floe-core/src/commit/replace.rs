@@ -283,15 +283,21 @@ fn snapshot_id(metadata: &TableMetadata, parent: i64, plan: &ReplacePlan) -> i64
         key.push_str(p);
         key.push('\n');
     }
-    let mut id = (hash64(key.as_bytes()) & (i64::MAX as u64)) as i64;
+    unused_snapshot_id(metadata, key.as_bytes())
+}
+
+/// A positive snapshot id derived from `key` (stable across retries of the same plan) that `metadata` does not use.
+pub(crate) fn unused_snapshot_id(metadata: &TableMetadata, key: &[u8]) -> i64 {
+    let mut id = (hash64(key) & (i64::MAX as u64)) as i64;
     while id == 0 || metadata.snapshot_by_id(id).is_some() {
         id = (hash64(&id.to_le_bytes()) & (i64::MAX as u64)) as i64;
     }
     id
 }
 
-/// The summary totals after a replace: the parent's, minus the removed and plus the added files.
-fn totals(parent: &HashMap<String, String>, changes: HashMap<String, String>) -> HashMap<String, String> {
+/// The summary totals after a snapshot floe builds (a replace or a row delta): the parent's, minus the removed and
+/// plus the added files.
+pub(crate) fn totals(parent: &HashMap<String, String>, changes: HashMap<String, String>) -> HashMap<String, String> {
     let get = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let mut out = changes.clone();
     for (total, added, removed) in [

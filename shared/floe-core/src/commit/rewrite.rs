@@ -234,7 +234,8 @@ impl Rewriter<'_> {
                 let files: Vec<&DataFile> = bin.iter().map(|&i| &live[i]).collect();
                 // The deletes applied are part of the name: a re-plan after a rival added deletes to these
                 // inputs must not reuse files merged without them.
-                let prefix = merged_prefix(&files, self.run ^ deletes_signature(&deletes, &files));
+                let salt = self.run ^ deletes_signature(&deletes, &files);
+                let prefix = merged_prefix(&files, salt);
                 if !merged.contains_key(&prefix) {
                     if Instant::now() >= self.merge_deadline {
                         break;
@@ -243,7 +244,6 @@ impl Rewriter<'_> {
                         Some(w) => w,
                         None => writer.insert(TableWriter::new(self.layout.clone(), self.file_io.clone())?),
                     };
-                    let salt = self.run ^ deletes_signature(&deletes, &files);
                     let result = super::merge::merge_applying(writer, self.file_io, &files, salt, &deletes).await?;
                     merged.insert(prefix.clone(), result);
                 }

@@ -19,21 +19,19 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use bytes::Bytes;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, MAIN_BRANCH, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct,
     Summary, TableMetadata,
 };
 use iceberg::table::Table;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use super::deletes::{DELETE_FILE_PATH_ID, DELETE_POS_ID};
+use super::replace::{totals, unused_snapshot_id};
 use crate::error::{Error, Result};
 use crate::hash::hash64;
+use crate::table::writer::write_parquet_file;
 
 /// Positions to delete from the data files of one partition.
 #[derive(Debug, Clone)]
@@ -56,10 +54,6 @@ pub async fn write_position_deletes(
         Field::new("file_path", DataType::Utf8, false).with_metadata(field_id(DELETE_FILE_PATH_ID)),
         Field::new("pos", DataType::Int64, false).with_metadata(field_id(DELETE_POS_ID)),
     ]));
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-        .set_created_by("floe".into())
-        .build();
     let mut files = Vec::new();
     for (n, mut part) in deletes.into_iter().filter(|d| !d.positions.is_empty()).enumerate() {
         part.positions.sort();
@@ -67,13 +61,8 @@ pub async fn write_position_deletes(
         let paths: ArrayRef = Arc::new(StringArray::from_iter_values(part.positions.iter().map(|(p, _)| p.as_str())));
         let positions: ArrayRef = Arc::new(Int64Array::from_iter_values(part.positions.iter().map(|(_, p)| *p)));
         let batch = RecordBatch::try_new(schema.clone(), vec![paths, positions])?;
-        let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(properties.clone()))?;
-        writer.write(&batch)?;
-        writer.close()?;
         let location = format!("{}/data/{name}-{n:05}-deletes.parquet", metadata.location());
-        let size = buffer.len() as u64;
-        table.file_io().new_output(&location)?.write(Bytes::from(buffer)).await?;
+        let size = write_parquet_file(table.file_io(), &location, &batch).await?;
         let (first, last) = (&part.positions[0], &part.positions[part.positions.len() - 1]);
         let mut file = DataFileBuilder::default();
         file.content(DataContentType::PositionDeletes)
@@ -131,10 +120,7 @@ pub async fn build(table: &Table, delta: &RowDelta) -> Result<TableMetadata> {
     let parent = metadata.current_snapshot();
     let parent_id = parent.map(|s| s.snapshot_id());
     let name = plan_name(table, delta.run, delta.data.iter().chain(&delta.deletes).map(|f| f.file_path().to_string()));
-    let mut snapshot_id = (hash64(name.as_bytes()) & (i64::MAX as u64)) as i64;
-    while snapshot_id == 0 || metadata.snapshot_by_id(snapshot_id).is_some() {
-        snapshot_id = (hash64(&snapshot_id.to_le_bytes()) & (i64::MAX as u64)) as i64;
-    }
+    let snapshot_id = unused_snapshot_id(metadata, name.as_bytes());
     let sequence_number = metadata.next_sequence_number();
     let schema = metadata.current_schema().clone();
     let spec = metadata.default_partition_spec().clone();
@@ -195,23 +181,6 @@ pub async fn build(table: &Table, delta: &RowDelta) -> Result<TableMetadata> {
         .set_ref(MAIN_BRANCH, reference)?
         .build()?
         .metadata)
-}
-
-/// The summary totals after adding files: the parent's plus the added.
-fn totals(parent: &HashMap<String, String>, changes: HashMap<String, String>) -> HashMap<String, String> {
-    let get = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let mut out = changes.clone();
-    for (total, added) in [
-        ("total-data-files", "added-data-files"),
-        ("total-records", "added-records"),
-        ("total-files-size", "added-files-size"),
-        ("total-delete-files", "added-delete-files"),
-        ("total-position-deletes", "added-position-deletes"),
-        ("total-equality-deletes", "added-equality-deletes"),
-    ] {
-        out.insert(total.to_string(), (get(parent, total) + get(&changes, added)).to_string());
-    }
-    out
 }
 
 #[cfg(test)]

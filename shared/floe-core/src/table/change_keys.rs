@@ -4,15 +4,12 @@
 //! the same object), listed in the ledger until the commit, deleted after it.
 
 use arrow_array::RecordBatch;
-use bytes::Bytes;
 use iceberg::io::FileIO;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::error::Result;
 use crate::table::layout::TableLayout;
+use crate::table::writer::write_parquet_file;
 
 /// Where the key file of the staging step named `prefix` lives.
 pub fn key_file_location(layout: &TableLayout, prefix: &str) -> String {
@@ -26,17 +23,8 @@ pub async fn write_key_file(
     prefix: &str,
     keys: &RecordBatch,
 ) -> Result<(String, u64)> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-        .set_created_by("floe".into())
-        .build();
-    let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, keys.schema(), Some(properties))?;
-    writer.write(keys)?;
-    writer.close()?;
     let location = key_file_location(layout, prefix);
-    let size = buffer.len() as u64;
-    file_io.new_output(&location)?.write(Bytes::from(buffer)).await?;
+    let size = write_parquet_file(file_io, &location, keys).await?;
     Ok((location, size))
 }
 

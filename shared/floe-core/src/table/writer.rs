@@ -237,3 +237,20 @@ impl PartitionWriter {
 pub fn file_prefix(pipeline: &str, topic: &str, partition: i32, first: i64, last: i64) -> String {
     format!("{pipeline}-{topic}-{partition}-{first:020}-{last:020}")
 }
+
+/// Write `batch` as one small Parquet file at `location` with floe's codec settings (zstd 1, constant writer
+/// identity: the same batch gives the same bytes), for floe's own files that are not table data files: key files
+/// and position-delete files. Returns its size in bytes.
+pub async fn write_parquet_file(file_io: &FileIO, location: &str, batch: &RecordBatch) -> Result<u64> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_created_by("floe".into())
+        .build();
+    let mut buffer = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
+    writer.write(batch)?;
+    writer.close()?;
+    let size = buffer.len() as u64;
+    file_io.new_output(location)?.write(bytes::Bytes::from(buffer)).await?;
+    Ok(size)
+}
