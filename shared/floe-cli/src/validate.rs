@@ -287,7 +287,8 @@ mod tests {
     use super::*;
 
     fn example() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml")
+        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../examples/pipeline.toml")
     }
 
     #[tokio::test]
@@ -331,7 +332,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_stream_shows_its_format_key_and_order() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cdc.toml");
+        let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../examples/cdc.toml");
         let text = run(&path, false, None).await.unwrap().0;
         assert!(
             text.contains(
@@ -348,7 +350,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_pipeline_shows_outputs_windows_and_late_tables() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/pipelines/stream.toml");
+        let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../tests/pipelines/stream.toml");
         let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
         let names: Vec<&str> =
             summary["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();

@@ -14,7 +14,8 @@ use iceberg::table::Table;
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 
 fn pipeline() -> Arc<Pipeline> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml");
+    let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../examples/pipeline.toml");
     Arc::new(floe_core::load_pipeline(&path).unwrap())
 }
 

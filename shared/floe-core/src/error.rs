@@ -44,6 +44,11 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    /// The schema registry failed: unreachable, timed out or 5xx (retryable: the records are redelivered), or
+    /// refused floe's credentials (permanent until the deployment is fixed).
+    #[error("schema registry {registry}: {message}")]
+    Registry { registry: String, message: String, retryable: bool },
+
     /// A conditional state update lost a race (another invocation moved the fence first).
     #[error("state conflict: {0}")]
     Conflict(String),
@@ -73,7 +78,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Iceberg(e) => e.retryable(),
-            Error::State { retryable, .. } => *retryable,
+            Error::State { retryable, .. } | Error::Registry { retryable, .. } => *retryable,
             Error::Conflict(_) => true,
             // Storage errors surface as `External`; anything else is a file that cannot be decoded.
             Error::Parquet(e) => matches!(e, parquet::errors::ParquetError::External(_)),

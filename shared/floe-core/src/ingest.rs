@@ -18,6 +18,8 @@ use crate::input::dead_letter::dead_letter_batch;
 use crate::input::decode::{Decoded, RecordDecoder};
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
+use crate::input::framing::schema_of;
+use crate::input::registry::{Resolved, SchemaId, SchemaRegistry, Schemas};
 use crate::pipeline::{Evolve, Pipeline};
 use crate::state::{StageRequest, StagedContent, StagedFile};
 #[cfg(feature = "sql")]
@@ -85,6 +87,8 @@ pub struct Ingestor {
     /// Fields already reported as not addable (each is logged once per process).
     reported: Mutex<HashSet<String>>,
     backends: Backends,
+    /// The registry's schemas, cached for the process (registry formats only).
+    schemas: Option<Schemas>,
     dead_letter: TableWriter,
     /// The derived outputs (SQL, dedup, windows): only in builds with the `sql` feature.
     #[cfg(feature = "sql")]
@@ -122,9 +126,15 @@ struct Rows {
 }
 
 impl Target {
-    fn decode(&self, source: &SourcePartition, records: &[SourceRecord], report: &mut IngestReport) -> Result<Rows> {
+    fn decode(
+        &self,
+        source: &SourcePartition,
+        records: &[SourceRecord],
+        schemas: Option<(&Resolved, &str)>,
+        report: &mut IngestReport,
+    ) -> Result<Rows> {
         let Some(changes) = &self.changes else {
-            let decoded = self.decoder.decode(source, records)?;
+            let decoded = self.decoder.decode_with(source, records, schemas)?;
             let rejected: HashSet<usize> = decoded.rejects.iter().map(|(i, _)| *i).collect();
             let rows = (0..records.len()).filter(|i| !rejected.contains(i)).collect();
             return Ok(Rows { decoded, records: rows, keys: None });
@@ -180,9 +190,28 @@ async fn prepare_target(
 
 impl Ingestor {
     /// Build the handler: the tables created or evolved and their layouts bound to them, the JSON decoder, and
-    /// the outputs' SQL plans with their reference tables loaded.
+    /// the outputs' SQL plans with their reference tables loaded. A pipeline of a registry format needs
+    /// [`Ingestor::with_registry`].
     pub async fn new(pipeline: Arc<Pipeline>, backends: &Backends) -> Result<Self> {
+        Self::with_registry(pipeline, backends, None).await
+    }
+
+    /// [`Ingestor::new`] with the schema registry a registry format (`source.registry`) reads from.
+    pub async fn with_registry(
+        pipeline: Arc<Pipeline>,
+        backends: &Backends,
+        registry: Option<Arc<dyn SchemaRegistry>>,
+    ) -> Result<Self> {
         pipeline.check_resolved()?;
+        if pipeline.format.registry.is_some() && registry.is_none() {
+            return Err(Error::Config {
+                file: pipeline.file().to_string(),
+                message: format!(
+                    "format = \"{}\" reads schemas from a registry, and none was opened for this pipeline",
+                    pipeline.format.value.name()
+                ),
+            });
+        }
         #[cfg(not(feature = "sql"))]
         if let Some(o) = pipeline.outputs.first() {
             return Err(Error::Config {
@@ -223,6 +252,7 @@ impl Ingestor {
             evolving: tokio::sync::Mutex::new(()),
             reported: Mutex::new(HashSet::new()),
             backends: backends.clone(),
+            schemas: registry.map(Schemas::new),
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
         })
@@ -272,8 +302,14 @@ impl Ingestor {
         report.columns_added = columns_added;
         // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
         #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
-        let Rows { mut decoded, records: rows_records, keys } =
-            target.decode(&group.source, &group.records, &mut report)?;
+        let resolved = self.resolve_schemas(&group.records).await?;
+        let schemas = resolved.as_ref().zip(self.schemas.as_ref()).map(|(r, s)| (r, s.describe()));
+        let Rows { mut decoded, records: rows_records, keys } = target.decode(
+            &group.source,
+            &group.records,
+            schemas.as_ref().map(|(r, d)| (*r, d.as_str())),
+            &mut report,
+        )?;
         let prefix = file_prefix(pipeline, &group.source.topic, group.source.partition, first, last);
         let mut staged = Vec::new();
         if let Some(batch) = decoded.batch {
@@ -382,6 +418,14 @@ impl Ingestor {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The writer schemas `records` name (registry formats; `None` for JSON), fetched once per process.
+    async fn resolve_schemas(&self, records: &[SourceRecord]) -> Result<Option<Resolved>> {
+        let (Some(schemas), Some(framing)) = (&self.schemas, self.pipeline.format.framing) else { return Ok(None) };
+        let ids = records.iter().filter_map(|r| r.value.as_deref().and_then(|v| schema_of(framing, v)));
+        let ids: std::collections::BTreeSet<SchemaId> = ids.collect();
+        Ok(Some(schemas.resolve(ids).await?))
     }
 
     /// The target side for `records`: as it is, or, with automatic evolution and fields in the records that the

@@ -45,15 +45,15 @@ pub use error::{Error, Result};
 pub use hash::hash64;
 pub use ingest::{IngestReport, Ingestor};
 pub use input::{
-    Decoded, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, SourcePartition, SourceRecord,
-    group_records,
+    Decoded, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, RegisteredSchema, SchemaId, SchemaKind,
+    SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records,
 };
 pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{
     Aggregate, AggregateFn, CHANGE_ENVELOPE, ChangeFormat, Changes, Column, ColumnSource, ColumnType,
-    DEFAULT_MAX_NEW_COLUMNS, DEFAULT_TARGET_FILE_SIZE_MB, Dedup, Evolve, INPUT_TABLE, Output, PartitionField, Pipeline,
-    PlanError, Planned, Reference, ReferenceFormat, StructField, TableName, TableSpec, TimestampFormat, WINDOW_END,
-    WINDOW_START, WindowOutput,
+    DEFAULT_MAX_NEW_COLUMNS, DEFAULT_TARGET_FILE_SIZE_MB, Dedup, Evolve, Framing, INPUT_TABLE, Output, PartitionField,
+    Pipeline, PlanError, Planned, Reference, ReferenceFormat, RegistrySpec, SourceFormat, StructField, TableName,
+    TableSpec, TimestampFormat, ValueFormat, WINDOW_END, WINDOW_START, WindowOutput,
 };
 pub use state::{StageRequest, StagedContent, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
 #[cfg(feature = "sql")]

@@ -41,7 +41,8 @@ const NOW_MS: i64 = 1_700_000_000_000;
 
 /// The MSK event example of the Lambda docs: two good records and one whose value is not base64.
 fn fixture() -> MskEvent {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/floe-core/tests/fixtures/msk_event.json");
+    let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../shared/floe-core/tests/fixtures/msk_event.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 

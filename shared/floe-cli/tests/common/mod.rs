@@ -14,7 +14,8 @@ use iceberg::table::Table;
 /// The example pipeline with `extra` table properties (small enough for a test), written into `dir` with its
 /// reference data.
 pub fn pipeline(dir: &Path, extra: &str) -> Arc<Pipeline> {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let examples = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../examples");
     let text = std::fs::read_to_string(examples.join("pipeline.toml")).unwrap();
     std::fs::create_dir_all(dir.join("reference")).unwrap();
     std::fs::copy(examples.join("reference/countries.csv"), dir.join("reference/countries.csv")).unwrap();

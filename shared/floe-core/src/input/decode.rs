@@ -25,8 +25,10 @@ use arrow_select::concat::concat_batches;
 use arrow_select::filter::filter_record_batch;
 
 use crate::error::Result;
+use crate::input::avro::AvroValues;
 use crate::input::event::{Problem, SourcePartition, SourceRecord};
-use crate::pipeline::{Column, ColumnSource, Pipeline, TimestampFormat};
+use crate::input::registry::Resolved;
+use crate::pipeline::{Column, ColumnSource, Pipeline, TimestampFormat, ValueFormat};
 use crate::table::layout::TableLayout;
 
 mod guard;
@@ -54,6 +56,8 @@ pub struct RecordDecoder {
     required_paths: Vec<Vec<String>>,
     /// Keeps numbers arrow-json's decimal parser overflows on away from it.
     guard: DecimalGuard,
+    /// The Avro decoder, for `format = "avro"` (values are then not JSON).
+    avro: Option<AvroValues>,
 }
 
 #[derive(Debug)]
@@ -90,7 +94,11 @@ type RowRejects = Vec<(usize, Problem)>;
 
 impl RecordDecoder {
     pub fn new(pipeline: &Pipeline, layout: &TableLayout) -> Result<RecordDecoder> {
-        Self::with_columns(&pipeline.table.columns, layout.input.clone())
+        let mut decoder = Self::with_columns(&pipeline.table.columns, layout.input.clone())?;
+        if let (ValueFormat::Avro, Some(framing)) = (pipeline.format.value, pipeline.format.framing) {
+            decoder.avro = Some(AvroValues::new(framing, decoder.value_schema.clone()));
+        }
+        Ok(decoder)
     }
 
     /// A decoder of `columns` into rows of `target` (a field per column, in order).
@@ -132,17 +140,28 @@ impl RecordDecoder {
         ));
         let value_schema = Arc::new(Schema::new(node_fields(&root)));
         let guard = DecimalGuard::new(value_schema.fields().iter().map(|f| f.as_ref()));
-        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths, guard })
+        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths, guard, avro: None })
     }
 
     /// Decode the records of one topic-partition. Records that already carry a problem are rejected as such.
     pub fn decode(&self, source: &SourcePartition, records: &[SourceRecord]) -> Result<Decoded> {
+        self.decode_with(source, records, None)
+    }
+
+    /// [`RecordDecoder::decode`] for a registry format: `schemas` are the writer schemas the records name,
+    /// resolved by the registry `registry` describes.
+    pub(crate) fn decode_with(
+        &self,
+        source: &SourcePartition,
+        records: &[SourceRecord],
+        schemas: Option<(&Resolved, &str)>,
+    ) -> Result<Decoded> {
         let mut rejects: RowRejects = Vec::new();
         let mut inputs: Vec<(usize, &[u8])> = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             match (&r.problem, &r.value) {
                 (Some(p), _) => rejects.push((i, p.clone())),
-                (None, Some(v)) => match self.guard.check(v) {
+                (None, Some(v)) => match self.avro.is_none().then(|| self.guard.check(v)).flatten() {
                     Some(reason) => rejects.push((i, Problem { kind: "schema", reason })),
                     None => inputs.push((i, v)),
                 },
@@ -152,15 +171,40 @@ impl RecordDecoder {
             }
         }
 
-        let mut out = JsonOutput::default();
-        self.decode_values(&inputs, &mut out)?;
-        rejects.append(&mut out.rejects);
-        if out.rows.is_empty() {
+        let (values, value_rows) = match (&self.avro, schemas) {
+            (Some(avro), Some((resolved, registry))) => {
+                let mut out = avro.decode(&inputs, resolved, registry)?;
+                rejects.append(&mut out.rejects);
+                (concat_batches(avro.relaxed_schema(), &out.batches)?, out.rows)
+            }
+            (Some(_), None) => {
+                return Err(crate::Error::Invariant("a registry format decoded without its schemas".into()));
+            }
+            (None, _) => {
+                let mut out = JsonOutput::default();
+                self.decode_values(&inputs, &mut out)?;
+                rejects.append(&mut out.rejects);
+                (concat_batches(&self.value_schema, &out.batches)?, out.rows)
+            }
+        };
+        if value_rows.is_empty() {
             rejects.sort_by_key(|(i, _)| *i);
             return Ok(Decoded { batch: None, rejects });
         }
-        let values = concat_batches(&self.value_schema, &out.batches)?;
-        let rows: Vec<&SourceRecord> = out.rows.iter().map(|i| &records[*i]).collect();
+        self.assemble(source, records, &values, &value_rows, rejects)
+    }
+
+    /// Target rows from decoded `values` (row `n` from record `value_rows[n]`): the value columns by path, the
+    /// metadata columns from the records. Conversions and required columns can still reject rows.
+    fn assemble(
+        &self,
+        source: &SourcePartition,
+        records: &[SourceRecord],
+        values: &RecordBatch,
+        value_rows: &[usize],
+        mut rejects: RowRejects,
+    ) -> Result<Decoded> {
+        let rows: Vec<&SourceRecord> = value_rows.iter().map(|i| &records[*i]).collect();
 
         // Assemble the target columns. Metadata columns and conversions can still reject rows.
         let mut row_rejects: RowRejects = Vec::new();
@@ -168,7 +212,7 @@ impl RecordDecoder {
         for (plan, field) in self.columns.iter().zip(self.target.fields()) {
             let array = match plan {
                 ColumnPlan::Value { path, format } => {
-                    convert_timestamp(extract_path(&values, path)?, *format, field, &mut row_rejects)?
+                    convert_timestamp(extract_path(values, path)?, *format, field, &mut row_rejects)?
                 }
                 ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(rows.iter().map(|_| &source.topic))),
                 ColumnPlan::Partition => match field.data_type() {
@@ -209,7 +253,7 @@ impl RecordDecoder {
             row_rejects.dedup_by_key(|(row, _)| *row); // first reason per row
             for (row, problem) in row_rejects {
                 keep[row] = false;
-                rejects.push((out.rows[row], problem));
+                rejects.push((value_rows[row], problem));
             }
             batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
         }

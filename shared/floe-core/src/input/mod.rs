@@ -1,13 +1,20 @@
 //! Step 1 of the flow, what arrives: the MSK event as the event source mapping delivers it, grouped per
-//! topic-partition ([`event`]); each record's JSON value decoded into Arrow rows of the target table, with the
-//! guard against inputs the decoder would misread ([`decode`]); and every record that cannot be used turned into a
-//! dead-letter row that keeps its bytes, its position and the reason ([`dead_letter`]).
+//! topic-partition ([`event`]); each record's value decoded into Arrow rows of the target table ([`decode`]):
+//! JSON with the guard against inputs the decoder would misread, or Avro written with a registered schema
+//! ([`framing`] names the schema, [`registry`] fetches it once per process, `avro` decodes, `conform` shapes);
+//! and every record that cannot be used turned into a dead-letter row that keeps its bytes, its position and
+//! the reason ([`dead_letter`]).
 
+pub(crate) mod avro;
 pub(crate) mod changes;
+pub(crate) mod conform;
 pub(crate) mod dead_letter;
 pub(crate) mod decode;
 pub(crate) mod discover;
 pub(crate) mod event;
+pub mod framing;
+pub mod registry;
 
 pub use decode::{Decoded, RecordDecoder};
 pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
+pub use registry::{RegisteredSchema, SchemaId, SchemaKind, SchemaRegistry, Schemas};

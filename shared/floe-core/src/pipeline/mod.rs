@@ -9,6 +9,7 @@
 //! bottom of the crate.
 
 mod changes;
+mod format;
 mod outputs;
 mod raw;
 mod schema;
@@ -25,6 +26,7 @@ use iceberg::spec::Transform;
 use toml::Spanned;
 
 pub use changes::{CHANGE_ENVELOPE, ChangeFormat, Changes};
+pub use format::{Framing, RegistrySpec, SourceFormat, ValueFormat};
 pub use outputs::{
     Aggregate, AggregateFn, Dedup, INPUT_TABLE, Output, PlanError, Planned, Reference, ReferenceFormat, WINDOW_END,
     WINDOW_START, WindowOutput, late_columns,
@@ -42,6 +44,8 @@ pub struct Pipeline {
     /// Stable pipeline name; scopes offset fences and file names. Changing it restarts from the ESM's position.
     pub name: String,
     pub topics: Vec<String>,
+    /// How record values are encoded, and for registry formats their framing and registry.
+    pub format: SourceFormat,
     pub table: TableSpec,
     pub dead_letter: TableName,
     /// Static tables the output SQL may join.
@@ -291,11 +295,7 @@ impl Validator<'_> {
             return self.err(raw.name.span(), "name", "must be non-empty letters, digits, `_` or `-`");
         }
 
-        if let Some(format) = &raw.source.format
-            && format.get_ref() != "json"
-        {
-            return self.err(format.span(), "source.format", "only `json` is supported for now");
-        }
+        let format = self.source_format(&raw)?;
         let mut topics = Vec::new();
         for t in raw.source.topics.get_ref() {
             let v = t.get_ref();
@@ -364,6 +364,7 @@ impl Validator<'_> {
         self.check_renames(&raw.table.columns, &columns)?;
 
         let changes = self.changes(&raw, &columns, evolve)?;
+        self.check_registry_columns(&raw, &format, &columns, evolve)?;
 
         let typed: Vec<(String, ColumnType)> = columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
         let partition = self.partition(&raw.table.partition, "table.partition", &typed)?;
@@ -394,6 +395,7 @@ impl Validator<'_> {
         Ok(Pipeline {
             name,
             topics,
+            format,
             table: TableSpec {
                 name: table_name,
                 columns,

@@ -94,6 +94,23 @@ pub(super) struct RawSource {
     /// `"upsert"`, `"debezium"` or `{ op_field = "…", upsert = [..], delete = [..] }`.
     #[serde(default)]
     pub changes: Option<Spanned<toml::Value>>,
+    /// `"confluent"` (the default for registry formats), `"glue"` or `"mapping"`.
+    #[serde(default)]
+    pub framing: Option<Spanned<String>>,
+    #[serde(default)]
+    pub registry: Option<Spanned<RawRegistry>>,
+}
+
+/// `source.registry`: where framed records' schemas are fetched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    /// A Confluent-compatible registry's base URL.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// An AWS Glue Schema Registry name (framing = "glue"); schemas are fetched by version id.
+    #[serde(default)]
+    pub glue: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

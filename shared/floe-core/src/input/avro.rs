@@ -1,0 +1,243 @@
+//! Registry-framed Avro values → Arrow rows, decoded by arrow-avro (arrow-rs's Avro reader) against each value's
+//! writer schema, then [`conform`]ed to the shape the pipeline's columns read.
+//!
+//! Each value is unframed here (Confluent or Glue, [`crate::input::framing`]) and handed to one streaming
+//! arrow-avro decoder as a Confluent frame naming the schema's process-local id, so both framings share one
+//! path. Every value must add exactly one row: after its body, the decoder must be between values (checked
+//! by offering it one byte that cannot start a frame), which catches truncated bodies and trailing bytes. A
+//! value that fails leaves the decoder in an unknown state: it is rejected, and the values decoded since the
+//! last flush are decoded again by a fresh decoder. Rows keep the records' order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
+use arrow_avro::reader::{Decoder, ReaderBuilder};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::error::Result;
+use crate::input::conform::{conform, relaxed, required_violation};
+use crate::input::event::Problem;
+use crate::input::framing::unframe;
+use crate::input::registry::{Resolved, SchemaKind};
+use crate::pipeline::Framing;
+
+/// Decoded values in the relaxed value shape, and why the others were not.
+#[derive(Debug, Default)]
+pub(crate) struct ValueRows {
+    pub batches: Vec<RecordBatch>,
+    /// The input record index of every row, in order.
+    pub rows: Vec<usize>,
+    pub rejects: Vec<(usize, Problem)>,
+}
+
+/// Decodes Avro values into rows of a value schema (the tree of paths the columns read).
+#[derive(Debug)]
+pub(crate) struct AvroValues {
+    framing: Framing,
+    /// The value schema as the columns declare it (nested nullability is checked against it).
+    strict: SchemaRef,
+    /// The same with every field nullable: the shape rows are assembled in.
+    relaxed: SchemaRef,
+}
+
+/// A value ready for the decoder: its record, the schema's local id and its body.
+struct Body<'a> {
+    index: usize,
+    local: u32,
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+const PREFIX_MAGIC: u8 = 0;
+/// A byte that cannot start a Confluent frame: offered after each body to check the decoder is between values.
+const NOT_A_FRAME: [u8; 1] = [0xff];
+
+impl AvroValues {
+    pub(crate) fn new(framing: Framing, value_schema: SchemaRef) -> AvroValues {
+        let relaxed_fields: Vec<Field> = value_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_data_type(relaxed(f.data_type())).with_nullable(true))
+            .collect();
+        AvroValues { framing, strict: value_schema, relaxed: Arc::new(Schema::new(relaxed_fields)) }
+    }
+
+    pub(crate) fn relaxed_schema(&self) -> &SchemaRef {
+        &self.relaxed
+    }
+
+    /// Decode `inputs` (record index, value) with the schemas `resolved` names.
+    pub(crate) fn decode(&self, inputs: &[(usize, &[u8])], resolved: &Resolved, registry: &str) -> Result<ValueRows> {
+        let mut out = ValueRows::default();
+        let mut bodies = Vec::with_capacity(inputs.len());
+        let mut schemas: HashMap<u32, &str> = HashMap::new();
+        for &(index, value) in inputs {
+            let framed = match unframe(self.framing, value) {
+                Ok(f) => f,
+                Err(reason) => {
+                    out.rejects.push((index, Problem { kind: "framing", reason }));
+                    continue;
+                }
+            };
+            match resolved.get(&framed.schema).and_then(Option::as_ref) {
+                None => {
+                    let reason = format!("{} is not in the schema registry ({registry})", framed.schema);
+                    out.rejects.push((index, Problem { kind: "unknown_schema", reason }));
+                }
+                Some(known) if known.schema.kind != SchemaKind::Avro => {
+                    let reason = format!(
+                        "{} is a {} schema, and this pipeline reads Avro",
+                        framed.schema,
+                        known.schema.kind.name()
+                    );
+                    out.rejects.push((index, Problem { kind: "unknown_schema", reason }));
+                }
+                Some(known) => {
+                    schemas.insert(known.local, known.schema.text.as_str());
+                    bodies.push(Body { index, local: known.local, bytes: framed.body });
+                }
+            }
+        }
+        // A schema arrow-avro cannot read rejects its records, not the batch.
+        let mut usable: HashMap<u32, AvroSchema> = HashMap::new();
+        for (&local, &text) in &schemas {
+            let schema = AvroSchema::new(text.to_string());
+            match new_decoder(&[(local, schema.clone())], 1) {
+                Ok(_) => {
+                    usable.insert(local, schema);
+                }
+                Err(e) => {
+                    let id = resolved.values().flatten().find(|k| k.local == local).map(|k| k.id.to_string());
+                    let reason = format!("{} cannot be read: {e}", id.unwrap_or_default());
+                    for b in bodies.iter().filter(|b| b.local == local) {
+                        out.rejects.push((b.index, Problem { kind: "schema", reason: reason.clone() }));
+                    }
+                }
+            }
+        }
+        bodies.retain(|b| usable.contains_key(&b.local));
+        let store: Vec<(u32, AvroSchema)> = usable.into_iter().collect();
+        self.decode_bodies(&bodies, &store, &mut out)?;
+        out.rejects.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    fn decode_bodies(&self, bodies: &[Body<'_>], store: &[(u32, AvroSchema)], out: &mut ValueRows) -> Result<()> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let mut decoder = new_decoder(store, bodies.len())?;
+        let mut pending: Vec<&Body<'_>> = Vec::new(); // decoded since the last flush
+        let mut active: Option<u32> = None;
+        for body in bodies {
+            if active.is_some_and(|a| a != body.local) {
+                // Flush before the writer schema changes, so the batch holds one schema's rows.
+                self.flush(&mut decoder, &mut pending, out)?;
+            }
+            active = Some(body.local);
+            match feed(&mut decoder, body) {
+                Ok(()) => pending.push(body),
+                Err(reason) => {
+                    out.rejects.push((body.index, Problem { kind: "avro", reason }));
+                    decoder = new_decoder(store, bodies.len())?;
+                    for good in &pending {
+                        feed(&mut decoder, good).map_err(|e| {
+                            crate::Error::Invariant(format!("an Avro value decoded once failed again: {e}"))
+                        })?;
+                    }
+                }
+            }
+        }
+        self.flush(&mut decoder, &mut pending, out)
+    }
+
+    fn flush(&self, decoder: &mut Decoder, pending: &mut Vec<&Body<'_>>, out: &mut ValueRows) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = decoder
+            .flush()
+            .map_err(|e| crate::Error::Invariant(format!("flushing decoded Avro values failed: {e}")))?
+            .ok_or_else(|| crate::Error::Invariant("decoded Avro values flushed no rows".into()))?;
+        if batch.num_rows() != pending.len() {
+            return Err(crate::Error::Invariant(format!(
+                "{} Avro values flushed {} rows",
+                pending.len(),
+                batch.num_rows()
+            )));
+        }
+        let values: ArrayRef = Arc::new(StructArray::from(batch));
+        let target = DataType::Struct(self.relaxed.fields().clone());
+        let (conformed, rejects) = conform(&values, &target, "$");
+        let mut bad: Vec<Option<String>> = vec![None; pending.len()];
+        for (row, reason) in rejects {
+            bad[row] = Some(reason);
+        }
+        let conformed =
+            conformed.as_any().downcast_ref::<StructArray>().expect("a struct conforms to a struct").clone();
+        for (field, column) in self.strict.fields().iter().zip(conformed.columns()) {
+            for (row, slot) in bad.iter_mut().enumerate() {
+                if slot.is_none() {
+                    *slot = required_violation(column.as_ref(), field, row, &format!("$.{}", field.name()))
+                        .map(|p| format!("required field `{p}` is null"));
+                }
+            }
+        }
+        let keep: Vec<bool> = bad.iter().map(Option::is_none).collect();
+        for (row, reason) in bad.into_iter().enumerate() {
+            match reason {
+                Some(reason) => out.rejects.push((pending[row].index, Problem { kind: "schema", reason })),
+                None => out.rows.push(pending[row].index),
+            }
+        }
+        let batch = RecordBatch::try_new(self.relaxed.clone(), conformed.columns().to_vec())?;
+        let batch = if keep.iter().all(|k| *k) {
+            batch
+        } else {
+            arrow_select::filter::filter_record_batch(&batch, &arrow_array::BooleanArray::from(keep))?
+        };
+        if batch.num_rows() > 0 {
+            out.batches.push(batch);
+        }
+        pending.clear();
+        Ok(())
+    }
+}
+
+fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+    let mut schemas = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    for (local, schema) in store {
+        schemas.set(Fingerprint::Id(*local), schema.clone())?;
+    }
+    ReaderBuilder::new().with_writer_schema_store(schemas).with_batch_size(capacity.max(1) + 1).build_decoder()
+}
+
+/// Decode one value; it must add exactly one row and leave the decoder between values.
+fn feed(decoder: &mut Decoder, body: &Body<'_>) -> Result<(), String> {
+    let mut prefix = [PREFIX_MAGIC; 5];
+    prefix[1..].copy_from_slice(&body.local.to_be_bytes());
+    let before = decoder.capacity();
+    let used = decoder.decode(&prefix).map_err(|e| format!("undecodable Avro value: {e}"))?;
+    if used != prefix.len() || decoder.capacity() != before {
+        return Err("undecodable Avro value".into());
+    }
+    let used = decoder.decode(&body.bytes).map_err(|e| format!("undecodable Avro value: {e}"))?;
+    if used < body.bytes.len() || decoder.capacity() + 1 != before {
+        return Err(format!(
+            "undecodable Avro value: the body is {} bytes and does not hold exactly one value of its schema \
+             (truncated, or bytes after the value)",
+            body.bytes.len()
+        ));
+    }
+    // Between values, the decoder reads a frame header, which cannot start with 0xff: anything else means the
+    // body ended inside a value, or trailing bytes looked like a new frame.
+    match decoder.decode(&NOT_A_FRAME) {
+        Err(e) if e.to_string().contains("Missing magic bytes") => Ok(()),
+        _ => Err("undecodable Avro value: bytes after the value".into()),
+    }
+}
+
+#[cfg(test)]
+#[path = "avro_tests.rs"]
+mod tests;

@@ -1,0 +1,189 @@
+//! How record values are encoded (`source.format`), how a registry-encoded value says which schema wrote it
+//! (`source.framing`) and where those schemas are fetched (`source.registry`).
+
+use super::raw::RawPipeline;
+use super::{Column, ColumnSource, ColumnType, Evolve, Validator};
+use crate::error::Result;
+
+/// The encoding of record values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueFormat {
+    /// JSON text, decoded against the declared columns (the default).
+    #[default]
+    Json,
+    /// Avro binary written with a registered schema: each value names its writer schema (see [`Framing`]).
+    Avro,
+}
+
+impl ValueFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Json => "json",
+            ValueFormat::Avro => "avro",
+        }
+    }
+}
+
+/// How a value names the registered schema that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Confluent's wire format: magic byte 0, a 4-byte big-endian schema id, the body.
+    Confluent,
+    /// AWS Glue Schema Registry: header version byte 3, compression byte (0 none, 5 zlib), the 16-byte schema
+    /// version UUID, the body.
+    Glue,
+}
+
+impl Framing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Confluent => "confluent",
+            Framing::Glue => "glue",
+        }
+    }
+}
+
+/// Where schemas are fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySpec {
+    /// A Confluent-compatible registry (Confluent Platform or Cloud, Redpanda, Apicurio's ccompat API, Karapace)
+    /// at this base URL. Credentials come from the deployment (`FLOE_REGISTRY_AUTH`), never the pipeline file.
+    Confluent { url: String },
+    /// The AWS Glue Schema Registry of the function's account and region, by registry name.
+    Glue { registry: String },
+}
+
+/// `source.format`, `source.framing` and `source.registry` together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceFormat {
+    pub value: ValueFormat,
+    /// `None` for JSON.
+    pub framing: Option<Framing>,
+    /// `None` for JSON.
+    pub registry: Option<RegistrySpec>,
+}
+
+impl Validator<'_> {
+    pub(super) fn source_format(&self, raw: &RawPipeline) -> Result<SourceFormat> {
+        let source = &raw.source;
+        let value = match &source.format {
+            None => ValueFormat::Json,
+            Some(f) => match f.get_ref().as_str() {
+                "json" => ValueFormat::Json,
+                "avro" => ValueFormat::Avro,
+                other => {
+                    return self.err(f.span(), "source.format", format!("`{other}` is not `json` or `avro`"));
+                }
+            },
+        };
+        if value == ValueFormat::Json {
+            if let Some(f) = &source.framing {
+                return self.err(f.span(), "source.framing", "applies only to registry formats (format = \"avro\")");
+            }
+            if let Some(r) = &source.registry {
+                return self.err(r.span(), "source.registry", "applies only to registry formats (format = \"avro\")");
+            }
+            return Ok(SourceFormat::default());
+        }
+        let framing = match &source.framing {
+            None => Framing::Confluent,
+            Some(f) => match f.get_ref().as_str() {
+                "confluent" => Framing::Confluent,
+                "glue" => Framing::Glue,
+                other => {
+                    return self.err(f.span(), "source.framing", format!("`{other}` is not `confluent` or `glue`"));
+                }
+            },
+        };
+        let Some(registry) = &source.registry else {
+            return self.err(
+                source.topics.span(),
+                "source.registry",
+                format!(
+                    "format = \"{}\" needs a registry: add `registry = {{ url = \"https://…\" }}` (Confluent) or \
+                     `registry = {{ glue = \"<registry name>\" }}` to [source]",
+                    value.name()
+                ),
+            );
+        };
+        let spec = match (&registry.get_ref().url, &registry.get_ref().glue) {
+            (Some(url), None) => {
+                let u = url.get_ref();
+                if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "https://".len() {
+                    return self.err(url.span(), "source.registry.url", format!("`{u}` is not an http(s) URL"));
+                }
+                if framing != Framing::Confluent {
+                    return self.err(
+                        url.span(),
+                        "source.registry.url",
+                        "a Confluent registry serves framing = \"confluent\"",
+                    );
+                }
+                RegistrySpec::Confluent { url: u.trim_end_matches('/').to_string() }
+            }
+            (None, Some(glue)) => {
+                let g = glue.get_ref();
+                let ok = !g.is_empty()
+                    && g.len() <= 255
+                    && g.chars().all(|c| c.is_ascii_alphanumeric() || "-_$#.".contains(c));
+                if !ok {
+                    return self.err(glue.span(), "source.registry.glue", format!("`{g}` is not a Glue registry name"));
+                }
+                if framing != Framing::Glue {
+                    return self.err(
+                        glue.span(),
+                        "source.registry.glue",
+                        "the Glue registry serves framing = \"glue\"",
+                    );
+                }
+                RegistrySpec::Glue { registry: g.clone() }
+            }
+            _ => return self.err(registry.span(), "source.registry", "set exactly one of `url` and `glue`"),
+        };
+        if let Some(c) = &source.changes {
+            return self.err(
+                c.span(),
+                "source.changes",
+                format!("change streams read JSON values; format = \"{}\" appends", value.name()),
+            );
+        }
+        Ok(SourceFormat { value, framing: Some(framing), registry: Some(spec) })
+    }
+}
+
+impl Validator<'_> {
+    /// What registry formats cannot do (yet): take new fields automatically, and keep the raw value as text
+    /// (binary encodings are not UTF-8).
+    pub(super) fn check_registry_columns(
+        &self,
+        raw: &RawPipeline,
+        format: &SourceFormat,
+        columns: &[Column],
+        evolve: Evolve,
+    ) -> Result<()> {
+        if format.value == ValueFormat::Json {
+            return Ok(());
+        }
+        if let (Evolve::AddFields { .. }, Some(e)) = (evolve, &raw.table.evolve) {
+            return self.err(
+                e.span(),
+                "table.evolve",
+                format!(
+                    "`add-fields` discovers JSON fields; with format = \"{}\" declare the columns",
+                    format.value.name()
+                ),
+            );
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if c.source == ColumnSource::RawValue && c.ty != ColumnType::Binary {
+                let span = raw.table.columns.get_ref()[i].ty.span();
+                return self.err(
+                    span,
+                    &format!("table.columns[{i}].type"),
+                    format!("`@value` of a {} record is binary: declare the column as `binary`", format.value.name()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
