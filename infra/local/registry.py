@@ -8,7 +8,9 @@ Compatibility: BACKWARD (the default, as Confluent's), BACKWARD_TRANSITIVE, FORW
 FULL(_TRANSITIVE) and NONE are checked for Avro by the specification's schema-resolution rules. Protobuf and JSON
 Schema subjects accept every new version (documented in the README: the stand-in does not check them).
 
-    python infra/local/registry.py --port 8081 [--user name:secret] [--port-file F]
+    python infra/local/registry.py --port 8081 [--user name:secret] [--port-file F] [--data F]
+
+With --data, registrations survive a restart (tests stop and start it to simulate an outage).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import threading
 import uuid
@@ -204,11 +207,25 @@ def avro_problems(reader: str, writer: str) -> list[str]:
 
 
 class Registry:
-    def __init__(self):
+    def __init__(self, data: str | None = None):
         self.lock = threading.Lock()
         self.schemas: list[dict] = []  # id - 1 → {"schema", "schemaType", "references", "guid"}
         self.subjects: dict[str, list[int]] = {}  # subject → ids of its versions, in order
         self.config = {"": "BACKWARD"}
+        self.data = data
+        if data:
+            try:
+                with open(data) as f:
+                    saved = json.load(f)
+                self.schemas, self.subjects, self.config = saved["schemas"], saved["subjects"], saved["config"]
+            except FileNotFoundError:
+                pass
+
+    def save(self) -> None:
+        if self.data:
+            with open(self.data + ".tmp", "w") as f:
+                json.dump({"schemas": self.schemas, "subjects": self.subjects, "config": self.config}, f)
+            os.replace(self.data + ".tmp", self.data)
 
     def _canonical(self, body: dict) -> tuple:
         kind = body.get("schemaType", "AVRO")
@@ -296,6 +313,7 @@ class Registry:
                 sid = len(self.schemas)
             self.subjects.setdefault(subject, []).append(sid)
             version = len(self.subjects[subject])
+            self.save()
             return {"id": sid, "version": version, "subject": subject, "guid": self.schema(sid)["guid"]}
 
     def _key(self, sid: int) -> tuple:
@@ -397,6 +415,7 @@ class Handler(BaseHTTPRequestHandler):
             case "DELETE", ["subjects", subject]:
                 versions = list(range(1, len(r.versions(subject)) + 1))
                 r.subjects[subject] = []
+                r.save()
                 return versions
             case "POST", ["compatibility", "subjects", subject, "versions", version]:
                 ids = r.subjects.get(subject, [])
@@ -415,6 +434,7 @@ class Handler(BaseHTTPRequestHandler):
                 if level not in LEVELS:
                     raise ApiError(422, 42203, f"Invalid compatibility level {level!r}")
                 r.config[rest[0] if rest else ""] = level
+                r.save()
                 return {"compatibility": level}
         raise ApiError(404, 404, f"no such endpoint: {method} /{'/'.join(parts)}")
 
@@ -431,8 +451,8 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
 
-def serve(port: int, auth: str | None, port_file: str | None) -> None:
-    handler = type("BoundHandler", (Handler,), {"registry": Registry(), "auth": auth})
+def serve(port: int, auth: str | None, port_file: str | None, data: str | None) -> None:
+    handler = type("BoundHandler", (Handler,), {"registry": Registry(data), "auth": auth})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     if port_file:
@@ -447,5 +467,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port (see --port-file)")
     parser.add_argument("--user", help="require HTTP basic auth with this name:secret")
     parser.add_argument("--port-file", help="write the port here once listening")
+    parser.add_argument("--data", help="keep registrations in this JSON file (they survive a restart)")
     args = parser.parse_args()
-    serve(args.port, args.user, args.port_file)
+    serve(args.port, args.user, args.port_file, args.data)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use floe_backends::metrics;
-use floe_core::{Backends, IngestReport, Ingestor, MskEvent, Pipeline};
+use floe_core::{Backends, IngestReport, Ingestor, MskEvent, Pipeline, SchemaRegistry};
 use lambda_runtime::Diagnostic;
 use tracing::{error, info};
 
@@ -30,8 +30,12 @@ pub fn diagnostic(failure: Failure) -> Diagnostic {
 }
 
 impl Handler {
-    pub async fn new(pipeline: Arc<Pipeline>, backends: &Backends) -> floe_core::Result<Handler> {
-        let ingestor = Ingestor::new(pipeline, backends).await?;
+    pub async fn new(
+        pipeline: Arc<Pipeline>,
+        backends: &Backends,
+        registry: Option<Arc<dyn SchemaRegistry>>,
+    ) -> floe_core::Result<Handler> {
+        let ingestor = Ingestor::with_registry(pipeline, backends, registry).await?;
         let p = ingestor.pipeline();
         info!(pipeline = %p.name, table = %p.table.name, "ready");
         Ok(Handler { ingestor })

@@ -19,6 +19,7 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
     let settings = floe_backends::FunctionSettings::from_env()?;
     let (pipeline, backends) = floe_backends::open(&settings, PLANNING).await?;
-    let handler = &handler::Handler::new(pipeline, &backends).await?;
+    let registry = floe_backends::open_registry(&pipeline, |k| std::env::var(k).ok()).await?;
+    let handler = &handler::Handler::new(pipeline, &backends, registry).await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
 }

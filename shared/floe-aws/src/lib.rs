@@ -9,6 +9,7 @@ mod dynamo;
 mod dynamo_stream;
 mod glue;
 mod lister;
+mod schema_registry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use iceberg_storage_opendal::OpenDalStorageFactory;
 pub use dynamo::{DynamoStateStore, PK, SK};
 pub use glue::GlueCatalog;
 pub use lister::S3Lister;
+pub use schema_registry::GlueSchemaRegistry;
 
 /// Settings of the AWS backends (read from the function's environment by `floe-backends`).
 #[derive(Debug, Clone, PartialEq, Eq)]

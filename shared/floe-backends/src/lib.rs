@@ -6,6 +6,7 @@
 
 mod error;
 pub mod metrics;
+mod registry;
 mod settings;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use floe_core::{Backends, Pipeline};
 
 pub use error::{Error, Failure, Result};
+pub use registry::{ATTEMPTS, ConfluentRegistry, ENV_REGISTRY_AUTH, open_registry};
 pub use settings::*;
 
 /// How a function completes the outputs of its pipeline.

@@ -43,7 +43,8 @@ impl Runtime {
     }
 
     pub async fn ingestor(&self) -> anyhow::Result<Ingestor> {
-        Ok(Ingestor::new(self.pipeline.clone(), &self.backends).await?)
+        let registry = floe_backends::open_registry(&self.pipeline, |k| std::env::var(k).ok()).await?;
+        Ok(Ingestor::with_registry(self.pipeline.clone(), &self.backends, registry).await?)
     }
 
     pub fn compactor(&self) -> anyhow::Result<Compactor> {

@@ -54,7 +54,7 @@ async fn setup() -> (tempfile::TempDir, Embedded, Arc<Pipeline>, Handler) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Embedded::open(dir.path()).await.unwrap();
     let pipeline = Arc::new(Pipeline::parse(PIPELINE, "fixture.toml").unwrap());
-    let handler = Handler::new(pipeline.clone(), &embedded.backends()).await.unwrap();
+    let handler = Handler::new(pipeline.clone(), &embedded.backends(), None).await.unwrap();
     (dir, embedded, pipeline, handler)
 }
 

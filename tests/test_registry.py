@@ -1,0 +1,281 @@
+"""Avro through a Confluent-compatible schema registry, on both backends, read back by PyIceberg: values written by
+confluent-kafka's own AvroSerializer (v1, then v2 adding a nested record mid-stream) land exactly in the table;
+plain JSON, unknown schema ids, truncated and padded values are dead letters with their reasons; a registry that
+does not answer fails the invocation retryably (exit 75) and the same event loads once it is back, nothing lost
+or duplicated; wrong credentials fail with what to fix. The registry is infra/local/registry.py, proved here
+against the real client (registration, compatibility refusal, lookup by id)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+confluent = pytest.importorskip("confluent_kafka.schema_registry")
+from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer  # noqa: E402
+from confluent_kafka.schema_registry.error import SchemaRegistryError  # noqa: E402
+from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+START_MS = 1_795_000_000_000
+TABLE = "shop.orders"
+DEAD = "shop.orders_dead_letters"
+
+V1 = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "item", "type": "string"},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+        {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["NEW", "PAID"]}},
+        {"name": "placed_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+    ],
+}
+SHIP = {
+    "type": "record",
+    "name": "Ship",
+    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"], "default": None}],
+}
+V2 = {**V1, "fields": [*V1["fields"], {"name": "ship", "type": ["null", SHIP], "default": None}]}
+
+PIPELINE = """
+name = "orders"
+[source]
+topics = ["orders"]
+format = "avro"
+registry = {{ url = "{url}" }}
+[table]
+namespace = "shop"
+name = "orders"
+columns = [
+  {{ name = "id", type = "long", required = true }},
+  {{ name = "item", type = "string", required = true }},
+  {{ name = "price", type = "decimal(10,2)" }},
+  {{ name = "status", type = "string" }},
+  {{ name = "placed_at", type = "timestamptz" }},
+  {{ name = "tags", type = "list<string>" }},
+  {{ name = "note", type = "string" }},
+  {{ name = "ship", type = "struct<city: string, zip: string>" }},
+]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """infra/local/registry.py on a fixed port, its registrations in a file: stop and start simulate an outage."""
+
+    def __init__(self, folder: Path, user: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = folder / "registry.json"
+        self.user = user
+        self.proc: subprocess.Popen | None = None
+
+    def start(self):
+        args = [sys.executable, str(ROOT / "infra/local/registry.py"), "--port", str(self.port), "--data", str(self.data)]
+        if self.user:
+            args += ["--user", self.user]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("the registry did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def client(self) -> SchemaRegistryClient:
+        conf = {"url": self.url}
+        if self.user:
+            conf["basic.auth.user.info"] = self.user
+        return SchemaRegistryClient(conf)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    r = Registry(tmp_path)
+    r.start()
+    yield r
+    r.stop()
+
+
+def order(i: int, version: int = 1) -> dict:
+    o = {
+        "id": i,
+        "item": f"item-{i}",
+        "price": decimal.Decimal(i) + decimal.Decimal("0.5"),
+        "status": ["NEW", "PAID"][i % 2],
+        "placed_at": datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=i),
+        "tags": [f"t{j}" for j in range(i % 3)],
+        "note": None if i % 4 else f"note {i}",
+    }
+    if version == 2:
+        o["ship"] = None if i % 5 == 0 else {"city": f"city-{i % 7}", "zip": None if i % 2 else f"{i:05d}"}
+    return o
+
+
+def expected_row(o: dict) -> tuple:
+    ship = o.get("ship")
+    return (
+        o["id"],
+        o["item"],
+        o["price"],
+        o["status"],
+        o["placed_at"],
+        tuple(o["tags"]),
+        o["note"],
+        (ship["city"], ship["zip"]) if ship else None,
+    )
+
+
+def table_rows(floe) -> set[tuple]:
+    rows = floe.table(TABLE).scan().to_arrow().to_pylist()
+    out = set()
+    for r in rows:
+        ship = r["ship"]
+        out.add(
+            (
+                r["id"],
+                r["item"],
+                r["price"],
+                r["status"],
+                r["placed_at"],
+                tuple(r["tags"] or ()),
+                r["note"],
+                (ship["city"], ship["zip"]) if ship else None,
+            )
+        )
+    assert len(out) == len(rows), "duplicate rows"
+    return out
+
+
+def event(values: list[bytes | None], first_offset: int = 0, partition: int = 0) -> dict:
+    records = [
+        {
+            "topic": "orders",
+            "partition": partition,
+            "offset": first_offset + i,
+            "timestamp": START_MS + first_offset + i,
+            "timestampType": "CREATE_TIME",
+            "key": None,
+            "value": None if v is None else base64.b64encode(v).decode(),
+            "headers": [],
+        }
+        for i, v in enumerate(values)
+    ]
+    return {"eventSource": "aws:kafka", "eventSourceArn": "arn:orders", "records": {f"orders-{partition}": records}}
+
+
+def use_pipeline(floe, tmp_path: Path, url: str):
+    path = tmp_path / "orders.toml"
+    path.write_text(PIPELINE.format(url=url))
+    floe.pipeline = path
+
+
+def serializers(registry: Registry):
+    client = registry.client()
+    return AvroSerializer(client, json.dumps(V1)), AvroSerializer(client, json.dumps(V2))
+
+
+CTX = SerializationContext("orders", MessageField.VALUE)
+
+
+def test_the_stand_in_behaves_like_a_registry_for_the_real_client(registry):
+    """Registration, lookup by id, a compatible v2 and a refused incompatible v3, as confluent-kafka sees them."""
+    s1, s2 = serializers(registry)
+    b1, b2 = s1(order(1), CTX), s2(order(2, 2), CTX)
+    assert b1[0] == 0 and int.from_bytes(b1[1:5], "big") == 1
+    assert int.from_bytes(b2[1:5], "big") == 2
+    back = AvroDeserializer(registry.client())
+    assert back(b2, CTX)["ship"] == order(2, 2)["ship"]
+    incompatible = {**V1, "fields": [{"name": "id", "type": "string"}]}
+    with pytest.raises(SchemaRegistryError, match="incompatible"):
+        AvroSerializer(registry.client(), json.dumps(incompatible))(
+            {"id": "x"}, SerializationContext("orders", MessageField.VALUE)
+        )
+    assert registry.client().get_versions("orders-value") == [1, 2]
+
+
+def test_avro_versions_land_exactly_and_bad_values_are_dead_letters(floe, registry, tmp_path):
+    use_pipeline(floe, tmp_path, registry.url)
+    s1, s2 = serializers(registry)
+    orders = [order(i) for i in range(1, 41)] + [order(i, 2) for i in range(41, 81)]
+    values = [s1(o, CTX) if i < 40 else s2(o, CTX) for i, o in enumerate(orders)]
+    truncated = values[3][:-4]
+    padded = values[4] + b"\x00\x00"
+    unknown = b"\x00\x00\x00\x03\xe7" + values[5][5:]  # schema id 999
+    bad = [b'{"id": 1}', truncated, unknown, padded, None]
+    # Bad values interleaved with the good: offsets 0..79 good, 80..84 bad, in one event and a second event.
+    floe.ingest([event(values[:40] + bad), event(values[40:], first_offset=45)])
+    floe.compact()
+    assert table_rows(floe) == {expected_row(o) for o in orders}
+    dead = floe.table(DEAD).scan().to_arrow().to_pylist()
+    got = {(d["offset"], d["error_kind"]) for d in dead}
+    assert got == {(40, "framing"), (41, "avro"), (42, "unknown_schema"), (43, "avro"), (44, "null_value")}
+    reasons = {d["offset"]: d["reason"] for d in dead}
+    assert "schema id 999 is not in the schema registry" in reasons[42]
+    assert "not Confluent's magic byte" in reasons[40]
+
+    # Redelivering both events changes nothing.
+    floe.ingest([event(values[:40] + bad), event(values[40:], first_offset=45)])
+    floe.compact()
+    assert len(floe.table(TABLE).scan().to_arrow()) == 80
+
+
+def test_a_registry_outage_fails_retryably_and_the_event_loads_once_it_is_back(floe, registry, tmp_path):
+    use_pipeline(floe, tmp_path, registry.url)
+    s1, s2 = serializers(registry)
+    orders = [order(i) for i in range(1, 11)] + [order(i, 2) for i in range(11, 21)]
+    values = [s1(o, CTX) if o["id"] <= 10 else s2(o, CTX) for o in orders]
+    registry.stop()
+    failed = floe.ingest([event(values)], check=False)
+    assert failed.returncode == 75, failed.stderr
+    assert "schema registry" in failed.stderr and "after 3 attempts" in failed.stderr, failed.stderr
+    registry.start()
+    floe.ingest([event(values)])
+    floe.compact()
+    assert table_rows(floe) == {expected_row(o) for o in orders}
+    assert len(floe.table(DEAD).scan().to_arrow()) == 0
+
+
+def test_credentials_are_sent_and_wrong_ones_fail_with_what_to_fix(floe, tmp_path):
+    registry = Registry(tmp_path, user="floe:s3cret")
+    registry.start()
+    try:
+        use_pipeline(floe, tmp_path, registry.url)
+        s1, _ = serializers(registry)
+        values = [s1(order(i), CTX) for i in range(1, 4)]
+        floe.extra_env["FLOE_REGISTRY_AUTH"] = "floe:wrong"
+        failed = floe.ingest([event(values)], check=False)
+        assert failed.returncode == 1, failed.stderr
+        assert "refused floe's credentials (FLOE_REGISTRY_AUTH)" in failed.stderr, failed.stderr
+        floe.extra_env["FLOE_REGISTRY_AUTH"] = "floe:s3cret"
+        floe.ingest([event(values)])
+        floe.compact()
+        assert table_rows(floe) == {expected_row(order(i)) for i in range(1, 4)}
+    finally:
+        registry.stop()
