@@ -279,3 +279,53 @@ def test_credentials_are_sent_and_wrong_ones_fail_with_what_to_fix(floe, tmp_pat
         assert table_rows(floe) == {expected_row(order(i)) for i in range(1, 4)}
     finally:
         registry.stop()
+
+
+GLUE_REGISTRY = "floe-tests"
+GLUE_PIPELINE = PIPELINE.replace('registry = {{ url = "{url}" }}', 'framing = "glue"\nregistry = {{ glue = "{registry}" }}')
+
+
+@pytest.fixture
+def glue_floe(moto, tmp_path):
+    """floe on the AWS backend (moto), whose Glue also serves the schema registry."""
+    from conftest import Floe
+
+    moto.reset()
+    home = tmp_path / "home"
+    home.mkdir()
+    f = Floe(home, moto)
+    path = tmp_path / "orders.toml"
+    path.write_text(GLUE_PIPELINE.format(registry=GLUE_REGISTRY))
+    f.pipeline = path
+    return f
+
+
+def test_glue_framed_avro_plain_and_zlib_lands_exactly(glue_floe, moto):
+    """Values framed by the aws-glue-schema-registry package (an independent serializer: version byte 3,
+    compression byte, schema version UUID), uncompressed and zlib-compressed, schema v1 then v2."""
+    from aws_schema_registry import DataAndSchema, SchemaRegistryClient as GlueClient
+    from aws_schema_registry.avro import AvroSchema
+    from aws_schema_registry.codec import decode, encode
+    from aws_schema_registry.serde import KafkaSerializer
+
+    glue = moto.client("glue")
+    glue.create_registry(RegistryName=GLUE_REGISTRY)
+    client = GlueClient(glue, registry_name=GLUE_REGISTRY)
+    serializer = KafkaSerializer(client, compatibility_mode="BACKWARD")
+    orders = [order(i) for i in range(1, 21)] + [order(i, 2) for i in range(21, 41)]
+    values = []
+    for o in orders:
+        schema = AvroSchema(json.dumps(V2 if "ship" in o else V1))
+        value = serializer.serialize("orders", DataAndSchema(o, schema))
+        if o["id"] % 2:  # the package's codec, compressing: its serializer does not expose the option
+            value = encode(*decode(value), compression=True)
+        values.append(value)
+    assert {v[0] for v in values} == {3} and {v[1] for v in values} == {0, 5}
+    # A Confluent-framed value on a Glue pipeline, and a version id Glue does not know.
+    bad = [b"\x00\x00\x00\x00\x01\x02", b"\x03\x00" + bytes(16) + values[0][18:]]
+    glue_floe.ingest([event(values + bad)])
+    glue_floe.compact()
+    assert table_rows(glue_floe) == {expected_row(o) for o in orders}
+    dead = {d["offset"]: (d["error_kind"], d["reason"]) for d in glue_floe.table(DEAD).scan().to_arrow().to_pylist()}
+    assert dead[40][0] == "framing" and "looks Confluent-framed" in dead[40][1]
+    assert dead[41] == ("unknown_schema", dead[41][1]) and "00000000-0000-0000-0000-000000000000" in dead[41][1]
