@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use floe_core::{Backends, Evolve, Output, Pipeline, TableLayout, WindowSpec};
+use floe_core::{Backends, Evolve, Framing, Output, Pipeline, RegistrySpec, TableLayout, ValueFormat, WindowSpec};
 use iceberg::ErrorKind;
 use iceberg::spec::{NestedFieldRef, Type};
 use serde_json::json;
@@ -132,10 +132,28 @@ fn duration(ms: i64) -> String {
     }
 }
 
+/// `JSON`, or e.g. `Avro (Confluent framing, schemas from http://registry:8081)`.
+fn source_format(p: &Pipeline) -> String {
+    let (Some(framing), Some(registry)) = (p.format.framing, &p.format.registry) else { return "JSON".into() };
+    let registry = match registry {
+        RegistrySpec::Confluent { url } => url.clone(),
+        RegistrySpec::Glue { registry } => format!("the Glue Schema Registry `{registry}`"),
+    };
+    let framing = match framing {
+        Framing::Confluent => "Confluent",
+        Framing::Glue => "Glue",
+    };
+    let value = match p.format.value {
+        ValueFormat::Json => "JSON",
+        ValueFormat::Avro => "Avro",
+    };
+    format!("{value} ({framing} framing, schemas from {registry})")
+}
+
 fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid pipeline `{}`", path.display(), p.name);
-    let _ = writeln!(out, "  source: JSON records from topic(s) {}", p.topics.join(", "));
+    let _ = writeln!(out, "  source: {} records from topic(s) {}", source_format(p), p.topics.join(", "));
     if !p.references.is_empty() {
         let refs: Vec<String> = p.references.iter().map(|r| format!("{} ({})", r.name, r.location)).collect();
         let _ = writeln!(out, "  reference tables: {}", refs.join(", "));
@@ -278,8 +296,15 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
         .changes
         .as_ref()
         .map(|c| json!({"format": c.format.to_string(), "primary_key": c.primary_key, "order_by": c.order_by}));
-    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "ingest_build": build, "evolve": evolve,
-        "changes": changes, "tables": tables}))
+    let registry = match &p.format.registry {
+        None => serde_json::Value::Null,
+        Some(RegistrySpec::Confluent { url }) => json!({"confluent": url}),
+        Some(RegistrySpec::Glue { registry }) => json!({"glue": registry}),
+    };
+    let format =
+        json!({"value": p.format.value.name(), "framing": p.format.framing.map(|f| f.name()), "registry": registry});
+    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "format": format, "ingest_build": build,
+        "evolve": evolve, "changes": changes, "tables": tables}))
 }
 
 #[cfg(test)]
@@ -328,6 +353,25 @@ mod tests {
         assert_eq!(auto["evolve"], json!({"mode": "add-fields", "max_new_columns": 7}));
         let text = run(&path, false, None).await.unwrap().0;
         assert!(text.contains("evolve: add-fields: fields the records have become optional columns of"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_avro_pipeline_shows_its_framing_and_registry() {
+        let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+            .join("../../examples/avro.toml");
+        let text = run(&path, false, None).await.unwrap().0;
+        assert!(
+            text.contains(
+                "source: Avro (Confluent framing, schemas from https://schema-registry.example.com) records from \
+                 topic(s) shop.orders"
+            ),
+            "{text}"
+        );
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
+        assert_eq!(
+            summary["format"],
+            json!({"value": "avro", "framing": "confluent", "registry": {"confluent": "https://schema-registry.example.com"}})
+        );
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ impl Validator<'_> {
                 return self.err(
                     span,
                     &format!("table.columns[{i}].type"),
-                    format!("`@value` of a {} record is binary: declare the column as `binary`", format.value.name()),
+                    format!("`@value` of an {} record is binary: declare the column as `binary`", format.value.name()),
                 );
             }
         }

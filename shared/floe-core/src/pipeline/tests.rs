@@ -241,3 +241,73 @@ fn bad_change_declarations_name_the_field() {
         assert!(e.contains(want), "{want}\n  got: {e}");
     }
 }
+
+#[test]
+fn registry_formats_name_their_framing_and_registry() {
+    let avro = MINIMAL.replace(
+        r#"topics = ["t"]"#,
+        "topics = [\"t\"]\nformat = \"avro\"\nregistry = { url = \"https://sr.example.com/\" }",
+    );
+    let p = Pipeline::parse(&avro, "p.toml").unwrap();
+    assert_eq!(p.format.value, ValueFormat::Avro);
+    assert_eq!(p.format.framing, Some(Framing::Confluent));
+    assert_eq!(p.format.registry, Some(RegistrySpec::Confluent { url: "https://sr.example.com".into() }));
+    let glue = MINIMAL.replace(
+        r#"topics = ["t"]"#,
+        "topics = [\"t\"]\nformat = \"avro\"\nframing = \"glue\"\nregistry = { glue = \"orders-registry\" }",
+    );
+    let p = Pipeline::parse(&glue, "p.toml").unwrap();
+    assert_eq!(
+        (p.format.framing, p.format.registry),
+        (Some(Framing::Glue), Some(RegistrySpec::Glue { registry: "orders-registry".into() }))
+    );
+    assert_eq!(Pipeline::parse(MINIMAL, "p.toml").unwrap().format, SourceFormat::default());
+}
+
+#[test]
+fn registry_format_mistakes_name_line_and_field() {
+    let with = |source: &str| MINIMAL.replace(r#"topics = ["t"]"#, &format!("topics = [\"t\"]\n{source}"));
+    let cases = [
+        ("format = \"xml\"", "line 5, column 10: `source.format`: `xml` is not `json` or `avro`"),
+        ("format = \"avro\"", "`source.registry`: format = \"avro\" needs a registry"),
+        ("framing = \"glue\"", "line 5, column 11: `source.framing`: applies only to registry formats"),
+        (
+            "format = \"avro\"\nregistry = { url = \"ftp://x\" }",
+            "line 6, column 20: `source.registry.url`: `ftp://x` is not an http(s) URL",
+        ),
+        (
+            "format = \"avro\"\nregistry = { glue = \"r\" }",
+            "`source.registry.glue`: the Glue registry serves framing = \"glue\"",
+        ),
+        (
+            "format = \"avro\"\nframing = \"glue\"\nregistry = { url = \"http://x:1\" }",
+            "a Confluent registry serves framing = \"confluent\"",
+        ),
+        (
+            "format = \"avro\"\nregistry = { url = \"http://x:1\", glue = \"r\" }",
+            "`source.registry`: set exactly one of `url` and `glue`",
+        ),
+        (
+            "format = \"avro\"\nframing = \"gzip\"\nregistry = { url = \"http://x:1\" }",
+            "`source.framing`: `gzip` is not `confluent` or `glue`",
+        ),
+        (
+            "format = \"avro\"\nchanges = \"upsert\"\nregistry = { url = \"http://x:1\" }",
+            "`source.changes`: change streams read JSON values",
+        ),
+    ];
+    for (source, want) in cases {
+        let e = err(&with(source));
+        assert!(e.contains(want), "{source}: {e}");
+    }
+    let raw_text = with("format = \"avro\"\nregistry = { url = \"http://x:1\" }")
+        + "[[table.columns]]\nname = \"raw\"\ntype = \"string\"\nfrom = \"@value\"\n";
+    assert!(
+        err(&raw_text).contains("`table.columns[1].type`: `@value` of an avro record is binary"),
+        "{}",
+        err(&raw_text)
+    );
+    let discover = with("format = \"avro\"\nregistry = { url = \"http://x:1\" }")
+        .replace("[table]\n", "[table]\nevolve = \"add-fields\"\n");
+    assert!(err(&discover).contains("`table.evolve`: `add-fields` discovers JSON fields"), "{}", err(&discover));
+}
