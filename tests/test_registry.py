@@ -273,7 +273,13 @@ def test_credentials_are_sent_and_wrong_ones_fail_with_what_to_fix(floe, tmp_pat
         failed = floe.ingest([event(values)], check=False)
         assert failed.returncode == 1, failed.stderr
         assert "refused floe's credentials (FLOE_REGISTRY_AUTH)" in failed.stderr, failed.stderr
-        floe.extra_env["FLOE_REGISTRY_AUTH"] = "floe:s3cret"
+        if floe.moto:
+            # Deployed: the credentials are read from Secrets Manager at cold start, never put in the environment.
+            del floe.extra_env["FLOE_REGISTRY_AUTH"]
+            arn = floe.moto.client("secretsmanager").create_secret(Name="registry", SecretString="floe:s3cret")["ARN"]
+            floe.extra_env["FLOE_REGISTRY_AUTH_SECRET"] = arn
+        else:
+            floe.extra_env["FLOE_REGISTRY_AUTH"] = "floe:s3cret"
         floe.ingest([event(values)])
         floe.compact()
         assert table_rows(floe) == {expected_row(order(i)) for i in range(1, 4)}

@@ -21,7 +21,7 @@ use iceberg_storage_opendal::OpenDalStorageFactory;
 pub use dynamo::{DynamoStateStore, PK, SK};
 pub use glue::GlueCatalog;
 pub use lister::S3Lister;
-pub use schema_registry::GlueSchemaRegistry;
+pub use schema_registry::{GlueSchemaRegistry, secret_string};
 
 /// Settings of the AWS backends (read from the function's environment by `floe-backends`).
 #[derive(Debug, Clone, PartialEq, Eq)]

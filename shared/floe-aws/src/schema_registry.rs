@@ -32,6 +32,19 @@ impl GlueSchemaRegistry {
     }
 }
 
+/// The text of a Secrets Manager secret (a registry's `user:secret`), read once at cold start so that it never
+/// sits in the function's environment. IAM: `secretsmanager:GetSecretValue` on that secret.
+pub async fn secret_string(secret_id: &str) -> Result<String, String> {
+    let config = aws_config::from_env().load().await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
+        let code = e.code().unwrap_or_default().to_string();
+        let message = e.message().map(str::to_string).unwrap_or_else(|| format!("{e:?}"));
+        format!("GetSecretValue {secret_id}: {code} {message}")
+    })?;
+    out.secret_string().map(str::to_string).ok_or_else(|| format!("secret {secret_id} holds no string"))
+}
+
 /// The hyphenated text of a UUID.
 fn uuid_text(b: &[u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

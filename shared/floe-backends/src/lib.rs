@@ -14,7 +14,7 @@ use std::sync::Arc;
 use floe_core::{Backends, Pipeline};
 
 pub use error::{Error, Failure, Result};
-pub use registry::{ATTEMPTS, ConfluentRegistry, ENV_REGISTRY_AUTH, open_registry};
+pub use registry::{ATTEMPTS, ConfluentRegistry, ENV_REGISTRY_AUTH, ENV_REGISTRY_AUTH_SECRET, open_registry};
 pub use settings::*;
 
 /// How a function completes the outputs of its pipeline.

@@ -15,9 +15,12 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// `user:secret` for a Confluent-compatible registry's HTTP basic auth (Confluent Cloud: API key and secret).
-/// In `template.yaml` it is resolved from AWS Secrets Manager.
+/// `user:secret` for a Confluent-compatible registry's HTTP basic auth (Confluent Cloud: API key and secret), for
+/// local runs; deployed functions use [`ENV_REGISTRY_AUTH_SECRET`].
 pub const ENV_REGISTRY_AUTH: &str = "FLOE_REGISTRY_AUTH";
+/// The ARN of a Secrets Manager secret holding `user:secret`, read at cold start (`template.yaml` parameter
+/// `RegistryAuthSecretArn`), so the credentials never sit in the function's environment.
+pub const ENV_REGISTRY_AUTH_SECRET: &str = "FLOE_REGISTRY_AUTH_SECRET";
 /// Attempts per registry call.
 pub const ATTEMPTS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,13 +35,19 @@ pub async fn open_registry(
     match &pipeline.format.registry {
         None => Ok(None),
         Some(RegistrySpec::Confluent { url }) => {
-            let auth = match lookup(ENV_REGISTRY_AUTH).filter(|v| !v.is_empty()) {
+            let set = |var: &str| lookup(var).filter(|v| !v.is_empty());
+            let (var, text) = match (set(ENV_REGISTRY_AUTH), set(ENV_REGISTRY_AUTH_SECRET)) {
+                (Some(v), _) => (ENV_REGISTRY_AUTH, Some(v)),
+                (None, Some(arn)) => (ENV_REGISTRY_AUTH_SECRET, Some(secret(&arn).await?)),
+                (None, None) => (ENV_REGISTRY_AUTH, None),
+            };
+            let auth = match text {
                 None => None,
-                Some(v) => match v.split_once(':') {
+                Some(v) => match v.trim().split_once(':') {
                     Some((user, secret)) => Some((user.to_string(), secret.to_string())),
                     None => {
                         return Err(Error::Settings {
-                            var: ENV_REGISTRY_AUTH.into(),
+                            var: var.into(),
                             message: "must be `user:secret` (an API key and its secret)".into(),
                         });
                     }
@@ -48,6 +57,21 @@ pub async fn open_registry(
         }
         Some(RegistrySpec::Glue { registry }) => glue(registry).await,
     }
+}
+
+#[cfg(feature = "aws")]
+async fn secret(arn: &str) -> Result<String> {
+    floe_aws::secret_string(arn)
+        .await
+        .map_err(|message| Error::Settings { var: ENV_REGISTRY_AUTH_SECRET.into(), message })
+}
+
+#[cfg(not(feature = "aws"))]
+async fn secret(_: &str) -> Result<String> {
+    Err(Error::Settings {
+        var: ENV_REGISTRY_AUTH_SECRET.into(),
+        message: "this build has no AWS support (built without the `aws` feature): set FLOE_REGISTRY_AUTH".into(),
+    })
 }
 
 #[cfg(feature = "aws")]
