@@ -230,6 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn times_become_microseconds_and_timestamps_take_the_column_unit() {
+        let millis: ArrayRef = Arc::new(arrow_array::Time32MillisecondArray::from(vec![1_500]));
+        let (out, _) = conform(&millis, &DataType::Int64, "$.t");
+        assert_eq!(out.as_primitive::<arrow_array::types::Int64Type>().value(0), 1_500_000);
+        let ts: ArrayRef =
+            Arc::new(arrow_array::TimestampMillisecondArray::from(vec![1_700_000_000_123]).with_timezone("+00:00"));
+        let target = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let (out, rejects) = conform(&ts, &target, "$.ts");
+        assert!(rejects.is_empty());
+        assert_eq!(out.as_primitive::<arrow_array::types::TimestampMicrosecondType>().value(0), 1_700_000_000_123_000);
+    }
+
+    #[test]
     fn nested_required_fields_are_checked_per_row() {
         let inner = Field::new("sku", DataType::Utf8, false);
         let field = Field::new("item", DataType::Struct(Fields::from(vec![inner])), true);
