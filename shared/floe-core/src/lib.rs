@@ -45,8 +45,8 @@ pub use error::{Error, Result};
 pub use hash::hash64;
 pub use ingest::{IngestReport, Ingestor};
 pub use input::{
-    Decoded, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, RegisteredSchema, SchemaId, SchemaKind,
-    SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records,
+    Decoded, KnownSchema, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, RegisteredSchema, Resolved,
+    SchemaId, SchemaKind, SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records,
 };
 pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{

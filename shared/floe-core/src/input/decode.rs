@@ -150,7 +150,7 @@ impl RecordDecoder {
 
     /// [`RecordDecoder::decode`] for a registry format: `schemas` are the writer schemas the records name,
     /// resolved by the registry `registry` describes.
-    pub(crate) fn decode_with(
+    pub fn decode_with(
         &self,
         source: &SourcePartition,
         records: &[SourceRecord],

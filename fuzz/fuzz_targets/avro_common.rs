@@ -1,0 +1,119 @@
+//! Registry-framed Avro values (the `avro_confluent` and `avro_glue` targets): arbitrary bytes as one record
+//! value between two good values (written by confluent-kafka's AvroSerializer, schema v2 of
+//! shared/floe-core/tests/fixtures/registry/avro.json). An odd first byte feeds the rest as the value as is
+//! (exercising the framing checks); an even one wraps it in a valid header (Confluent id 2, or Glue with the known
+//! version UUID, zlib-compressed when bit 2 is set), so the fuzzer spends its time in arrow-avro's body decoding.
+//! Each record must end up as exactly one row or one reject, the good neighbours must always load, and nothing
+//! may panic.
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+
+use floe_core::{
+    KnownSchema, Pipeline, RecordDecoder, RegisteredSchema, Resolved, SchemaId, SchemaKind, SourcePartition,
+    SourceRecord, TableLayout,
+};
+
+const PIPELINE: &str = r#"
+name = "orders"
+[source]
+topics = ["orders"]
+format = "avro"
+framing = "FRAMING"
+registry = REGISTRY
+[table]
+namespace = "shop"
+name = "orders"
+columns = [
+  { name = "id", type = "long", required = true },
+  { name = "item", type = "string", required = true },
+  { name = "qty", type = "int" },
+  { name = "price", type = "decimal(10,2)" },
+  { name = "status", type = "string" },
+  { name = "placed_at", type = "timestamptz" },
+  { name = "day", type = "date" },
+  { name = "ref", type = "string" },
+  { name = "tags", type = "list<string>" },
+  { name = "attrs", type = "map<string, int>" },
+  { name = "note", type = "string" },
+  { name = "city", type = "string", from = "$.ship.city" },
+]
+"#;
+const UUID: [u8; 16] = *b"floe-fuzz-uuid!!";
+
+struct Fixture {
+    confluent: RecordDecoder,
+    glue: RecordDecoder,
+    resolved: Resolved,
+    good: Vec<u8>,
+    body: Vec<u8>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let f: serde_json::Value =
+            serde_json::from_str(include_str!("../../shared/floe-core/tests/fixtures/registry/avro.json")).unwrap();
+        let text = f["schemas"]["2"].as_str().expect("schema 2").to_string();
+        let hex = f["values"][2].as_str().expect("a v2 value");
+        let good: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let mut resolved = Resolved::new();
+        for (local, id) in [SchemaId::Confluent(2), SchemaId::Glue(UUID)].into_iter().enumerate() {
+            let schema = RegisteredSchema { kind: SchemaKind::Avro, text: text.clone() };
+            resolved.insert(id, Some(Arc::new(KnownSchema { id, local: local as u32, schema })));
+        }
+        let decoder = |framing: &str, registry: &str| {
+            let text = PIPELINE.replace("FRAMING", framing).replace("REGISTRY", registry);
+            let pipeline = Pipeline::parse(&text, "orders.toml").expect("pipeline parses");
+            let layout = TableLayout::target(&pipeline, "file:///fuzz").expect("layout");
+            RecordDecoder::new(&pipeline, &layout).expect("decoder")
+        };
+        Fixture {
+            confluent: decoder("confluent", r#"{ url = "http://registry" }"#),
+            glue: decoder("glue", r#"{ glue = "r" }"#),
+            resolved,
+            body: good[5..].to_vec(),
+            good,
+        }
+    })
+}
+
+fn record(offset: i64, value: Vec<u8>) -> SourceRecord {
+    SourceRecord { offset, timestamp_ms: Some(1_763_719_200_000), key: None, value: Some(value), headers: vec![], problem: None }
+}
+
+pub fn run(glue: bool, data: &[u8]) {
+    let f = fixture();
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let value = if mode & 1 == 1 {
+        rest.to_vec()
+    } else if glue {
+        let zlib = mode & 4 != 0;
+        let mut v = vec![3, if zlib { 5 } else { 0 }];
+        v.extend_from_slice(&UUID);
+        if zlib {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(rest).unwrap();
+            v.extend(z.finish().unwrap());
+        } else {
+            v.extend_from_slice(rest);
+        }
+        v
+    } else {
+        [&[0, 0, 0, 0, 2][..], rest].concat()
+    };
+    let (decoder, good) = if glue {
+        let mut g = vec![3, 0];
+        g.extend_from_slice(&UUID);
+        g.extend_from_slice(&f.body);
+        (&f.glue, g)
+    } else {
+        (&f.confluent, f.good.clone())
+    };
+    let source = SourcePartition { topic: "orders".into(), partition: 0 };
+    let between = [record(0, good.clone()), record(1, value), record(2, good)];
+    let decoded = decoder.decode_with(&source, &between, Some((&f.resolved, "fuzz"))).expect("rejects, not errors");
+    let rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows());
+    assert_eq!(rows + decoded.rejects.len(), 3);
+    assert!(decoded.rejects.iter().all(|(i, _)| *i == 1), "a good neighbour was rejected: {:?}", decoded.rejects);
+}
