@@ -2,6 +2,7 @@
 //! default, the arrow-rs baseline and the compactor's commit of many staged files. `bench/run.py` drives these
 //! beside the Python peer and prints the comparison.
 
+pub mod avro;
 pub mod baseline;
 pub mod changes;
 pub mod cpu;

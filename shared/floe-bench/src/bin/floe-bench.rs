@@ -40,7 +40,16 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Write `<out>/events/*.json` with the records of `--data` as Confluent-framed Avro values, and
+    /// `<out>/pipeline.toml` (`format = "avro"`), `<out>/schema.avsc`, `<out>/schema.arrow`.
+    Avro {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// floe's ingest handler over every event of `--data`, `--repeat` times, each into a fresh home under `--work`.
+    /// With Avro data (`floe-bench avro`), the schema comes from an in-process registry.
     Floe(RunArgs),
     /// The arrow-rs baseline over every event of `--data`, `--repeat` times, writing under `--work`.
     Baseline(RunArgs),
@@ -157,7 +166,11 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
 
 async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embedded, Ingestor)> {
     let e = Embedded::open(home).await?;
-    let ingestor = Ingestor::new(pipeline, &e.backends()).await?;
+    let registry: Option<Arc<dyn floe_core::SchemaRegistry>> = match pipeline.format.registry {
+        Some(_) => Some(Arc::new(floe_bench::avro::StaticRegistry(floe_bench::avro::avro_schema()?))),
+        None => None,
+    };
+    let ingestor = Ingestor::with_registry(pipeline, &e.backends(), registry).await?;
     Ok((e, ingestor))
 }
 
@@ -189,7 +202,12 @@ async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::R
         let written = baseline::Written { rows: total.rows, files: total.files, bytes: total.bytes };
         runs.push(run_figures(times, total.records, written));
     }
-    Ok(results(if *upsert { "floe-upsert" } else { "floe" }, &events, runs))
+    let name = match (*upsert, pipeline.format.value) {
+        (true, _) => "floe-upsert",
+        (false, floe_core::ValueFormat::Avro) => "floe-avro",
+        (false, _) => "floe",
+    };
+    Ok(results(name, &events, runs))
 }
 
 fn run_baseline(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<serde_json::Value> {
@@ -364,6 +382,10 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let out = match Cli::parse().command {
         Command::Generate { out, records, seed } => write_generated(&out, records, seed)?,
+        Command::Avro { data, out } => {
+            let records = floe_bench::avro::convert(&data, &out)?;
+            json!({"records": records, "out": out})
+        }
         Command::Floe(args) => rt.block_on(run_floe(&args))?,
         Command::Baseline(args) => run_baseline(&args)?,
         Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,

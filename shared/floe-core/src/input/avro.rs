@@ -17,7 +17,7 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::Result;
-use crate::input::conform::{conform, relaxed, required_violation};
+use crate::input::conform::{conform, relaxed, required_violation, retype};
 use crate::input::event::Problem;
 use crate::input::framing::unframe;
 use crate::input::registry::{Resolved, SchemaKind};
@@ -38,8 +38,11 @@ pub(crate) struct AvroValues {
     framing: Framing,
     /// The value schema as the columns declare it (nested nullability is checked against it).
     strict: SchemaRef,
-    /// The same with every field nullable: the shape rows are assembled in.
+    /// The same with top-level fields nullable (required columns are checked when rows are assembled): the
+    /// schema of the rows this returns.
     relaxed: SchemaRef,
+    /// Every field nullable, at any depth: the shape values are converted in before nested fields are checked.
+    loose: DataType,
 }
 
 /// A value ready for the decoder: its record, the schema's local id and its body.
@@ -55,12 +58,15 @@ const NOT_A_FRAME: [u8; 1] = [0xff];
 
 impl AvroValues {
     pub(crate) fn new(framing: Framing, value_schema: SchemaRef) -> AvroValues {
-        let relaxed_fields: Vec<Field> = value_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_data_type(relaxed(f.data_type())).with_nullable(true))
-            .collect();
-        AvroValues { framing, strict: value_schema, relaxed: Arc::new(Schema::new(relaxed_fields)) }
+        let nullable: Vec<Field> =
+            value_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let loose: Vec<Field> = nullable.iter().map(|f| f.clone().with_data_type(relaxed(f.data_type()))).collect();
+        AvroValues {
+            framing,
+            strict: value_schema,
+            relaxed: Arc::new(Schema::new(nullable)),
+            loose: DataType::Struct(loose.into()),
+        }
     }
 
     pub(crate) fn relaxed_schema(&self) -> &SchemaRef {
@@ -168,8 +174,7 @@ impl AvroValues {
             )));
         }
         let values: ArrayRef = Arc::new(StructArray::from(batch));
-        let target = DataType::Struct(self.relaxed.fields().clone());
-        let (conformed, rejects) = conform(&values, &target, "$");
+        let (conformed, rejects) = conform(&values, &self.loose, "$");
         let mut bad: Vec<Option<String>> = vec![None; pending.len()];
         for (row, reason) in rejects {
             bad[row] = Some(reason);
@@ -191,12 +196,18 @@ impl AvroValues {
                 None => out.rows.push(pending[row].index),
             }
         }
-        let batch = RecordBatch::try_new(self.relaxed.clone(), conformed.columns().to_vec())?;
-        let batch = if keep.iter().all(|k| *k) {
-            batch
-        } else {
-            arrow_select::filter::filter_record_batch(&batch, &arrow_array::BooleanArray::from(keep))?
-        };
+        let mut columns = conformed.columns().to_vec();
+        if !keep.iter().all(|k| *k) {
+            let keep = arrow_array::BooleanArray::from(keep);
+            columns = columns.iter().map(|c| arrow_select::filter::filter(c, &keep)).collect::<Result<_, _>>()?;
+        }
+        // Every nested required field now holds a value: label the arrays with the declared types.
+        let columns = columns
+            .iter()
+            .zip(self.relaxed.fields())
+            .map(|(c, f)| retype(c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.relaxed.clone(), columns)?;
         if batch.num_rows() > 0 {
             out.batches.push(batch);
         }

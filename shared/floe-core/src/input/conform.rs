@@ -56,6 +56,41 @@ pub(crate) fn relaxed(ty: &DataType) -> DataType {
     }
 }
 
+/// `array` (in [`relaxed`] shape, checked by [`required_violation`]) in the exact type `strict`, whose nested
+/// fields may be required: the same buffers, re-labelled.
+pub(crate) fn retype(array: &ArrayRef, strict: &DataType) -> Result<ArrayRef, ArrowError> {
+    if array.data_type() == strict {
+        return Ok(array.clone());
+    }
+    Ok(match strict {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let columns =
+                fields.iter().zip(s.columns()).map(|(f, c)| retype(c, f.data_type())).collect::<Result<Vec<_>, _>>()?;
+            Arc::new(StructArray::try_new(fields.clone(), columns, s.nulls().cloned())?)
+        }
+        DataType::List(f) => {
+            let l = array.as_list::<i32>();
+            let values = retype(l.values(), f.data_type())?;
+            Arc::new(ListArray::try_new(f.clone(), l.offsets().clone(), values, l.nulls().cloned())?)
+        }
+        DataType::Map(entries, sorted) => {
+            let m = array.as_map();
+            let DataType::Struct(kv) = entries.data_type() else { return Ok(array.clone()) };
+            let values = retype(m.values(), kv[1].data_type())?;
+            let entries_array = StructArray::try_new(kv.clone(), vec![m.keys().clone(), values], None)?;
+            Arc::new(MapArray::try_new(
+                entries.clone(),
+                m.offsets().clone(),
+                entries_array,
+                m.nulls().cloned(),
+                *sorted,
+            )?)
+        }
+        _ => array.clone(),
+    })
+}
+
 /// The first nested field of `row` that `field` requires and `array` (in [`relaxed`] shape) leaves null, as a
 /// path below `path`; top-level nullability is the caller's.
 pub(crate) fn required_violation(array: &dyn Array, field: &Field, row: usize, path: &str) -> Option<String> {
