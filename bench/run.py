@@ -146,10 +146,16 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
         [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]
     )
     log("Python peer (pyarrow.json, one thread) …")
-    results["peer"] = run_json(
-        [PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
-        env={**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"},
-    )
+    single = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
+    results["peer"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
+                               env=single)
+    avro = data.parent / "avro"
+    log("the same records as Confluent-framed Avro: floe, and the Python peer with fastavro …")
+    shutil.rmtree(avro, ignore_errors=True)
+    run_json([RELEASE / "floe-bench", "avro", "--data", data, "--out", avro])
+    results["floe_avro"] = run_json([RELEASE / "floe-bench", "floe", "--data", avro, "--work", work, "--repeat", repeat])
+    results["peer_avro"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", avro, "--work", work, "--repeat", repeat],
+                                    env=single)
     return results
 
 
@@ -293,6 +299,12 @@ def table(figures: dict) -> list[str]:
         rows.append(("MB/s of JSON per core", f"{f['mb_per_s']:.1f}", f"{b['mb_per_s']:.1f}", f"{p['mb_per_s']:.1f}", ""))
         rows.append(("records/s, wall clock", f"{f['wall_records_per_s']:,.0f}", f"{b['wall_records_per_s']:,.0f}",
                      f"{p['wall_records_per_s']:,.0f}", ""))
+        a, pa_ = t.get("floe_avro"), t.get("peer_avro")
+        if a and pa_:
+            rows.append(("Avro records/s per core (same records, Confluent framing)", f"{a['records_per_s']:,.0f}", "",
+                         f"{pa_['records_per_s']:,.0f} (fastavro)",
+                         f"{a['records_per_s'] / f['records_per_s']:.2f}× floe's JSON; "
+                         f"floe/peer {a['records_per_s'] / pa_['records_per_s']:.2f}"))
         u = t.get("floe_upsert")
         if u:
             rows.append(("upsert records/s per core (same records as a change stream)", f"{u['records_per_s']:,.0f}",
