@@ -62,7 +62,7 @@ fn confluent(value: &[u8]) -> Result<Framed<'_>, String> {
 }
 
 fn glue(value: &[u8]) -> Result<Framed<'_>, String> {
-    let Some((&[version, compression], rest)) = value.split_first_chunk::<2>().map(|(h, r)| (h, r)) else {
+    let Some((&[version, compression], rest)) = value.split_first_chunk::<2>() else {
         return Err(format!("value is {} bytes, shorter than the Glue header (18 bytes)", value.len()));
     };
     if version != GLUE_HEADER_VERSION {
