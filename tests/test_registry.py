@@ -335,3 +335,61 @@ def test_glue_framed_avro_plain_and_zlib_lands_exactly(glue_floe, moto):
     dead = {d["offset"]: (d["error_kind"], d["reason"]) for d in glue_floe.table(DEAD).scan().to_arrow().to_pylist()}
     assert dead[40][0] == "framing" and "looks Confluent-framed" in dead[40][1]
     assert dead[41] == ("unknown_schema", dead[41][1]) and "00000000-0000-0000-0000-000000000000" in dead[41][1]
+
+
+JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Order",
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "item": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "ship": {"type": ["object", "null"], "properties": {"city": {"type": "string"}, "zip": {"type": ["string", "null"]}}},
+    },
+    "required": ["id", "item"],
+}
+JSON_PIPELINE = """
+name = "orders"
+[source]
+topics = ["orders"]
+format = "json-schema"
+registry = {{ url = "{url}" }}
+[table]
+namespace = "shop"
+name = "orders"
+columns = [
+  {{ name = "id", type = "long", required = true }},
+  {{ name = "item", type = "string", required = true }},
+  {{ name = "tags", type = "list<string>" }},
+  {{ name = "city", type = "string", from = "$.ship.city" }},
+]
+"""
+
+
+def test_json_schema_values_land_exactly(floe, registry, tmp_path):
+    """Values written by confluent-kafka's own JSONSerializer (which validates them against the registered JSON
+    Schema): the header is checked and stripped, the JSON body decoded against the declared columns."""
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+
+    path = tmp_path / "orders.toml"
+    path.write_text(JSON_PIPELINE.format(url=registry.url))
+    floe.pipeline = path
+    serializer = JSONSerializer(json.dumps(JSON_SCHEMA), registry.client())
+    orders = [
+        {"id": i, "item": f"item-{i}", "tags": [f"t{j}" for j in range(i % 3)],
+         **({"ship": {"city": f"c{i}", "zip": None}} if i % 2 else {})}
+        for i in range(1, 31)
+    ]
+    values = [serializer(o, CTX) for o in orders]
+    assert values[0][0] == 0 and values[0][5:6] == b"{"
+    avro = AvroSerializer(registry.client(), json.dumps(V1))(order(99), SerializationContext("other", MessageField.VALUE))
+    floe.ingest([event(values + [b'{"id": 5, "item": "plain"}', avro])])
+    floe.compact()
+    rows = floe.table(TABLE).scan().to_arrow().to_pylist()
+    got = {(r["id"], r["item"], tuple(r["tags"] or ()), r["city"]) for r in rows}
+    want = {(o["id"], o["item"], tuple(o["tags"]), (o.get("ship") or {}).get("city")) for o in orders}
+    assert got == want and len(rows) == len(orders)
+    dead = {d["offset"]: (d["error_kind"], d["reason"]) for d in floe.table(DEAD).scan().to_arrow().to_pylist()}
+    assert dead[30][0] == "framing"
+    assert dead[31][0] == "unknown_schema" and "registered as Avro; this pipeline reads JSON Schema" in dead[31][1]

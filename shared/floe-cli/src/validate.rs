@@ -146,6 +146,7 @@ fn source_format(p: &Pipeline) -> String {
     let value = match p.format.value {
         ValueFormat::Json => "JSON",
         ValueFormat::Avro => "Avro",
+        ValueFormat::JsonSchema => "JSON Schema",
     };
     format!("{value} ({framing} framing, schemas from {registry})")
 }

@@ -19,7 +19,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use crate::error::Result;
 use crate::input::conform::{conform, relaxed, required_violation, retype};
 use crate::input::event::Problem;
-use crate::input::framing::unframe;
+use crate::input::framing::{Body, bodies};
 use crate::input::registry::{Resolved, SchemaKind};
 use crate::pipeline::Framing;
 
@@ -43,13 +43,6 @@ pub(crate) struct AvroValues {
     relaxed: SchemaRef,
     /// Every field nullable, at any depth: the shape values are converted in before nested fields are checked.
     loose: DataType,
-}
-
-/// A value ready for the decoder: its record, the schema's local id and its body.
-struct Body<'a> {
-    index: usize,
-    local: u32,
-    bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 const PREFIX_MAGIC: u8 = 0;
@@ -76,35 +69,9 @@ impl AvroValues {
     /// Decode `inputs` (record index, value) with the schemas `resolved` names.
     pub(crate) fn decode(&self, inputs: &[(usize, &[u8])], resolved: &Resolved, registry: &str) -> Result<ValueRows> {
         let mut out = ValueRows::default();
-        let mut bodies = Vec::with_capacity(inputs.len());
-        let mut schemas: HashMap<u32, &str> = HashMap::new();
-        for &(index, value) in inputs {
-            let framed = match unframe(self.framing, value) {
-                Ok(f) => f,
-                Err(reason) => {
-                    out.rejects.push((index, Problem { kind: "framing", reason }));
-                    continue;
-                }
-            };
-            match resolved.get(&framed.schema).and_then(Option::as_ref) {
-                None => {
-                    let reason = format!("{} is not in the schema registry ({registry})", framed.schema);
-                    out.rejects.push((index, Problem { kind: "unknown_schema", reason }));
-                }
-                Some(known) if known.schema.kind != SchemaKind::Avro => {
-                    let reason = format!(
-                        "{} is a {} schema, and this pipeline reads Avro",
-                        framed.schema,
-                        known.schema.kind.name()
-                    );
-                    out.rejects.push((index, Problem { kind: "unknown_schema", reason }));
-                }
-                Some(known) => {
-                    schemas.insert(known.local, known.schema.text.as_str());
-                    bodies.push(Body { index, local: known.local, bytes: framed.body });
-                }
-            }
-        }
+        let mut bodies = bodies(self.framing, inputs, resolved, registry, SchemaKind::Avro, &mut out.rejects);
+        let schemas: HashMap<u32, &str> =
+            bodies.iter().map(|b| (b.schema.local, b.schema.schema.text.as_str())).collect();
         // A schema arrow-avro cannot read rejects its records, not the batch.
         let mut usable: HashMap<u32, AvroSchema> = HashMap::new();
         for (&local, &text) in &schemas {
@@ -116,13 +83,13 @@ impl AvroValues {
                 Err(e) => {
                     let id = resolved.values().flatten().find(|k| k.local == local).map(|k| k.id.to_string());
                     let reason = format!("{} cannot be read: {e}", id.unwrap_or_default());
-                    for b in bodies.iter().filter(|b| b.local == local) {
+                    for b in bodies.iter().filter(|b| b.schema.local == local) {
                         out.rejects.push((b.index, Problem { kind: "schema", reason: reason.clone() }));
                     }
                 }
             }
         }
-        bodies.retain(|b| usable.contains_key(&b.local));
+        bodies.retain(|b| usable.contains_key(&b.schema.local));
         let store: Vec<(u32, AvroSchema)> = usable.into_iter().collect();
         self.decode_bodies(&bodies, &store, &mut out)?;
         out.rejects.sort_by_key(|(i, _)| *i);
@@ -137,11 +104,11 @@ impl AvroValues {
         let mut pending: Vec<&Body<'_>> = Vec::new(); // decoded since the last flush
         let mut active: Option<u32> = None;
         for body in bodies {
-            if active.is_some_and(|a| a != body.local) {
+            if active.is_some_and(|a| a != body.schema.local) {
                 // Flush before the writer schema changes, so the batch holds one schema's rows.
                 self.flush(&mut decoder, &mut pending, out)?;
             }
-            active = Some(body.local);
+            active = Some(body.schema.local);
             match feed(&mut decoder, body) {
                 Ok(()) => pending.push(body),
                 Err(reason) => {
@@ -227,7 +194,7 @@ fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, 
 /// Decode one value; it must add exactly one row and leave the decoder between values.
 fn feed(decoder: &mut Decoder, body: &Body<'_>) -> Result<(), String> {
     let mut prefix = [PREFIX_MAGIC; 5];
-    prefix[1..].copy_from_slice(&body.local.to_be_bytes());
+    prefix[1..].copy_from_slice(&body.schema.local.to_be_bytes());
     let before = decoder.capacity();
     let used = decoder.decode(&prefix).map_err(|e| format!("undecodable Avro value: {e}"))?;
     if used != prefix.len() || decoder.capacity() != before {

@@ -190,5 +190,9 @@ fn a_missing_required_field_and_a_schema_of_another_kind_are_rejected() {
     assert_eq!(out.rejects.len(), 2, "{:?}", out.rejects);
     assert_eq!(out.rejects[0].1.kind, "schema");
     assert!(out.rejects[0].1.reason.contains("required column `item` is null"), "{}", out.rejects[0].1.reason);
-    assert!(out.rejects[1].1.reason.contains("is a Protobuf schema"), "{}", out.rejects[1].1.reason);
+    assert!(
+        out.rejects[1].1.reason.contains("is registered as Protobuf; this pipeline reads Avro"),
+        "{}",
+        out.rejects[1].1.reason
+    );
 }

@@ -7,6 +7,7 @@
 //! with fresh decoders, so good records still load and only bad ones are rejected, each with a reason naming the
 //! field. Bad records cost extra work; good batches are decoded once.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -27,8 +28,9 @@ use arrow_select::filter::filter_record_batch;
 use crate::error::Result;
 use crate::input::avro::AvroValues;
 use crate::input::event::{Problem, SourcePartition, SourceRecord};
-use crate::input::registry::Resolved;
-use crate::pipeline::{Column, ColumnSource, Pipeline, TimestampFormat, ValueFormat};
+use crate::input::framing::bodies;
+use crate::input::registry::{Resolved, SchemaKind};
+use crate::pipeline::{Column, ColumnSource, Framing, Pipeline, TimestampFormat, ValueFormat};
 use crate::table::layout::TableLayout;
 
 mod guard;
@@ -58,6 +60,9 @@ pub struct RecordDecoder {
     guard: DecimalGuard,
     /// The Avro decoder, for `format = "avro"` (values are then not JSON).
     avro: Option<AvroValues>,
+    format: ValueFormat,
+    /// How registry formats name their schema (`None` for JSON).
+    framing: Option<Framing>,
 }
 
 #[derive(Debug)]
@@ -95,6 +100,7 @@ type RowRejects = Vec<(usize, Problem)>;
 impl RecordDecoder {
     pub fn new(pipeline: &Pipeline, layout: &TableLayout) -> Result<RecordDecoder> {
         let mut decoder = Self::with_columns(&pipeline.table.columns, layout.input.clone())?;
+        (decoder.format, decoder.framing) = (pipeline.format.value, pipeline.format.framing);
         if let (ValueFormat::Avro, Some(framing)) = (pipeline.format.value, pipeline.format.framing) {
             decoder.avro = Some(AvroValues::new(framing, decoder.value_schema.clone()));
         }
@@ -140,7 +146,17 @@ impl RecordDecoder {
         ));
         let value_schema = Arc::new(Schema::new(node_fields(&root)));
         let guard = DecimalGuard::new(value_schema.fields().iter().map(|f| f.as_ref()));
-        Ok(RecordDecoder { target, relaxed, value_schema, columns, required_paths, guard, avro: None })
+        Ok(RecordDecoder {
+            target,
+            relaxed,
+            value_schema,
+            columns,
+            required_paths,
+            guard,
+            avro: None,
+            format: ValueFormat::Json,
+            framing: None,
+        })
     }
 
     /// Decode the records of one topic-partition. Records that already carry a problem are rejected as such.
@@ -161,28 +177,45 @@ impl RecordDecoder {
         for (i, r) in records.iter().enumerate() {
             match (&r.problem, &r.value) {
                 (Some(p), _) => rejects.push((i, p.clone())),
-                (None, Some(v)) => match self.avro.is_none().then(|| self.guard.check(v)).flatten() {
-                    Some(reason) => rejects.push((i, Problem { kind: "schema", reason })),
-                    None => inputs.push((i, v)),
-                },
+                (None, Some(v)) => inputs.push((i, v)),
                 (None, None) => {
                     rejects.push((i, Problem { kind: "null_value", reason: "record has no value (tombstone)".into() }))
                 }
             }
         }
+        let needs_schemas = self.format != ValueFormat::Json;
+        let (resolved, registry) = match schemas {
+            Some(s) => s,
+            None if needs_schemas => {
+                return Err(crate::Error::Invariant("a registry format decoded without its schemas".into()));
+            }
+            None => (&Resolved::new(), ""),
+        };
 
-        let (values, value_rows) = match (&self.avro, schemas) {
-            (Some(avro), Some((resolved, registry))) => {
+        let (values, value_rows) = match (&self.avro, self.framing) {
+            (Some(avro), _) => {
                 let mut out = avro.decode(&inputs, resolved, registry)?;
                 rejects.append(&mut out.rejects);
                 (concat_batches(avro.relaxed_schema(), &out.batches)?, out.rows)
             }
-            (Some(_), None) => {
-                return Err(crate::Error::Invariant("a registry format decoded without its schemas".into()));
-            }
-            (None, _) => {
+            (None, framing) => {
+                // JSON, or JSON Schema: JSON bodies behind a registry header.
+                let bodies: Vec<(usize, Cow<[u8]>)> = match framing {
+                    Some(f) => bodies(f, &inputs, resolved, registry, SchemaKind::JsonSchema, &mut rejects)
+                        .into_iter()
+                        .map(|b| (b.index, b.bytes))
+                        .collect(),
+                    None => inputs.iter().map(|&(index, v)| (index, Cow::Borrowed(v))).collect(),
+                };
+                let mut json: Vec<(usize, &[u8])> = Vec::with_capacity(bodies.len());
+                for (index, bytes) in &bodies {
+                    match self.guard.check(bytes) {
+                        Some(reason) => rejects.push((*index, Problem { kind: "schema", reason })),
+                        None => json.push((*index, bytes)),
+                    }
+                }
                 let mut out = JsonOutput::default();
-                self.decode_values(&inputs, &mut out)?;
+                self.decode_values(&json, &mut out)?;
                 rejects.append(&mut out.rejects);
                 (concat_batches(&self.value_schema, &out.batches)?, out.rows)
             }

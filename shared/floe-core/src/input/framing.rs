@@ -6,7 +6,10 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use crate::input::registry::SchemaId;
+use std::sync::Arc;
+
+use crate::input::event::Problem;
+use crate::input::registry::{KnownSchema, Resolved, SchemaId, SchemaKind};
 use crate::pipeline::Framing;
 
 const CONFLUENT_MAGIC: u8 = 0;
@@ -30,6 +33,49 @@ pub fn unframe(framing: Framing, value: &[u8]) -> Result<Framed<'_>, String> {
         Framing::Confluent => confluent(value),
         Framing::Glue => glue(value),
     }
+}
+
+/// A value's body with the registered schema that wrote it.
+pub(crate) struct Body<'a> {
+    /// The record's index in its batch.
+    pub index: usize,
+    pub schema: Arc<KnownSchema>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+/// Unframe `inputs` (record index, value) and find each one's schema in `resolved`. A value without the framing, or
+/// naming a schema the registry (`registry`) does not have or of another kind than `kind`, is rejected.
+pub(crate) fn bodies<'a>(
+    framing: Framing,
+    inputs: &[(usize, &'a [u8])],
+    resolved: &Resolved,
+    registry: &str,
+    kind: SchemaKind,
+    rejects: &mut Vec<(usize, Problem)>,
+) -> Vec<Body<'a>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for &(index, value) in inputs {
+        let framed = match unframe(framing, value) {
+            Ok(f) => f,
+            Err(reason) => {
+                rejects.push((index, Problem { kind: "framing", reason }));
+                continue;
+            }
+        };
+        match resolved.get(&framed.schema).and_then(Option::as_ref) {
+            None => {
+                let reason = format!("{} is not in the schema registry ({registry})", framed.schema);
+                rejects.push((index, Problem { kind: "unknown_schema", reason }));
+            }
+            Some(known) if known.schema.kind != kind => {
+                let (found, wanted) = (known.schema.kind.name(), kind.name());
+                let reason = format!("{} is registered as {found}; this pipeline reads {wanted}", framed.schema);
+                rejects.push((index, Problem { kind: "unknown_schema", reason }));
+            }
+            Some(known) => out.push(Body { index, schema: known.clone(), bytes: framed.body }),
+        }
+    }
+    out
 }
 
 /// The schema a value names, reading only its header (no inflating); `None` if it is not framed.

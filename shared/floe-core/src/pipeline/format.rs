@@ -13,6 +13,9 @@ pub enum ValueFormat {
     Json,
     /// Avro binary written with a registered schema: each value names its writer schema (see [`Framing`]).
     Avro,
+    /// JSON written with a registered JSON Schema (Confluent's `JSONSerializer`, Glue's JSON format): the value
+    /// is framed like Avro, and its body is decoded as JSON against the declared columns.
+    JsonSchema,
 }
 
 impl ValueFormat {
@@ -20,6 +23,7 @@ impl ValueFormat {
         match self {
             ValueFormat::Json => "json",
             ValueFormat::Avro => "avro",
+            ValueFormat::JsonSchema => "json-schema",
         }
     }
 }
@@ -71,17 +75,22 @@ impl Validator<'_> {
             Some(f) => match f.get_ref().as_str() {
                 "json" => ValueFormat::Json,
                 "avro" => ValueFormat::Avro,
+                "json-schema" => ValueFormat::JsonSchema,
                 other => {
-                    return self.err(f.span(), "source.format", format!("`{other}` is not `json` or `avro`"));
+                    return self.err(
+                        f.span(),
+                        "source.format",
+                        format!("`{other}` is not `json`, `avro` or `json-schema`"),
+                    );
                 }
             },
         };
         if value == ValueFormat::Json {
             if let Some(f) = &source.framing {
-                return self.err(f.span(), "source.framing", "applies only to registry formats (format = \"avro\")");
+                return self.err(f.span(), "source.framing", "applies only to registry formats (avro, json-schema)");
             }
             if let Some(r) = &source.registry {
-                return self.err(r.span(), "source.registry", "applies only to registry formats (format = \"avro\")");
+                return self.err(r.span(), "source.registry", "applies only to registry formats (avro, json-schema)");
             }
             return Ok(SourceFormat::default());
         }
@@ -169,7 +178,7 @@ impl Validator<'_> {
                 e.span(),
                 "table.evolve",
                 format!(
-                    "`add-fields` discovers JSON fields; with format = \"{}\" declare the columns",
+                    "`add-fields` discovers fields of plain JSON; with format = \"{}\" declare the columns",
                     format.value.name()
                 ),
             );
@@ -180,7 +189,7 @@ impl Validator<'_> {
                 return self.err(
                     span,
                     &format!("table.columns[{i}].type"),
-                    format!("`@value` of an {} record is binary: declare the column as `binary`", format.value.name()),
+                    "`@value` of a registry format holds the framed bytes: declare the column as `binary`",
                 );
             }
         }

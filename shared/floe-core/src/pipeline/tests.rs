@@ -268,7 +268,7 @@ fn registry_formats_name_their_framing_and_registry() {
 fn registry_format_mistakes_name_line_and_field() {
     let with = |source: &str| MINIMAL.replace(r#"topics = ["t"]"#, &format!("topics = [\"t\"]\n{source}"));
     let cases = [
-        ("format = \"xml\"", "line 5, column 10: `source.format`: `xml` is not `json` or `avro`"),
+        ("format = \"xml\"", "line 5, column 10: `source.format`: `xml` is not `json`, `avro` or `json-schema`"),
         ("format = \"avro\"", "`source.registry`: format = \"avro\" needs a registry"),
         ("framing = \"glue\"", "line 5, column 11: `source.framing`: applies only to registry formats"),
         (
@@ -303,11 +303,15 @@ fn registry_format_mistakes_name_line_and_field() {
     let raw_text = with("format = \"avro\"\nregistry = { url = \"http://x:1\" }")
         + "[[table.columns]]\nname = \"raw\"\ntype = \"string\"\nfrom = \"@value\"\n";
     assert!(
-        err(&raw_text).contains("`table.columns[1].type`: `@value` of an avro record is binary"),
+        err(&raw_text).contains("`table.columns[1].type`: `@value` of a registry format holds the framed bytes"),
         "{}",
         err(&raw_text)
     );
     let discover = with("format = \"avro\"\nregistry = { url = \"http://x:1\" }")
         .replace("[table]\n", "[table]\nevolve = \"add-fields\"\n");
-    assert!(err(&discover).contains("`table.evolve`: `add-fields` discovers JSON fields"), "{}", err(&discover));
+    assert!(
+        err(&discover).contains("`table.evolve`: `add-fields` discovers fields of plain JSON"),
+        "{}",
+        err(&discover)
+    );
 }

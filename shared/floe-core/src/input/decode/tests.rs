@@ -218,3 +218,40 @@ fn the_raw_value_is_kept_byte_for_byte_beside_the_parsed_columns() {
     let err = Pipeline::parse(&bad_type, "p.toml").unwrap_err().to_string();
     assert!(err.contains("must have type string or binary"), "{err}");
 }
+
+/// JSON Schema values as confluent-kafka's JSONSerializer frames them: magic byte 0, the schema id, JSON text.
+#[test]
+fn json_schema_values_are_unframed_then_decoded_as_json() {
+    use crate::input::registry::{KnownSchema, RegisteredSchema, SchemaId, SchemaKind};
+    let text = PIPELINE.replace(
+        "topics = [\"events\"]",
+        "topics = [\"events\"]\nformat = \"json-schema\"\nregistry = { url = \"http://sr:8081\" }",
+    );
+    let p = Pipeline::parse(&text, "p.toml").unwrap();
+    let d = RecordDecoder::new(&p, &TableLayout::target(&p, "file:///wh").unwrap()).unwrap();
+    let mut resolved = Resolved::new();
+    for (id, kind) in [(3, SchemaKind::JsonSchema), (4, SchemaKind::Avro)] {
+        let schema = RegisteredSchema { kind, text: "{}".into() };
+        let id = SchemaId::Confluent(id);
+        resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 0, schema })));
+    }
+    let framed = |id: u8, json: &str| [&[0, 0, 0, 0, id][..], json.as_bytes()].concat();
+    let good = r#"{"id": 1, "user": {"id": 10}}"#;
+    let mut records =
+        vec![rec(0, good), rec(1, good), rec(2, good), rec(3, good), rec(4, "{\"id\": \"x\", \"user\": {\"id\": 1}}")];
+    records[0].value = Some(framed(3, good));
+    records[2].value = Some(framed(4, good));
+    records[3].value = Some(framed(9, good));
+    records[4].value = Some(framed(3, "{\"id\": \"x\", \"user\": {\"id\": 1}}"));
+    let out = d.decode_with(&source(), &records, Some((&resolved, "http://sr:8081"))).unwrap();
+    let kinds: Vec<(usize, &str)> = out.rejects.iter().map(|(i, p)| (*i, p.kind)).collect();
+    assert_eq!(kinds, vec![(1, "framing"), (2, "unknown_schema"), (3, "unknown_schema"), (4, "schema")]);
+    assert!(
+        out.rejects[1].1.reason.contains("is registered as Avro; this pipeline reads JSON Schema"),
+        "{:?}",
+        out.rejects
+    );
+    let b = out.batch.unwrap();
+    assert_eq!(b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values(), &[1]);
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[0]);
+}
