@@ -255,3 +255,25 @@ fn json_schema_values_are_unframed_then_decoded_as_json() {
     assert_eq!(b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values(), &[1]);
     assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[0]);
 }
+
+/// With the mapping's own schema-registry integration and `EventRecordFormat = JSON`, records arrive as JSON with
+/// `keySchemaMetadata` / `valueSchemaMetadata` beside them (the shape AWS documents and Powertools parses): a plain
+/// `format = "json"` pipeline loads them.
+#[test]
+fn records_the_mapping_decoded_through_its_registry_load_as_json() {
+    let value = base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, GOOD);
+    let event = format!(
+        r#"{{"eventSource":"aws:kafka","records":{{"events-3":[{{"topic":"events","partition":3,"offset":8,
+        "timestamp":1700000000000,"timestampType":"CREATE_TIME","key":"azg=","value":"{value}",
+        "headers":[{{"trace":[116,45,49]}}],
+        "keySchemaMetadata":{{"dataFormat":"JSON","schemaId":"key-schema-001"}},
+        "valueSchemaMetadata":{{"dataFormat":"AVRO","schemaId":"1234"}}}}]}}}}"#
+    );
+    let event: crate::input::event::MskEvent = serde_json::from_str(&event).unwrap();
+    let groups = crate::input::event::group_records(&event, &["events".to_string()]).unwrap();
+    let out = decoder().decode(&groups[0].source, &groups[0].records).unwrap();
+    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    let b = out.batch.unwrap();
+    assert_eq!(b.column_by_name("user_id").unwrap().as_primitive::<Int64Type>().values(), &[10]);
+    assert_eq!(b.column_by_name("key").unwrap().as_string::<i32>().value(0), "k8");
+}
