@@ -51,26 +51,24 @@ SHIP = {
 }
 V2 = {**V1, "fields": [*V1["fields"], {"name": "ship", "type": ["null", SHIP], "default": None}]}
 
-PIPELINE = """
-name = "orders"
-[source]
-topics = ["orders"]
-format = "avro"
-registry = {{ url = "{url}" }}
-[table]
-namespace = "shop"
-name = "orders"
-columns = [
-  {{ name = "id", type = "long", required = true }},
-  {{ name = "item", type = "string", required = true }},
-  {{ name = "price", type = "decimal(10,2)" }},
-  {{ name = "status", type = "string" }},
-  {{ name = "placed_at", type = "timestamptz" }},
-  {{ name = "tags", type = "list<string>" }},
-  {{ name = "note", type = "string" }},
-  {{ name = "ship", type = "struct<city: string, zip: string>" }},
+def pipeline_text(source: str, columns: list[str]) -> str:
+    """The orders pipeline: `source` lines under [source], then the columns (TOML inline tables)."""
+    return (
+        f'name = "orders"\n[source]\ntopics = ["orders"]\n{source}\n[table]\nnamespace = "shop"\nname = "orders"\n'
+        + "columns = [\n" + "".join(f"  {c},\n" for c in columns) + "]\n"
+    )
+
+
+COLUMNS = [
+    '{ name = "id", type = "long", required = true }',
+    '{ name = "item", type = "string", required = true }',
+    '{ name = "price", type = "decimal(10,2)" }',
+    '{ name = "status", type = "string" }',
+    '{ name = "placed_at", type = "timestamptz" }',
+    '{ name = "tags", type = "list<string>" }',
+    '{ name = "note", type = "string" }',
+    '{ name = "ship", type = "struct<city: string, zip: string>" }',
 ]
-"""
 
 
 def free_port() -> int:
@@ -192,7 +190,7 @@ def event(values: list[bytes | None], first_offset: int = 0, partition: int = 0)
 
 def use_pipeline(floe, tmp_path: Path, url: str):
     path = tmp_path / "orders.toml"
-    path.write_text(PIPELINE.format(url=url))
+    path.write_text(pipeline_text(f'format = "avro"\nregistry = {{ url = "{url}" }}', COLUMNS))
     floe.pipeline = path
 
 
@@ -288,7 +286,6 @@ def test_credentials_are_sent_and_wrong_ones_fail_with_what_to_fix(floe, tmp_pat
 
 
 GLUE_REGISTRY = "floe-tests"
-GLUE_PIPELINE = PIPELINE.replace('registry = {{ url = "{url}" }}', 'framing = "glue"\nregistry = {{ glue = "{registry}" }}')
 
 
 @pytest.fixture
@@ -301,7 +298,7 @@ def glue_floe(moto, tmp_path):
     home.mkdir()
     f = Floe(home, moto)
     path = tmp_path / "orders.toml"
-    path.write_text(GLUE_PIPELINE.format(registry=GLUE_REGISTRY))
+    path.write_text(pipeline_text(f'format = "avro"\nframing = "glue"\nregistry = {{ glue = "{GLUE_REGISTRY}" }}', COLUMNS))
     f.pipeline = path
     return f
 
@@ -349,22 +346,7 @@ JSON_SCHEMA = {
     },
     "required": ["id", "item"],
 }
-JSON_PIPELINE = """
-name = "orders"
-[source]
-topics = ["orders"]
-format = "json-schema"
-registry = {{ url = "{url}" }}
-[table]
-namespace = "shop"
-name = "orders"
-columns = [
-  {{ name = "id", type = "long", required = true }},
-  {{ name = "item", type = "string", required = true }},
-  {{ name = "tags", type = "list<string>" }},
-  {{ name = "city", type = "string", from = "$.ship.city" }},
-]
-"""
+JSON_COLUMNS = [*COLUMNS[:2], COLUMNS[5], '{ name = "city", type = "string", from = "$.ship.city" }']
 
 
 def test_json_schema_values_land_exactly(floe, registry, tmp_path):
@@ -373,7 +355,7 @@ def test_json_schema_values_land_exactly(floe, registry, tmp_path):
     from confluent_kafka.schema_registry.json_schema import JSONSerializer
 
     path = tmp_path / "orders.toml"
-    path.write_text(JSON_PIPELINE.format(url=registry.url))
+    path.write_text(pipeline_text(f'format = "json-schema"\nregistry = {{ url = "{registry.url}" }}', JSON_COLUMNS))
     floe.pipeline = path
     serializer = JSONSerializer(json.dumps(JSON_SCHEMA), registry.client())
     orders = [

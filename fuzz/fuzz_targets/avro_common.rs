@@ -14,31 +14,7 @@ use floe_core::{
     SourceRecord, TableLayout,
 };
 
-const PIPELINE: &str = r#"
-name = "orders"
-[source]
-topics = ["orders"]
-format = "avro"
-framing = "FRAMING"
-registry = REGISTRY
-[table]
-namespace = "shop"
-name = "orders"
-columns = [
-  { name = "id", type = "long", required = true },
-  { name = "item", type = "string", required = true },
-  { name = "qty", type = "int" },
-  { name = "price", type = "decimal(10,2)" },
-  { name = "status", type = "string" },
-  { name = "placed_at", type = "timestamptz" },
-  { name = "day", type = "date" },
-  { name = "ref", type = "string" },
-  { name = "tags", type = "list<string>" },
-  { name = "attrs", type = "map<string, int>" },
-  { name = "note", type = "string" },
-  { name = "city", type = "string", from = "$.ship.city" },
-]
-"#;
+const PIPELINE: &str = include_str!("../../shared/floe-core/tests/fixtures/registry/orders.toml");
 const UUID: [u8; 16] = *b"floe-fuzz-uuid!!";
 
 struct Fixture {
@@ -62,15 +38,15 @@ fn fixture() -> &'static Fixture {
             let schema = RegisteredSchema { kind: SchemaKind::Avro, text: text.clone() };
             resolved.insert(id, Some(Arc::new(KnownSchema { id, local: local as u32, schema })));
         }
-        let decoder = |framing: &str, registry: &str| {
-            let text = PIPELINE.replace("FRAMING", framing).replace("REGISTRY", registry);
+        let decoder = |source: &str| {
+            let text = PIPELINE.replace(r#"registry = { url = "http://registry.test:8081" }"#, source);
             let pipeline = Pipeline::parse(&text, "orders.toml").expect("pipeline parses");
             let layout = TableLayout::target(&pipeline, "file:///fuzz").expect("layout");
             RecordDecoder::new(&pipeline, &layout).expect("decoder")
         };
         Fixture {
-            confluent: decoder("confluent", r#"{ url = "http://registry" }"#),
-            glue: decoder("glue", r#"{ glue = "r" }"#),
+            confluent: decoder(r#"registry = { url = "http://registry" }"#),
+            glue: decoder("framing = \"glue\"\nregistry = { glue = \"r\" }"),
             resolved,
             body: good[5..].to_vec(),
             good,

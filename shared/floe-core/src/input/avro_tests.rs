@@ -11,32 +11,7 @@ use crate::input::registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, 
 use crate::pipeline::Pipeline;
 use crate::table::layout::TableLayout;
 
-const PIPELINE: &str = r#"
-name = "orders"
-[source]
-topics = ["orders"]
-format = "avro"
-registry = { url = "http://registry.test:8081" }
-[table]
-namespace = "shop"
-name = "orders"
-columns = [
-  { name = "id", type = "long", required = true },
-  { name = "item", type = "string", required = true },
-  { name = "qty", type = "long" },
-  { name = "price", type = "decimal(10,2)" },
-  { name = "status", type = "string" },
-  { name = "placed_at", type = "timestamptz" },
-  { name = "day", type = "date" },
-  { name = "ref", type = "string" },
-  { name = "tags", type = "list<string>" },
-  { name = "attrs", type = "map<string, long>" },
-  { name = "note", type = "string" },
-  { name = "ship", type = "struct<city: string not null, zip: string>" },
-  { name = "off", type = "long", from = "@offset" },
-  { name = "raw", type = "binary", from = "@value" },
-]
-"#;
+const PIPELINE: &str = include_str!("../../tests/fixtures/registry/orders.toml");
 
 struct Fixture {
     resolved: Resolved,
