@@ -171,7 +171,8 @@ def table_rows(floe) -> set[tuple]:
     return out
 
 
-def event(values: list[bytes | None], first_offset: int = 0, partition: int = 0) -> dict:
+def event(values: list[bytes | None], first_offset: int = 0, partition: int = 0, keys: list | None = None) -> dict:
+    keys = keys or [None] * len(values)
     records = [
         {
             "topic": "orders",
@@ -179,11 +180,11 @@ def event(values: list[bytes | None], first_offset: int = 0, partition: int = 0)
             "offset": first_offset + i,
             "timestamp": START_MS + first_offset + i,
             "timestampType": "CREATE_TIME",
-            "key": None,
+            "key": None if k is None else base64.b64encode(k).decode(),
             "value": None if v is None else base64.b64encode(v).decode(),
             "headers": [],
         }
-        for i, v in enumerate(values)
+        for i, (k, v) in enumerate(zip(keys, values))
     ]
     return {"eventSource": "aws:kafka", "eventSourceArn": "arn:orders", "records": {f"orders-{partition}": records}}
 
@@ -375,3 +376,41 @@ def test_json_schema_values_land_exactly(floe, registry, tmp_path):
     dead = {d["offset"]: (d["error_kind"], d["reason"]) for d in floe.table(DEAD).scan().to_arrow().to_pylist()}
     assert dead[30][0] == "framing"
     assert dead[31][0] == "unknown_schema" and "registered as Avro; this pipeline reads JSON Schema" in dead[31][1]
+
+
+KEY_SCHEMA = {
+    "type": "record",
+    "name": "OrderKey",
+    "namespace": "shop",
+    "fields": [{"name": "tenant", "type": "string"}, {"name": "order_id", "type": "long"}],
+}
+
+
+def test_avro_keys_are_decoded_with_their_own_schema(floe, registry, tmp_path):
+    """Keys written by confluent-kafka's AvroSerializer under the key subject (`orders-key`), read into columns with
+    `@key.<field>`; a key that is not Avro is a `key` dead letter."""
+    path = tmp_path / "orders.toml"
+    columns = [
+        *COLUMNS[:2],
+        '{ name = "tenant", type = "string", required = true, from = "@key.tenant" }',
+        '{ name = "order_id", type = "long", from = "@key.order_id" }',
+    ]
+    source = f'format = "avro"\nkey_format = "avro"\nregistry = {{ url = "{registry.url}" }}'
+    path.write_text(pipeline_text(source, columns))
+    floe.pipeline = path
+    s1, _ = serializers(registry)
+    key_serializer = AvroSerializer(registry.client(), json.dumps(KEY_SCHEMA))
+    key_ctx = SerializationContext("orders", MessageField.KEY)
+    orders = [order(i) for i in range(1, 21)]
+    keys = [key_serializer({"tenant": f"t{i % 3}", "order_id": 1000 + i}, key_ctx) for i in range(1, 21)]
+    values = [s1(o, CTX) for o in orders]
+    assert int.from_bytes(keys[0][1:5], "big") != int.from_bytes(values[0][1:5], "big"), "own schema id"
+    floe.ingest([event(values + [s1(order(99), CTX)], keys=keys + [b"plain-key"])])
+    floe.compact()
+    rows = floe.table(TABLE).scan().to_arrow().to_pylist()
+    assert {(r["id"], r["item"], r["tenant"], r["order_id"]) for r in rows} == {
+        (i, f"item-{i}", f"t{i % 3}", 1000 + i) for i in range(1, 21)
+    }
+    dead = floe.table(DEAD).scan().to_arrow().to_pylist()
+    assert [(d["offset"], d["error_kind"]) for d in dead] == [(20, "key")]
+    assert "key (framing)" in dead[0]["reason"], dead[0]["reason"]

@@ -423,8 +423,15 @@ impl Ingestor {
     /// The writer schemas `records` name (registry formats; `None` for JSON), fetched once per process.
     async fn resolve_schemas(&self, records: &[SourceRecord]) -> Result<Option<Resolved>> {
         let (Some(schemas), Some(framing)) = (&self.schemas, self.pipeline.format.framing) else { return Ok(None) };
-        let ids = records.iter().filter_map(|r| r.value.as_deref().and_then(|v| schema_of(framing, v)));
-        let ids: std::collections::BTreeSet<SchemaId> = ids.collect();
+        let format = &self.pipeline.format;
+        let keys = format.key.is_some_and(|k| k != crate::pipeline::ValueFormat::Json);
+        let values = format.value != crate::pipeline::ValueFormat::Json;
+        let named = |r: &SourceRecord| {
+            let value = values.then(|| r.value.as_deref().and_then(|v| schema_of(framing, v))).flatten();
+            let key = keys.then(|| r.key.as_deref().and_then(|k| schema_of(framing, k))).flatten();
+            value.into_iter().chain(key)
+        };
+        let ids: std::collections::BTreeSet<SchemaId> = records.iter().flat_map(named).collect();
         Ok(Some(schemas.resolve(ids).await?))
     }
 

@@ -8,7 +8,7 @@
 //! field. Bad records cost extra work; good batches are decoded once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{LargeBinaryBuilder, StringBuilder};
@@ -16,7 +16,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    make_array,
+    UInt32Array, make_array,
 };
 use arrow_buffer::NullBuffer;
 use arrow_json::ReaderBuilder;
@@ -63,12 +63,15 @@ pub struct RecordDecoder {
     format: ValueFormat,
     /// How registry formats name their schema (`None` for JSON).
     framing: Option<Framing>,
+    /// The decoder of keys, when columns read into them (`@key.<path>`, `source.key_format`).
+    key: Option<Box<RecordDecoder>>,
 }
 
 #[derive(Debug)]
 enum ColumnPlan {
     Value { path: Vec<String>, format: TimestampFormat },
     Key,
+    KeyPath { path: Vec<String>, format: TimestampFormat },
     RawValue,
     Timestamp,
     Topic,
@@ -100,11 +103,37 @@ type RowRejects = Vec<(usize, Problem)>;
 impl RecordDecoder {
     pub fn new(pipeline: &Pipeline, layout: &TableLayout) -> Result<RecordDecoder> {
         let mut decoder = Self::with_columns(&pipeline.table.columns, layout.input.clone())?;
-        (decoder.format, decoder.framing) = (pipeline.format.value, pipeline.format.framing);
-        if let (ValueFormat::Avro, Some(framing)) = (pipeline.format.value, pipeline.format.framing) {
-            decoder.avro = Some(AvroValues::new(framing, decoder.value_schema.clone()));
+        decoder.set_format(pipeline.format.value, pipeline.format.framing);
+        if let Some(key_format) = pipeline.format.key {
+            // The key columns as value columns of a decoder of keys (all optional there: required ones are
+            // checked when rows are assembled).
+            let (columns, fields): (Vec<Column>, Vec<Field>) = (pipeline.table.columns.iter())
+                .zip(layout.input.fields())
+                .filter_map(|(c, f)| match &c.source {
+                    ColumnSource::KeyPath { path, format } => Some((
+                        Column {
+                            required: false,
+                            source: ColumnSource::Value { path: path.clone(), format: *format },
+                            ..c.clone()
+                        },
+                        f.as_ref().clone().with_nullable(true),
+                    )),
+                    _ => None,
+                })
+                .unzip();
+            let mut key = Self::with_columns(&columns, Arc::new(Schema::new(fields)))?;
+            key.set_format(key_format, pipeline.format.framing);
+            decoder.key = Some(Box::new(key));
         }
         Ok(decoder)
+    }
+
+    fn set_format(&mut self, format: ValueFormat, framing: Option<Framing>) {
+        self.format = format;
+        self.framing = if format == ValueFormat::Json { None } else { framing };
+        if let (ValueFormat::Avro, Some(framing)) = (format, framing) {
+            self.avro = Some(AvroValues::new(framing, self.value_schema.clone()));
+        }
     }
 
     /// A decoder of `columns` into rows of `target` (a field per column, in order).
@@ -133,6 +162,7 @@ impl RecordDecoder {
                     ColumnPlan::Value { path: path.clone(), format: *format }
                 }
                 ColumnSource::Key => ColumnPlan::Key,
+                ColumnSource::KeyPath { path, format } => ColumnPlan::KeyPath { path: path.clone(), format: *format },
                 ColumnSource::RawValue => ColumnPlan::RawValue,
                 ColumnSource::Timestamp => ColumnPlan::Timestamp,
                 ColumnSource::Topic => ColumnPlan::Topic,
@@ -156,6 +186,7 @@ impl RecordDecoder {
             avro: None,
             format: ValueFormat::Json,
             framing: None,
+            key: None,
         })
     }
 
@@ -183,7 +214,8 @@ impl RecordDecoder {
                 }
             }
         }
-        let needs_schemas = self.format != ValueFormat::Json;
+        let needs_schemas =
+            self.format != ValueFormat::Json || self.key.as_ref().is_some_and(|k| k.format != ValueFormat::Json);
         let (resolved, registry) = match schemas {
             Some(s) => s,
             None if needs_schemas => {
@@ -191,40 +223,70 @@ impl RecordDecoder {
             }
             None => (&Resolved::new(), ""),
         };
-
-        let (values, value_rows) = match (&self.avro, self.framing) {
-            (Some(avro), _) => {
-                let mut out = avro.decode(&inputs, resolved, registry)?;
-                rejects.append(&mut out.rejects);
-                (concat_batches(avro.relaxed_schema(), &out.batches)?, out.rows)
-            }
-            (None, framing) => {
-                // JSON, or JSON Schema: JSON bodies behind a registry header.
-                let bodies: Vec<(usize, Cow<[u8]>)> = match framing {
-                    Some(f) => bodies(f, &inputs, resolved, registry, SchemaKind::JsonSchema, &mut rejects)
-                        .into_iter()
-                        .map(|b| (b.index, b.bytes))
-                        .collect(),
-                    None => inputs.iter().map(|&(index, v)| (index, Cow::Borrowed(v))).collect(),
-                };
-                let mut json: Vec<(usize, &[u8])> = Vec::with_capacity(bodies.len());
-                for (index, bytes) in &bodies {
-                    match self.guard.check(bytes) {
-                        Some(reason) => rejects.push((*index, Problem { kind: "schema", reason })),
-                        None => json.push((*index, bytes)),
-                    }
-                }
-                let mut out = JsonOutput::default();
-                self.decode_values(&json, &mut out)?;
-                rejects.append(&mut out.rejects);
-                (concat_batches(&self.value_schema, &out.batches)?, out.rows)
-            }
-        };
+        let (values, value_rows) = self.values(&inputs, resolved, registry, &mut rejects)?;
         if value_rows.is_empty() {
             rejects.sort_by_key(|(i, _)| *i);
             return Ok(Decoded { batch: None, rejects });
         }
-        self.assemble(source, records, &values, &value_rows, rejects)
+        let Some(key) = &self.key else {
+            return self.assemble(source, records, &values, None, &value_rows, rejects);
+        };
+        // Decode the keys of the decoded values; a record whose key does not decode is a `key` dead letter, one
+        // without a key has null key columns.
+        let key_inputs: Vec<(usize, &[u8])> =
+            value_rows.iter().filter_map(|&i| records[i].key.as_deref().map(|k| (i, k))).collect();
+        let mut key_rejects = Vec::new();
+        let (keys, key_rows) = key.values(&key_inputs, resolved, registry, &mut key_rejects)?;
+        let bad: HashSet<usize> = key_rejects.iter().map(|(i, _)| *i).collect();
+        for (i, p) in key_rejects {
+            rejects.push((i, Problem { kind: "key", reason: format!("key ({}): {}", p.kind, p.reason) }));
+        }
+        let keep = BooleanArray::from(value_rows.iter().map(|i| !bad.contains(i)).collect::<Vec<_>>());
+        let values = filter_record_batch(&values, &keep)?;
+        let value_rows: Vec<usize> = value_rows.into_iter().filter(|i| !bad.contains(i)).collect();
+        if value_rows.is_empty() {
+            rejects.sort_by_key(|(i, _)| *i);
+            return Ok(Decoded { batch: None, rejects });
+        }
+        let at: HashMap<usize, u32> = key_rows.iter().enumerate().map(|(n, &i)| (i, n as u32)).collect();
+        let indices = UInt32Array::from(value_rows.iter().map(|i| at.get(i).copied()).collect::<Vec<_>>());
+        let keys = arrow_select::take::take_record_batch(&keys, &indices)?;
+        self.assemble(source, records, &values, Some(&keys), &value_rows, rejects)
+    }
+
+    /// Decode `inputs` (record index, value) in this decoder's format into rows of its value schema (record index
+    /// of each row), adding the others to `rejects`.
+    fn values(
+        &self,
+        inputs: &[(usize, &[u8])],
+        resolved: &Resolved,
+        registry: &str,
+        rejects: &mut RowRejects,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        if let Some(avro) = &self.avro {
+            let mut out = avro.decode(inputs, resolved, registry)?;
+            rejects.append(&mut out.rejects);
+            return Ok((concat_batches(avro.relaxed_schema(), &out.batches)?, out.rows));
+        }
+        // JSON, or JSON Schema: JSON bodies behind a registry header.
+        let bodies: Vec<(usize, Cow<[u8]>)> = match self.framing {
+            Some(f) => bodies(f, inputs, resolved, registry, SchemaKind::JsonSchema, rejects)
+                .into_iter()
+                .map(|b| (b.index, b.bytes))
+                .collect(),
+            None => inputs.iter().map(|&(index, v)| (index, Cow::Borrowed(v))).collect(),
+        };
+        let mut json: Vec<(usize, &[u8])> = Vec::with_capacity(bodies.len());
+        for (index, bytes) in &bodies {
+            match self.guard.check(bytes) {
+                Some(reason) => rejects.push((*index, Problem { kind: "schema", reason })),
+                None => json.push((*index, bytes)),
+            }
+        }
+        let mut out = JsonOutput::default();
+        self.decode_values(&json, &mut out)?;
+        rejects.append(&mut out.rejects);
+        Ok((concat_batches(&self.value_schema, &out.batches)?, out.rows))
     }
 
     /// Target rows from decoded `values` (row `n` from record `value_rows[n]`): the value columns by path, the
@@ -234,6 +296,7 @@ impl RecordDecoder {
         source: &SourcePartition,
         records: &[SourceRecord],
         values: &RecordBatch,
+        keys: Option<&RecordBatch>,
         value_rows: &[usize],
         mut rejects: RowRejects,
     ) -> Result<Decoded> {
@@ -246,6 +309,11 @@ impl RecordDecoder {
             let array = match plan {
                 ColumnPlan::Value { path, format } => {
                     convert_timestamp(extract_path(values, path)?, *format, field, &mut row_rejects)?
+                }
+                ColumnPlan::KeyPath { path, format } => {
+                    let keys =
+                        keys.ok_or_else(|| crate::Error::Invariant("key columns without decoded keys".into()))?;
+                    convert_timestamp(extract_path(keys, path)?, *format, field, &mut row_rejects)?
                 }
                 ColumnPlan::Topic => Arc::new(StringArray::from_iter_values(rows.iter().map(|_| &source.topic))),
                 ColumnPlan::Partition => match field.data_type() {

@@ -57,10 +57,12 @@ pub enum RegistrySpec {
     Glue { registry: String },
 }
 
-/// `source.format`, `source.framing` and `source.registry` together.
+/// `source.format`, `source.key_format`, `source.framing` and `source.registry` together.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceFormat {
     pub value: ValueFormat,
+    /// How keys are encoded when columns read into them (`from = "@key.<path>"`); `None`: keys are raw bytes.
+    pub key: Option<ValueFormat>,
     /// `None` for JSON.
     pub framing: Option<Framing>,
     /// `None` for JSON.
@@ -68,32 +70,35 @@ pub struct SourceFormat {
 }
 
 impl Validator<'_> {
+    fn format_named(&self, f: &toml::Spanned<String>, field: &str) -> Result<ValueFormat> {
+        match f.get_ref().as_str() {
+            "json" => Ok(ValueFormat::Json),
+            "avro" => Ok(ValueFormat::Avro),
+            "json-schema" => Ok(ValueFormat::JsonSchema),
+            other => self.err(f.span(), field, format!("`{other}` is not `json`, `avro` or `json-schema`")),
+        }
+    }
+
     pub(super) fn source_format(&self, raw: &RawPipeline) -> Result<SourceFormat> {
         let source = &raw.source;
         let value = match &source.format {
             None => ValueFormat::Json,
-            Some(f) => match f.get_ref().as_str() {
-                "json" => ValueFormat::Json,
-                "avro" => ValueFormat::Avro,
-                "json-schema" => ValueFormat::JsonSchema,
-                other => {
-                    return self.err(
-                        f.span(),
-                        "source.format",
-                        format!("`{other}` is not `json`, `avro` or `json-schema`"),
-                    );
-                }
-            },
+            Some(f) => self.format_named(f, "source.format")?,
         };
-        if value == ValueFormat::Json {
+        let key = match &source.key_format {
+            None => None,
+            Some(f) => Some(self.format_named(f, "source.key_format")?),
+        };
+        if value == ValueFormat::Json && key.is_none_or(|k| k == ValueFormat::Json) {
             if let Some(f) = &source.framing {
                 return self.err(f.span(), "source.framing", "applies only to registry formats (avro, json-schema)");
             }
             if let Some(r) = &source.registry {
                 return self.err(r.span(), "source.registry", "applies only to registry formats (avro, json-schema)");
             }
-            return Ok(SourceFormat::default());
+            return Ok(SourceFormat { key, ..SourceFormat::default() });
         }
+        let named = if value == ValueFormat::Json { key.unwrap_or(value) } else { value };
         let framing = match &source.framing {
             None => Framing::Confluent,
             Some(f) => match f.get_ref().as_str() {
@@ -111,7 +116,7 @@ impl Validator<'_> {
                 format!(
                     "format = \"{}\" needs a registry: add `registry = {{ url = \"https://…\" }}` (Confluent) or \
                      `registry = {{ glue = \"<registry name>\" }}` to [source]",
-                    value.name()
+                    named.name()
                 ),
             );
         };
@@ -153,10 +158,10 @@ impl Validator<'_> {
             return self.err(
                 c.span(),
                 "source.changes",
-                format!("change streams read JSON values; format = \"{}\" appends", value.name()),
+                format!("change streams read JSON values and keys; format = \"{}\" appends", named.name()),
             );
         }
-        Ok(SourceFormat { value, framing: Some(framing), registry: Some(spec) })
+        Ok(SourceFormat { value, key, framing: Some(framing), registry: Some(spec) })
     }
 }
 
@@ -170,6 +175,27 @@ impl Validator<'_> {
         columns: &[Column],
         evolve: Evolve,
     ) -> Result<()> {
+        for (i, c) in columns.iter().enumerate() {
+            if !matches!(c.source, ColumnSource::KeyPath { .. }) {
+                continue;
+            }
+            let span = raw.table.columns.get_ref()[i].from.as_ref().map_or(0..0, |f| f.span());
+            let field = format!("table.columns[{i}].from");
+            if format.key.is_none() {
+                return self.err(
+                    span,
+                    &field,
+                    "reading into the key needs source.key_format (json, avro or json-schema)",
+                );
+            }
+            if raw.source.changes.is_some() {
+                return self.err(
+                    span,
+                    &field,
+                    "a change stream reads its key itself: use `@key` or the value's fields",
+                );
+            }
+        }
         if format.value == ValueFormat::Json {
             return Ok(());
         }

@@ -162,6 +162,11 @@ pub enum ColumnSource {
     },
     /// The Kafka record key (`@key`), as UTF-8 text or raw bytes.
     Key,
+    /// A path into the decoded key (`@key.<path>`, with `source.key_format`).
+    KeyPath {
+        path: Vec<String>,
+        format: TimestampFormat,
+    },
     /// The record value as received (`@value`): raw bytes, or text when the column is a string (a JSON value is
     /// always UTF-8; one that is not is a `json` dead letter). Keeps the original event beside the parsed columns
     /// for reprocessing.
@@ -501,7 +506,7 @@ impl Validator<'_> {
             },
         };
         let allowed: &[&str] = match &source {
-            ColumnSource::Value { .. } => &[],
+            ColumnSource::Value { .. } | ColumnSource::KeyPath { .. } => &[],
             ColumnSource::Key | ColumnSource::RawValue | ColumnSource::Header(_) => &["string", "binary"],
             ColumnSource::Timestamp => &["timestamp", "timestamptz", "long"],
             ColumnSource::Topic => &["string"],
@@ -521,7 +526,7 @@ impl Validator<'_> {
         }
         let source = match (source, &c.format) {
             (s, None) => s,
-            (ColumnSource::Value { path, .. }, Some(fmt)) => {
+            (s @ (ColumnSource::Value { .. } | ColumnSource::KeyPath { .. }), Some(fmt)) => {
                 if !ty.is_timestamp() {
                     return self.err(fmt.span(), &field("format"), "`format` applies to timestamp columns only");
                 }
@@ -540,10 +545,18 @@ impl Validator<'_> {
                         );
                     }
                 };
-                ColumnSource::Value { path, format }
+                match s {
+                    ColumnSource::KeyPath { path, .. } => ColumnSource::KeyPath { path, format },
+                    ColumnSource::Value { path, .. } => ColumnSource::Value { path, format },
+                    _ => unreachable!("matched above"),
+                }
             }
             (_, Some(fmt)) => {
-                return self.err(fmt.span(), &field("format"), "`format` applies to columns read from the JSON value");
+                return self.err(
+                    fmt.span(),
+                    &field("format"),
+                    "`format` applies to columns read from the value or key",
+                );
             }
         };
         let renamed_from = match &c.renamed_from {
@@ -621,6 +634,13 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
         }
         return Ok(ColumnSource::Value { path: parts, format: TimestampFormat::default() });
     }
+    if let Some(path) = from.strip_prefix("@key.") {
+        let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(format!("`{from}` has an empty path segment"));
+        }
+        return Ok(ColumnSource::KeyPath { path: parts, format: TimestampFormat::default() });
+    }
     Ok(match from {
         "@key" => ColumnSource::Key,
         "@value" => ColumnSource::RawValue,
@@ -632,8 +652,8 @@ fn parse_source(from: &str) -> Result<ColumnSource, String> {
             Some(h) if !h.is_empty() => ColumnSource::Header(h.to_string()),
             _ => {
                 return Err(format!(
-                    "`{from}` is not a source: use `$.path.in.value`, `@value`, `@key`, `@timestamp`, `@topic`, `@partition`, \
-                     `@offset`, `@header.<name>` or `@change.<path>` (Debezium)"
+                    "`{from}` is not a source: use `$.path.in.value`, `@value`, `@key`, `@key.<path>`, `@timestamp`, `@topic`, \
+                     `@partition`, `@offset`, `@header.<name>` or `@change.<path>` (Debezium)"
                 ));
             }
         },

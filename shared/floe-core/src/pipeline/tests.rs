@@ -315,3 +315,24 @@ fn registry_format_mistakes_name_line_and_field() {
         err(&discover)
     );
 }
+
+#[test]
+fn key_paths_need_a_key_format_and_an_append() {
+    let keyed = format!("{MINIMAL}[[table.columns]]\nname = \"tenant\"\ntype = \"string\"\nfrom = \"@key.tenant\"\n");
+    let e = err(&keyed);
+    assert!(e.contains("`table.columns[1].from`: reading into the key needs source.key_format"), "{e}");
+    let with_format = keyed.replace(r#"topics = ["t"]"#, "topics = [\"t\"]\nkey_format = \"json\"");
+    let p = Pipeline::parse(&with_format, "p.toml").unwrap();
+    assert_eq!(p.format.key, Some(ValueFormat::Json));
+    assert_eq!(
+        p.column("tenant").unwrap().source,
+        ColumnSource::KeyPath { path: vec!["tenant".into()], format: TimestampFormat::Rfc3339 }
+    );
+    let avro_keys = keyed.replace(r#"topics = ["t"]"#, "topics = [\"t\"]\nkey_format = \"avro\"");
+    assert!(err(&avro_keys).contains("format = \"avro\" needs a registry"), "{}", err(&avro_keys));
+    let changes = with_format
+        .replace("key_format = \"json\"", "key_format = \"json\"\nchanges = \"upsert\"")
+        .replace("[table]\n", "[table]\nprimary_key = [\"id\"]\n")
+        .replace("name = \"id\"\ntype = \"long\"\n", "name = \"id\"\ntype = \"long\"\nrequired = true\n");
+    assert!(err(&changes).contains("a change stream reads its key itself"), "{}", err(&changes));
+}

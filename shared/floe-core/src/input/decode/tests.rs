@@ -277,3 +277,50 @@ fn records_the_mapping_decoded_through_its_registry_load_as_json() {
     assert_eq!(b.column_by_name("user_id").unwrap().as_primitive::<Int64Type>().values(), &[10]);
     assert_eq!(b.column_by_name("key").unwrap().as_string::<i32>().value(0), "k8");
 }
+
+/// `source.key_format = "json"` with `@key.<path>` columns: keys are decoded like values; a key that does not
+/// decode is a `key` dead letter; a record without a key has null key columns (rejected when required).
+#[test]
+fn key_paths_read_the_decoded_key() {
+    let text = MINIMAL_KEYED;
+    let p = Pipeline::parse(text, "p.toml").unwrap();
+    let d = RecordDecoder::new(&p, &TableLayout::target(&p, "file:///wh").unwrap()).unwrap();
+    let with_key = |offset: i64, key: Option<&str>| SourceRecord {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        ..rec(offset, r#"{"id": 1, "user": {"id": 10}}"#)
+    };
+    let records = vec![
+        with_key(0, Some(r#"{"tenant": "acme", "shard": 7}"#)),
+        with_key(1, Some("not json")),
+        with_key(2, None),
+        with_key(3, Some(r#"{"tenant": "beta"}"#)),
+        with_key(4, Some(r#"{"shard": 9}"#)),
+    ];
+    let out = d.decode(&source(), &records).unwrap();
+    let kinds: Vec<(usize, &str)> = out.rejects.iter().map(|(i, p)| (*i, p.kind)).collect();
+    assert_eq!(kinds, vec![(1, "key"), (2, "schema"), (4, "schema")], "{:?}", out.rejects);
+    assert!(out.rejects[0].1.reason.starts_with("key (json): invalid JSON"), "{}", out.rejects[0].1.reason);
+    assert!(out.rejects[1].1.reason.contains("required column `tenant` is null"), "{}", out.rejects[1].1.reason);
+    let b = out.batch.unwrap();
+    let tenant = b.column_by_name("tenant").unwrap().as_string::<i32>();
+    assert_eq!((tenant.value(0), tenant.value(1)), ("acme", "beta"));
+    let shard = b.column_by_name("shard").unwrap().as_primitive::<Int64Type>();
+    assert_eq!(shard.iter().collect::<Vec<_>>(), vec![Some(7), None]);
+    assert_eq!(b.column_by_name("off").unwrap().as_primitive::<Int64Type>().values(), &[0, 3]);
+}
+
+const MINIMAL_KEYED: &str = r#"
+name = "t"
+[source]
+topics = ["events"]
+key_format = "json"
+[table]
+namespace = "ns"
+name = "tbl"
+columns = [
+  { name = "id", type = "long", required = true },
+  { name = "tenant", type = "string", required = true, from = "@key.tenant" },
+  { name = "shard", type = "long", from = "@key.shard" },
+  { name = "off", type = "long", from = "@offset" },
+]
+"#;
