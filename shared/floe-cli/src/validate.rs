@@ -132,9 +132,17 @@ fn duration(ms: i64) -> String {
     }
 }
 
-/// `JSON`, or e.g. `Avro (Confluent framing, schemas from http://registry:8081)`.
+/// `JSON`, or e.g. `Avro (Confluent framing, schemas from http://registry:8081)`, and the keys' format if decoded.
 fn source_format(p: &Pipeline) -> String {
-    let (Some(framing), Some(registry)) = (p.format.framing, &p.format.registry) else { return "JSON".into() };
+    let name = |f: ValueFormat| match f {
+        ValueFormat::Json => "JSON",
+        ValueFormat::Avro => "Avro",
+        ValueFormat::JsonSchema => "JSON Schema",
+    };
+    let keys = p.format.key.map(|k| format!(" with {} keys", name(k))).unwrap_or_default();
+    let (Some(framing), Some(registry)) = (p.format.framing, &p.format.registry) else {
+        return format!("{}{keys}", name(p.format.value));
+    };
     let registry = match registry {
         RegistrySpec::Confluent { url } => url.clone(),
         RegistrySpec::Glue { registry } => format!("the Glue Schema Registry `{registry}`"),
@@ -143,12 +151,7 @@ fn source_format(p: &Pipeline) -> String {
         Framing::Confluent => "Confluent",
         Framing::Glue => "Glue",
     };
-    let value = match p.format.value {
-        ValueFormat::Json => "JSON",
-        ValueFormat::Avro => "Avro",
-        ValueFormat::JsonSchema => "JSON Schema",
-    };
-    format!("{value} ({framing} framing, schemas from {registry})")
+    format!("{}{keys} ({framing} framing, schemas from {registry})", name(p.format.value))
 }
 
 fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
@@ -302,8 +305,7 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
         Some(RegistrySpec::Confluent { url }) => json!({"confluent": url}),
         Some(RegistrySpec::Glue { registry }) => json!({"glue": registry}),
     };
-    let format =
-        json!({"value": p.format.value.name(), "framing": p.format.framing.map(|f| f.name()), "registry": registry});
+    let format = json!({"value": p.format.value.name(), "key": p.format.key.map(|k| k.name()), "framing": p.format.framing.map(|f| f.name()), "registry": registry});
     Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "format": format, "ingest_build": build,
         "evolve": evolve, "changes": changes, "tables": tables}))
 }
@@ -371,7 +373,8 @@ mod tests {
         let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
         assert_eq!(
             summary["format"],
-            json!({"value": "avro", "framing": "confluent", "registry": {"confluent": "https://schema-registry.example.com"}})
+            json!({"value": "avro", "key": null, "framing": "confluent",
+                "registry": {"confluent": "https://schema-registry.example.com"}})
         );
     }
 
