@@ -106,7 +106,9 @@ impl AvroValues {
         for body in bodies {
             if active.is_some_and(|a| a != body.schema.local) {
                 // Flush before the writer schema changes, so the batch holds one schema's rows.
-                self.flush(&mut decoder, &mut pending, out)?;
+                if self.flush(&mut decoder, &mut pending, store, out)? {
+                    decoder = new_decoder(store, bodies.len())?;
+                }
             }
             active = Some(body.schema.local);
             match feed(&mut decoder, body) {
@@ -122,17 +124,47 @@ impl AvroValues {
                 }
             }
         }
-        self.flush(&mut decoder, &mut pending, out)
+        self.flush(&mut decoder, &mut pending, store, out).map(|_| ())
     }
 
-    fn flush(&self, decoder: &mut Decoder, pending: &mut Vec<&Body<'_>>, out: &mut ValueRows) -> Result<()> {
+    /// Turn the values decoded since the last flush into rows. Says whether the decoder failed (it is then
+    /// unusable, and callers that go on take a fresh one).
+    fn flush(
+        &self,
+        decoder: &mut Decoder,
+        pending: &mut Vec<&Body<'_>>,
+        store: &[(u32, AvroSchema)],
+        out: &mut ValueRows,
+    ) -> Result<bool> {
         if pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        let batch = decoder
-            .flush()
-            .map_err(|e| crate::Error::Invariant(format!("flushing decoded Avro values failed: {e}")))?
-            .ok_or_else(|| crate::Error::Invariant("decoded Avro values flushed no rows".into()))?;
+        let batch = match decoder.flush() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Err(crate::Error::Invariant("decoded Avro values flushed no rows".into())),
+            // A value that decoded can still fail to become an array (an enum index beyond the symbols):
+            // bisect with fresh decoders until the values at fault are alone, and reject those.
+            Err(e) if pending.len() == 1 => {
+                let reason = format!("undecodable Avro value: {e}");
+                out.rejects.push((pending[0].index, Problem { kind: "avro", reason }));
+                pending.clear();
+                return Ok(true);
+            }
+            Err(_) => {
+                let (left, right) = pending.split_at(pending.len() / 2);
+                for half in [left, right] {
+                    let mut decoder = new_decoder(store, half.len())?;
+                    for body in half {
+                        feed(&mut decoder, body).map_err(|e| {
+                            crate::Error::Invariant(format!("an Avro value decoded once failed again: {e}"))
+                        })?;
+                    }
+                    self.flush(&mut decoder, &mut half.to_vec(), store, out)?;
+                }
+                pending.clear();
+                return Ok(true);
+            }
+        };
         if batch.num_rows() != pending.len() {
             return Err(crate::Error::Invariant(format!(
                 "{} Avro values flushed {} rows",
@@ -179,7 +211,7 @@ impl AvroValues {
             out.batches.push(batch);
         }
         pending.clear();
-        Ok(())
+        Ok(false)
     }
 }
 

@@ -171,3 +171,21 @@ fn a_missing_required_field_and_a_schema_of_another_kind_are_rejected() {
         out.rejects[1].1.reason
     );
 }
+
+/// Found by the `avro_confluent` fuzz target: an enum index beyond the symbols decodes, then fails when the batch
+/// becomes arrays. Only that value is a dead letter.
+#[test]
+fn an_enum_index_beyond_the_symbols_is_a_dead_letter_not_a_failed_batch() {
+    let f = fixture();
+    let mut bad = f.values[2].clone();
+    // magic + id (5), id (1), item length and text (1 + 6), qty (1), price length and bytes (1 + 2): the status.
+    assert_eq!(bad[17], 0x00, "record 3's status index");
+    bad[17] = 0x60; // zig-zag 48: symbol 48 of 3
+    let values = vec![f.values[0].clone(), f.values[1].clone(), bad, f.values[3].clone()];
+    let out = decode(&values, &f.resolved);
+    assert_eq!(out.rejects.len(), 1, "{:?}", out.rejects);
+    assert_eq!((out.rejects[0].0, out.rejects[0].1.kind), (2, "avro"));
+    assert!(out.rejects[0].1.reason.contains("dictionary key 48"), "{}", out.rejects[0].1.reason);
+    let ids: Vec<i64> = rows(&out).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 2, 4]);
+}
