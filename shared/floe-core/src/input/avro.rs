@@ -139,7 +139,9 @@ impl AvroValues {
         if pending.is_empty() {
             return Ok(false);
         }
-        let batch = match decoder.flush() {
+        let flushed =
+            guarded(|| decoder.flush()).unwrap_or_else(|reason| Err(arrow_avro::errors::AvroError::General(reason)));
+        let batch = match flushed {
             Ok(Some(batch)) => batch,
             Ok(None) => return Err(crate::Error::Invariant("decoded Avro values flushed no rows".into())),
             // A value that decoded can still fail to become an array (an enum index beyond the symbols):
@@ -232,7 +234,7 @@ fn feed(decoder: &mut Decoder, body: &Body<'_>) -> Result<(), String> {
     if used != prefix.len() || decoder.capacity() != before {
         return Err("undecodable Avro value".into());
     }
-    let used = decoder.decode(&body.bytes).map_err(|e| format!("undecodable Avro value: {e}"))?;
+    let used = guarded(|| decoder.decode(&body.bytes))?.map_err(|e| format!("undecodable Avro value: {e}"))?;
     if used < body.bytes.len() || decoder.capacity() + 1 != before {
         return Err(format!(
             "undecodable Avro value: the body is {} bytes and does not hold exactly one value of its schema \
@@ -246,6 +248,18 @@ fn feed(decoder: &mut Decoder, body: &Body<'_>) -> Result<(), String> {
         Err(e) if e.to_string().contains("Missing magic bytes") => Ok(()),
         _ => Err("undecodable Avro value: bytes after the value".into()),
     }
+}
+
+/// Run one call into arrow-avro on untrusted bytes, turning a panic into the value's rejection. arrow-avro 58.4
+/// negates a block count read from the value (`-block_count`), which overflows for `i64::MIN` (found by the
+/// `avro_confluent` fuzz target; a panic where overflow checks are on, a wrapped count elsewhere). The decoder is
+/// not used after a failure (see [`AvroValues::decode_bodies`]).
+fn guarded<T>(call: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
+        let what =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        format!("undecodable Avro value: the decoder failed on it ({})", what.unwrap_or_else(|| "panic".into()))
+    })
 }
 
 #[cfg(test)]

@@ -189,3 +189,23 @@ fn an_enum_index_beyond_the_symbols_is_a_dead_letter_not_a_failed_batch() {
     let ids: Vec<i64> = rows(&out).iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![1, 2, 4]);
 }
+
+/// Found by the `avro_confluent` fuzz target: an array block count of `i64::MIN` makes arrow-avro negate it with
+/// overflow (a panic with overflow checks on, as in this test build). The value is a dead letter; the others load.
+#[test]
+fn a_block_count_arrow_avro_cannot_negate_is_a_dead_letter() {
+    let f = fixture();
+    let crash = std::fs::read(format!(
+        "{}/../../fuzz/seeds/avro_confluent/block-count-negate-overflow",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    // The fuzz input's first byte picks the framing (0: wrap the rest as a value of schema id 2).
+    let bad = [&[0, 0, 0, 0, 2][..], &crash[1..]].concat();
+    let values = vec![f.values[2].clone(), bad, f.values[3].clone()];
+    let out = decode(&values, &f.resolved);
+    assert_eq!(out.rejects.len(), 1, "{:?}", out.rejects);
+    assert_eq!((out.rejects[0].0, out.rejects[0].1.kind), (1, "avro"));
+    let ids: Vec<i64> = rows(&out).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![3, 4]);
+}
