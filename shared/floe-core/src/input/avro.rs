@@ -91,19 +91,31 @@ impl AvroValues {
         }
         bodies.retain(|b| usable.contains_key(&b.schema.local));
         let store: Vec<(u32, AvroSchema)> = usable.into_iter().collect();
-        self.decode_bodies(&bodies, &store, &mut out)?;
+        // Values of one writer schema are decoded together (a batch holds one schema's rows, and producers rolling
+        // out a new version interleave two), then the rows are put back in the records' order.
+        let mut grouped: Vec<&Body<'_>> = bodies.iter().collect();
+        grouped.sort_by_key(|b| b.schema.local); // stable: record order within a schema
+        self.decode_bodies(&grouped, &store, &mut out)?;
+        if !out.rows.is_sorted() {
+            let batch = arrow_select::concat::concat_batches(&self.relaxed, &out.batches)?;
+            let mut order: Vec<u32> = (0..out.rows.len() as u32).collect();
+            order.sort_by_key(|&n| out.rows[n as usize]);
+            let indices = arrow_array::UInt32Array::from(order);
+            out.batches = vec![arrow_select::take::take_record_batch(&batch, &indices)?];
+            out.rows.sort_unstable();
+        }
         out.rejects.sort_by_key(|(i, _)| *i);
         Ok(out)
     }
 
-    fn decode_bodies(&self, bodies: &[Body<'_>], store: &[(u32, AvroSchema)], out: &mut ValueRows) -> Result<()> {
+    fn decode_bodies(&self, bodies: &[&Body<'_>], store: &[(u32, AvroSchema)], out: &mut ValueRows) -> Result<()> {
         if bodies.is_empty() {
             return Ok(());
         }
         let mut decoder = new_decoder(store, bodies.len())?;
         let mut pending: Vec<&Body<'_>> = Vec::new(); // decoded since the last flush
         let mut active: Option<u32> = None;
-        for body in bodies {
+        for &body in bodies {
             if active.is_some_and(|a| a != body.schema.local) {
                 // Flush before the writer schema changes, so the batch holds one schema's rows.
                 if self.flush(&mut decoder, &mut pending, store, out)? {

@@ -209,3 +209,18 @@ fn a_block_count_arrow_avro_cannot_negate_is_a_dead_letter() {
     let ids: Vec<i64> = rows(&out).iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![3, 4]);
 }
+
+/// Producers rolling out v2 interleave v1 and v2 values: each schema's values are decoded together, and the rows
+/// come back in the records' order.
+#[test]
+fn interleaved_schema_versions_keep_the_records_order() {
+    let f = fixture();
+    let v = &f.values; // v1: ids 1, 2; v2: ids 3, 4
+    let values =
+        vec![v[2].clone(), v[0].clone(), v[3].clone(), v[1].clone(), v[2].clone(), b"x".to_vec(), v[0].clone()];
+    let out = decode(&values, &f.resolved);
+    assert_eq!(out.rejects.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![5]);
+    let got: Vec<(i64, i64)> =
+        rows(&out).iter().map(|r| (r["off"].as_i64().unwrap(), r["id"].as_i64().unwrap())).collect();
+    assert_eq!(got, vec![(10, 3), (11, 1), (12, 4), (13, 2), (14, 3), (16, 1)]);
+}
