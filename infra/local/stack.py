@@ -295,13 +295,22 @@ def main() -> int:
     moto = Moto(folder / "moto.log")
     kafka = None
     stack = None
+    registry = None
     try:
         moto.reset()
         kafka = Tansu(folder / "kafka")
+        # A Confluent-compatible schema registry for Avro and JSON Schema pipelines (`registry = { url = … }`).
+        registry_port = free_port()
+        registry = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("registry.py")), "--port", str(registry_port),
+             "--data", str(folder / "registry.json")],
+            stderr=open(folder / "registry.log", "w"),
+        )
         pipeline = PIPELINE if args.with_outputs else raw_pipeline(folder)
         stack = Stack(args.floe, folder, moto, kafka, pipeline=pipeline)
         stack.create_topics()
         print(f"  moto {moto.endpoint}  kafka {kafka.bootstrap}  topics {' '.join(TOPICS)}")
+        print(f"  schema registry http://127.0.0.1:{registry_port} (Confluent-compatible, for Avro and JSON Schema)")
         invoke = []
         if args.lambda_api:
             endpoint = stack.start_lambda_api(args.lambda_api)
@@ -365,8 +374,11 @@ def main() -> int:
             stack.stop()
         if kafka:
             kafka.stop()
+        if registry:
+            registry.terminate()
+            registry.wait(timeout=10)
         moto.stop()
-        print("stopped poller, compactor, tansu and moto")
+        print("stopped poller, compactor, tansu, the schema registry and moto")
 
 
 if __name__ == "__main__":
