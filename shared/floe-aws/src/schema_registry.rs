@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_glue::error::ProvideErrorMetadata;
 use aws_sdk_glue::types::DataFormat;
-use floe_core::{RegisteredSchema, SchemaId, SchemaKind, SchemaRegistry};
+use floe_core::{RegisteredSchema, SchemaId, SchemaKind, SchemaRegistry, uuid_text};
 
 /// A Glue Schema Registry, by name.
 pub struct GlueSchemaRegistry {
@@ -43,12 +43,6 @@ pub async fn secret_string(secret_id: &str) -> Result<String, String> {
         format!("GetSecretValue {secret_id}: {code} {message}")
     })?;
     out.secret_string().map(str::to_string).ok_or_else(|| format!("secret {secret_id} holds no string"))
-}
-
-/// The hyphenated text of a UUID.
-fn uuid_text(b: &[u8; 16]) -> String {
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 #[async_trait]
@@ -90,14 +84,5 @@ impl SchemaRegistry for GlueSchemaRegistry {
 
     fn describe(&self) -> String {
         format!("glue:{}", self.registry)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn uuids_are_hyphenated_lowercase() {
-        let b = *b"\x12\x34\x56\x78\x9a\xbc\xde\xf0\x01\x23\x45\x67\x89\xab\xcd\xef";
-        assert_eq!(super::uuid_text(&b), "12345678-9abc-def0-0123-456789abcdef");
     }
 }

@@ -46,7 +46,7 @@ pub use hash::hash64;
 pub use ingest::{IngestReport, Ingestor};
 pub use input::{
     Decoded, KnownSchema, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, RegisteredSchema, Resolved,
-    SchemaId, SchemaKind, SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records,
+    SchemaId, SchemaKind, SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records, uuid_text,
 };
 pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{

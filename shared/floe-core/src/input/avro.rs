@@ -127,12 +127,7 @@ impl AvroValues {
                 Ok(()) => pending.push(body),
                 Err(reason) => {
                     out.rejects.push((body.index, Problem { kind: "avro", reason }));
-                    decoder = new_decoder(store, bodies.len())?;
-                    for good in &pending {
-                        feed(&mut decoder, good).map_err(|e| {
-                            crate::Error::Invariant(format!("an Avro value decoded once failed again: {e}"))
-                        })?;
-                    }
+                    decoder = decoder_with(store, bodies.len(), &pending)?;
                 }
             }
         }
@@ -167,12 +162,7 @@ impl AvroValues {
             Err(_) => {
                 let (left, right) = pending.split_at(pending.len() / 2);
                 for half in [left, right] {
-                    let mut decoder = new_decoder(store, half.len())?;
-                    for body in half {
-                        feed(&mut decoder, body).map_err(|e| {
-                            crate::Error::Invariant(format!("an Avro value decoded once failed again: {e}"))
-                        })?;
-                    }
+                    let mut decoder = decoder_with(store, half.len(), half)?;
                     self.flush(&mut decoder, &mut half.to_vec(), store, out)?;
                 }
                 pending.clear();
@@ -235,6 +225,17 @@ fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, 
         schemas.set(Fingerprint::Id(*local), schema.clone())?;
     }
     ReaderBuilder::new().with_writer_schema_store(schemas).with_batch_size(capacity.max(1) + 1).build_decoder()
+}
+
+/// A fresh decoder (room for `capacity` values) holding `good`, values that decoded before in a decoder that
+/// failed afterwards.
+fn decoder_with(store: &[(u32, AvroSchema)], capacity: usize, good: &[&Body<'_>]) -> Result<Decoder> {
+    let mut decoder = new_decoder(store, capacity)?;
+    for body in good {
+        feed(&mut decoder, body)
+            .map_err(|e| crate::Error::Invariant(format!("an Avro value decoded once failed again: {e}")))?;
+    }
+    Ok(decoder)
 }
 
 /// Decode one value; it must add exactly one row and leave the decoder between values.

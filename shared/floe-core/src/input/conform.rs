@@ -15,6 +15,8 @@ use arrow_cast::{CastOptions, can_cast_types, cast_with_options};
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Fields, TimeUnit};
 use arrow_select::concat::concat;
 
+use crate::input::registry::uuid_text;
+
 /// `array` in `target`'s type (every field nullable: see [`relaxed`]), and the rows that could not be converted,
 /// each with the reason naming the path below `path`.
 pub(crate) fn conform(array: &ArrayRef, target: &DataType, path: &str) -> (ArrayRef, Vec<(usize, String)>) {
@@ -166,7 +168,7 @@ fn convert(array: &ArrayRef, target: &DataType, path: &str) -> Result<ArrayRef, 
                 *sorted,
             )?))
         }
-        (DataType::FixedSizeBinary(16), DataType::Utf8) => Ok(uuid_text(array)),
+        (DataType::FixedSizeBinary(16), DataType::Utf8) => Ok(uuid_texts(array)),
         (DataType::Time32(_) | DataType::Time64(_), DataType::Int64) => {
             let micros = cast_with_options(array, &DataType::Time64(TimeUnit::Microsecond), &strict())?;
             cast_with_options(&micros, &DataType::Int64, &strict())
@@ -186,16 +188,13 @@ fn strict() -> CastOptions<'static> {
     CastOptions { safe: false, ..Default::default() }
 }
 
-fn uuid_text(array: &ArrayRef) -> ArrayRef {
+fn uuid_texts(array: &ArrayRef) -> ArrayRef {
     let bytes = array.as_fixed_size_binary();
     let mut b = StringBuilder::with_capacity(bytes.len(), bytes.len() * 36);
     for v in bytes.iter() {
         match v {
             None => b.append_null(),
-            Some(v) => {
-                let h: String = v.iter().map(|x| format!("{x:02x}")).collect();
-                b.append_value(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]));
-            }
+            Some(v) => b.append_value(uuid_text(v.try_into().expect("FixedSizeBinary(16) values are 16 bytes"))),
         }
     }
     Arc::new(b.finish())

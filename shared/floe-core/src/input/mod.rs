@@ -17,4 +17,4 @@ pub mod registry;
 
 pub use decode::{Decoded, RecordDecoder};
 pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
-pub use registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind, SchemaRegistry, Schemas};
+pub use registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind, SchemaRegistry, Schemas, uuid_text};

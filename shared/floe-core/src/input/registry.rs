@@ -25,12 +25,15 @@ impl std::fmt::Display for SchemaId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SchemaId::Confluent(id) => write!(f, "schema id {id}"),
-            SchemaId::Glue(b) => {
-                let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                write!(f, "schema version {}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-            }
+            SchemaId::Glue(b) => write!(f, "schema version {}", uuid_text(b)),
         }
     }
+}
+
+/// The canonical text of a UUID's 16 bytes (lowercase, hyphenated 8-4-4-4-12).
+pub fn uuid_text(b: &[u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// The kind of a registered schema.
