@@ -137,6 +137,7 @@ fn source_format(p: &Pipeline) -> String {
     let name = |f: ValueFormat| match f {
         ValueFormat::Json => "JSON",
         ValueFormat::Avro => "Avro",
+        ValueFormat::Protobuf => "Protobuf",
         ValueFormat::JsonSchema => "JSON Schema",
     };
     let keys = p.format.key.map(|k| format!(" with {} keys", name(k))).unwrap_or_default();

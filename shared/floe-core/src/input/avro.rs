@@ -1,5 +1,5 @@
 //! Registry-framed Avro values → Arrow rows, decoded by arrow-avro (arrow-rs's Avro reader) against each value's
-//! writer schema, then [`conform`]ed to the shape the pipeline's columns read.
+//! writer schema, then shaped ([`crate::input::shape`]) into the rows the pipeline's columns read.
 //!
 //! Each value is unframed here (Confluent or Glue, [`crate::input::framing`]) and handed to one streaming
 //! arrow-avro decoder as a Confluent frame naming the schema's process-local id, so both framings share one
@@ -11,38 +11,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
+use arrow_array::{ArrayRef, StructArray};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 
 use crate::error::Result;
-use crate::input::conform::{conform, relaxed, required_violation, retype};
 use crate::input::event::Problem;
 use crate::input::framing::{Body, bodies};
 use crate::input::registry::{Resolved, SchemaKind};
+use crate::input::shape::{ValueRows, ValueShape};
 use crate::pipeline::Framing;
-
-/// Decoded values in the relaxed value shape, and why the others were not.
-#[derive(Debug, Default)]
-pub(crate) struct ValueRows {
-    pub batches: Vec<RecordBatch>,
-    /// The input record index of every row, in order.
-    pub rows: Vec<usize>,
-    pub rejects: Vec<(usize, Problem)>,
-}
 
 /// Decodes Avro values into rows of a value schema (the tree of paths the columns read).
 #[derive(Debug)]
 pub(crate) struct AvroValues {
     framing: Framing,
-    /// The value schema as the columns declare it (nested nullability is checked against it).
-    strict: SchemaRef,
-    /// The same with top-level fields nullable (required columns are checked when rows are assembled): the
-    /// schema of the rows this returns.
-    relaxed: SchemaRef,
-    /// Every field nullable, at any depth: the shape values are converted in before nested fields are checked.
-    loose: DataType,
+    shape: ValueShape,
 }
 
 const PREFIX_MAGIC: u8 = 0;
@@ -51,19 +36,11 @@ const NOT_A_FRAME: [u8; 1] = [0xff];
 
 impl AvroValues {
     pub(crate) fn new(framing: Framing, value_schema: SchemaRef) -> AvroValues {
-        let nullable: Vec<Field> =
-            value_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-        let loose: Vec<Field> = nullable.iter().map(|f| f.clone().with_data_type(relaxed(f.data_type()))).collect();
-        AvroValues {
-            framing,
-            strict: value_schema,
-            relaxed: Arc::new(Schema::new(nullable)),
-            loose: DataType::Struct(loose.into()),
-        }
+        AvroValues { framing, shape: ValueShape::new(value_schema) }
     }
 
     pub(crate) fn relaxed_schema(&self) -> &SchemaRef {
-        &self.relaxed
+        self.shape.relaxed_schema()
     }
 
     /// Decode `inputs` (record index, value) with the schemas `resolved` names.
@@ -96,15 +73,7 @@ impl AvroValues {
         let mut grouped: Vec<&Body<'_>> = bodies.iter().collect();
         grouped.sort_by_key(|b| b.schema.local); // stable: record order within a schema
         self.decode_bodies(&grouped, &store, &mut out)?;
-        if !out.rows.is_sorted() {
-            let batch = arrow_select::concat::concat_batches(&self.relaxed, &out.batches)?;
-            let mut order: Vec<u32> = (0..out.rows.len() as u32).collect();
-            order.sort_by_key(|&n| out.rows[n as usize]);
-            let indices = arrow_array::UInt32Array::from(order);
-            out.batches = vec![arrow_select::take::take_record_batch(&batch, &indices)?];
-            out.rows.sort_unstable();
-        }
-        out.rejects.sort_by_key(|(i, _)| *i);
+        self.shape.finish(&mut out)?;
         Ok(out)
     }
 
@@ -177,43 +146,8 @@ impl AvroValues {
             )));
         }
         let values: ArrayRef = Arc::new(StructArray::from(batch));
-        let (conformed, rejects) = conform(&values, &self.loose, "$");
-        let mut bad: Vec<Option<String>> = vec![None; pending.len()];
-        for (row, reason) in rejects {
-            bad[row] = Some(reason);
-        }
-        let conformed =
-            conformed.as_any().downcast_ref::<StructArray>().expect("a struct conforms to a struct").clone();
-        for (field, column) in self.strict.fields().iter().zip(conformed.columns()) {
-            for (row, slot) in bad.iter_mut().enumerate() {
-                if slot.is_none() {
-                    *slot = required_violation(column.as_ref(), field, row, &format!("$.{}", field.name()))
-                        .map(|p| format!("required field `{p}` is null"));
-                }
-            }
-        }
-        let keep: Vec<bool> = bad.iter().map(Option::is_none).collect();
-        for (row, reason) in bad.into_iter().enumerate() {
-            match reason {
-                Some(reason) => out.rejects.push((pending[row].index, Problem { kind: "schema", reason })),
-                None => out.rows.push(pending[row].index),
-            }
-        }
-        let mut columns = conformed.columns().to_vec();
-        if !keep.iter().all(|k| *k) {
-            let keep = arrow_array::BooleanArray::from(keep);
-            columns = columns.iter().map(|c| arrow_select::filter::filter(c, &keep)).collect::<Result<_, _>>()?;
-        }
-        // Every nested required field now holds a value: label the arrays with the declared types.
-        let columns = columns
-            .iter()
-            .zip(self.relaxed.fields())
-            .map(|(c, f)| retype(c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(self.relaxed.clone(), columns)?;
-        if batch.num_rows() > 0 {
-            out.batches.push(batch);
-        }
+        let records: Vec<usize> = pending.iter().map(|b| b.index).collect();
+        self.shape.push(&values, &records, out)?;
         pending.clear();
         Ok(false)
     }

@@ -29,6 +29,7 @@ use crate::error::Result;
 use crate::input::avro::AvroValues;
 use crate::input::event::{Problem, SourcePartition, SourceRecord};
 use crate::input::framing::bodies;
+use crate::input::protobuf::ProtobufValues;
 use crate::input::registry::{Resolved, SchemaKind};
 use crate::pipeline::{Column, ColumnSource, Framing, Pipeline, TimestampFormat, ValueFormat};
 use crate::table::layout::TableLayout;
@@ -58,13 +59,19 @@ pub struct RecordDecoder {
     required_paths: Vec<Vec<String>>,
     /// Keeps numbers arrow-json's decimal parser overflows on away from it.
     guard: DecimalGuard,
-    /// The Avro decoder, for `format = "avro"` (values are then not JSON).
-    avro: Option<AvroValues>,
+    /// The decoder of binary registry formats (`avro`, `protobuf`): values are then not JSON.
+    binary: Option<BinaryValues>,
     format: ValueFormat,
     /// How registry formats name their schema (`None` for JSON).
     framing: Option<Framing>,
     /// The decoder of keys, when columns read into them (`@key.<path>`, `source.key_format`).
     key: Option<Box<RecordDecoder>>,
+}
+
+#[derive(Debug)]
+enum BinaryValues {
+    Avro(AvroValues),
+    Protobuf(ProtobufValues),
 }
 
 #[derive(Debug)]
@@ -131,9 +138,15 @@ impl RecordDecoder {
     fn set_format(&mut self, format: ValueFormat, framing: Option<Framing>) {
         self.format = format;
         self.framing = if format == ValueFormat::Json { None } else { framing };
-        if let (ValueFormat::Avro, Some(framing)) = (format, framing) {
-            self.avro = Some(AvroValues::new(framing, self.value_schema.clone()));
-        }
+        self.binary = match (format, framing) {
+            (ValueFormat::Avro, Some(framing)) => {
+                Some(BinaryValues::Avro(AvroValues::new(framing, self.value_schema.clone())))
+            }
+            (ValueFormat::Protobuf, Some(framing)) => {
+                Some(BinaryValues::Protobuf(ProtobufValues::new(framing, self.value_schema.clone())))
+            }
+            _ => None,
+        };
     }
 
     /// A decoder of `columns` into rows of `target` (a field per column, in order).
@@ -183,7 +196,7 @@ impl RecordDecoder {
             columns,
             required_paths,
             guard,
-            avro: None,
+            binary: None,
             format: ValueFormat::Json,
             framing: None,
             key: None,
@@ -263,10 +276,13 @@ impl RecordDecoder {
         registry: &str,
         rejects: &mut RowRejects,
     ) -> Result<(RecordBatch, Vec<usize>)> {
-        if let Some(avro) = &self.avro {
-            let mut out = avro.decode(inputs, resolved, registry)?;
+        if let Some(binary) = &self.binary {
+            let (mut out, schema) = match binary {
+                BinaryValues::Avro(d) => (d.decode(inputs, resolved, registry)?, d.relaxed_schema()),
+                BinaryValues::Protobuf(d) => (d.decode(inputs, resolved, registry)?, d.relaxed_schema()),
+            };
             rejects.append(&mut out.rejects);
-            return Ok((concat_batches(avro.relaxed_schema(), &out.batches)?, out.rows));
+            return Ok((concat_batches(schema, &out.batches)?, out.rows));
         }
         // JSON, or JSON Schema: JSON bodies behind a registry header.
         let bodies: Vec<(usize, Cow<[u8]>)> = match self.framing {

@@ -13,7 +13,10 @@ pub(crate) mod decode;
 pub(crate) mod discover;
 pub(crate) mod event;
 pub mod framing;
+pub(crate) mod protobuf;
+mod protobuf_arrow;
 pub mod registry;
+pub(crate) mod shape;
 
 pub use decode::{Decoded, RecordDecoder};
 pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};

@@ -13,6 +13,8 @@ pub enum ValueFormat {
     Json,
     /// Avro binary written with a registered schema: each value names its writer schema (see [`Framing`]).
     Avro,
+    /// Protobuf binary written with a registered schema; the frame also names the message type.
+    Protobuf,
     /// JSON written with a registered JSON Schema (Confluent's `JSONSerializer`, Glue's JSON format): the value
     /// is framed like Avro, and its body is decoded as JSON against the declared columns.
     JsonSchema,
@@ -23,6 +25,7 @@ impl ValueFormat {
         match self {
             ValueFormat::Json => "json",
             ValueFormat::Avro => "avro",
+            ValueFormat::Protobuf => "protobuf",
             ValueFormat::JsonSchema => "json-schema",
         }
     }
@@ -74,8 +77,9 @@ impl Validator<'_> {
         match f.get_ref().as_str() {
             "json" => Ok(ValueFormat::Json),
             "avro" => Ok(ValueFormat::Avro),
+            "protobuf" => Ok(ValueFormat::Protobuf),
             "json-schema" => Ok(ValueFormat::JsonSchema),
-            other => self.err(f.span(), field, format!("`{other}` is not `json`, `avro` or `json-schema`")),
+            other => self.err(f.span(), field, format!("`{other}` is not `json`, `avro`, `protobuf` or `json-schema`")),
         }
     }
 
@@ -91,10 +95,18 @@ impl Validator<'_> {
         };
         if value == ValueFormat::Json && key.is_none_or(|k| k == ValueFormat::Json) {
             if let Some(f) = &source.framing {
-                return self.err(f.span(), "source.framing", "applies only to registry formats (avro, json-schema)");
+                return self.err(
+                    f.span(),
+                    "source.framing",
+                    "applies only to registry formats (avro, protobuf, json-schema)",
+                );
             }
             if let Some(r) = &source.registry {
-                return self.err(r.span(), "source.registry", "applies only to registry formats (avro, json-schema)");
+                return self.err(
+                    r.span(),
+                    "source.registry",
+                    "applies only to registry formats (avro, protobuf, json-schema)",
+                );
             }
             return Ok(SourceFormat { key, ..SourceFormat::default() });
         }
@@ -185,7 +197,7 @@ impl Validator<'_> {
                 return self.err(
                     span,
                     &field,
-                    "reading into the key needs source.key_format (json, avro or json-schema)",
+                    "reading into the key needs source.key_format (json, avro, protobuf or json-schema)",
                 );
             }
             if raw.source.changes.is_some() {

@@ -94,7 +94,7 @@ pub(super) struct RawSource {
     /// `"upsert"`, `"debezium"` or `{ op_field = "…", upsert = [..], delete = [..] }`.
     #[serde(default)]
     pub changes: Option<Spanned<toml::Value>>,
-    /// `"json"`, `"avro"` or `"json-schema"`: keys decoded for `@key.<path>` columns.
+    /// `"json"`, `"avro"`, `"protobuf"` or `"json-schema"`: keys decoded for `@key.<path>` columns.
     #[serde(default)]
     pub key_format: Option<Spanned<String>>,
     /// `"confluent"` (the default for registry formats) or `"glue"`.

@@ -268,7 +268,11 @@ fn registry_formats_name_their_framing_and_registry() {
 fn registry_format_mistakes_name_line_and_field() {
     let with = |source: &str| MINIMAL.replace(r#"topics = ["t"]"#, &format!("topics = [\"t\"]\n{source}"));
     let cases = [
-        ("format = \"xml\"", "line 5, column 10: `source.format`: `xml` is not `json`, `avro` or `json-schema`"),
+        (
+            "format = \"xml\"",
+            "line 5, column 10: `source.format`: `xml` is not `json`, `avro`, `protobuf` or `json-schema`",
+        ),
+        ("format = \"protobuf\"", "`source.registry`: format = \"protobuf\" needs a registry"),
         ("format = \"avro\"", "`source.registry`: format = \"avro\" needs a registry"),
         ("framing = \"glue\"", "line 5, column 11: `source.framing`: applies only to registry formats"),
         (
