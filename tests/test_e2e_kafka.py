@@ -527,12 +527,13 @@ def test_debezium_changes_produced_to_kafka_apply_exactly(moto, tmp_path):
         kafka.stop()
 
 
-def test_avro_produced_to_kafka_lands_exactly(moto, tmp_path):
-    """Avro values produced to tansu by confluent-kafka with its own AvroSerializer against the local registry
-    (schema v1, then v2 adding a nested record mid-stream, and values that are not Avro), delivered by the poller
-    and committed by a scheduled compactor: every Avro value is a row, the others dead letters."""
+@pytest.mark.parametrize("fmt", ["avro", "protobuf"])
+def test_registry_formats_produced_to_kafka_land_exactly(moto, tmp_path, fmt):
+    """Avro or Protobuf values produced to tansu by confluent-kafka with its own AvroSerializer or
+    ProtobufSerializer against the local registry (schema v1, then v2 adding a nested record mid-stream, and
+    values without the serializer), delivered by the poller and committed by a scheduled compactor: every framed
+    value is a row, the others dead letters."""
     from confluent_kafka import Producer
-    from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
     from test_registry import COLUMNS, V1, V2, Registry, expected_row, order, pipeline_text, table_rows
 
@@ -541,12 +542,27 @@ def test_avro_produced_to_kafka_lands_exactly(moto, tmp_path):
     registry.start()
     kafka = Tansu(tmp_path / "kafka")
     pipeline = tmp_path / "orders.toml"
-    pipeline.write_text(pipeline_text(f'format = "avro"\nregistry = {{ url = "{registry.url}" }}', COLUMNS))
+    pipeline.write_text(pipeline_text(f'format = "{fmt}"\nregistry = {{ url = "{registry.url}" }}', COLUMNS))
     stack = Stack(floe_path(), tmp_path, moto, kafka, pipeline=pipeline, faults=floe_faults_path())
     try:
         stack.create_topics(["orders:2"])
         ctx = SerializationContext("orders", MessageField.VALUE)
-        v1, v2 = AvroSerializer(registry.client(), json.dumps(V1)), AvroSerializer(registry.client(), json.dumps(V2))
+        if fmt == "avro":
+            from confluent_kafka.schema_registry.avro import AvroSerializer
+
+            v1, v2 = AvroSerializer(registry.client(), json.dumps(V1)), AvroSerializer(registry.client(), json.dumps(V2))
+        else:
+            from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+            from test_registry_protobuf import V1 as P1, V2 as P2, message_class, to_message
+
+            c1, c2 = message_class(P1, tmp_path / "v1"), message_class(P2, tmp_path / "v2")
+            s1, s2 = ProtobufSerializer(c1, registry.client(), {}), ProtobufSerializer(c2, registry.client(), {})
+
+            def v1(o, c):
+                return s1(to_message(c1, o), c)
+
+            def v2(o, c):
+                return s2(to_message(c2, o), c)
         producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all", "linger.ms": 5})
         orders, counts, bad = [], {0: 0, 1: 0}, 0
         for i in range(1, 401):
