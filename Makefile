@@ -106,7 +106,7 @@ package: tools
 ## record decoder, FUZZ_RUNS executions each; not part of `make test`. New inputs go to fuzz/corpus (ignored by git);
 ## a crash is saved to fuzz/artifacts and fails the target.
 FUZZ_RUNS ?= 10000000
-FUZZ_TARGETS ?= event record avro_confluent avro_glue
+FUZZ_TARGETS ?= event record avro_confluent avro_glue protobuf_confluent protobuf_glue
 CARGO_FUZZ := $(HOME)/.cache/floe/cargo-fuzz/bin/cargo-fuzz
 fuzz:
 	@test -x $(CARGO_FUZZ) || cargo install --locked cargo-fuzz --version 0.13.2 --root $(HOME)/.cache/floe/cargo-fuzz

@@ -1,6 +1,6 @@
-//! Avro values in the Glue Schema Registry wire format: see `avro_common.rs`.
+//! Avro values in the Glue Schema Registry wire format: see `registry_common.rs`.
 #![no_main]
 
-mod avro_common;
+mod registry_common;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| avro_common::run(true, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| registry_common::run(registry_common::Format::Avro, true, data));
