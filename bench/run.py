@@ -156,6 +156,16 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     results["floe_avro"] = run_json([RELEASE / "floe-bench", "floe", "--data", avro, "--work", work, "--repeat", repeat])
     results["peer_avro"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", avro, "--work", work, "--repeat", repeat],
                                     env=single)
+    proto = data.parent / "protobuf"
+    log("the same records as Confluent-framed Protobuf: floe, and the Python peer with the protobuf runtime …")
+    shutil.rmtree(proto, ignore_errors=True)
+    run_json([RELEASE / "floe-bench", "protobuf", "--data", data, "--out", proto])
+    results["floe_protobuf"] = run_json(
+        [RELEASE / "floe-bench", "floe", "--data", proto, "--work", work, "--repeat", repeat]
+    )
+    results["peer_protobuf"] = run_json(
+        [PY, ROOT / "bench" / "peer.py", "--data", proto, "--work", work, "--repeat", repeat], env=single
+    )
     return results
 
 
@@ -305,6 +315,12 @@ def table(figures: dict) -> list[str]:
                          f"{pa_['records_per_s']:,.0f} (fastavro)",
                          f"{a['records_per_s'] / f['records_per_s']:.2f}× floe's JSON; "
                          f"floe/peer {a['records_per_s'] / pa_['records_per_s']:.2f}"))
+        pb, pp = t.get("floe_protobuf"), t.get("peer_protobuf")
+        if pb and pp:
+            rows.append(("Protobuf records/s per core (same records, Confluent framing)", f"{pb['records_per_s']:,.0f}",
+                         "", f"{pp['records_per_s']:,.0f} (protobuf runtime)",
+                         f"{pb['records_per_s'] / f['records_per_s']:.2f}× floe's JSON; "
+                         f"floe/peer {pb['records_per_s'] / pp['records_per_s']:.2f}"))
         u = t.get("floe_upsert")
         if u:
             rows.append(("upsert records/s per core (same records as a change stream)", f"{u['records_per_s']:,.0f}",

@@ -71,13 +71,12 @@ pub fn convert(data: &Path, out: &Path) -> anyhow::Result<usize> {
 }
 
 /// A registry holding one schema under [`SCHEMA_ID`].
-pub struct StaticRegistry(pub String);
+pub struct StaticRegistry(pub SchemaKind, pub String);
 
 #[async_trait]
 impl SchemaRegistry for StaticRegistry {
     async fn schema(&self, id: SchemaId) -> floe_core::Result<Option<RegisteredSchema>> {
-        Ok((id == SchemaId::Confluent(SCHEMA_ID))
-            .then(|| RegisteredSchema { kind: SchemaKind::Avro, text: self.0.clone() }))
+        Ok((id == SchemaId::Confluent(SCHEMA_ID)).then(|| RegisteredSchema { kind: self.0, text: self.1.clone() }))
     }
 
     fn describe(&self) -> String {

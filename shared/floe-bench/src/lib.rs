@@ -7,3 +7,4 @@ pub mod baseline;
 pub mod changes;
 pub mod cpu;
 pub mod generate;
+pub mod protobuf;

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use floe_bench::avro::StaticRegistry;
 use floe_bench::{baseline, cpu, generate};
-use floe_core::{Compactor, CompactorOptions, IngestReport, Ingestor, MskEvent, Pipeline};
+use floe_core::{Compactor, CompactorOptions, IngestReport, Ingestor, MskEvent, Pipeline, SchemaKind};
 use floe_embedded::Embedded;
 use serde_json::json;
 
@@ -48,8 +49,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write `<out>/events/*.json` with the records of `--data` as Confluent-framed Protobuf values, and
+    /// `<out>/pipeline.toml` (`format = "protobuf"`), `<out>/schema.proto`, `<out>/schema.arrow`.
+    Protobuf {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// floe's ingest handler over every event of `--data`, `--repeat` times, each into a fresh home under `--work`.
-    /// With Avro data (`floe-bench avro`), the schema comes from an in-process registry.
+    /// With Avro or Protobuf data (`floe-bench avro`, `floe-bench protobuf`), the schema comes from an in-process
+    /// registry.
     Floe(RunArgs),
     /// The arrow-rs baseline over every event of `--data`, `--repeat` times, writing under `--work`.
     Baseline(RunArgs),
@@ -167,7 +177,12 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
 async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embedded, Ingestor)> {
     let e = Embedded::open(home).await?;
     let registry: Option<Arc<dyn floe_core::SchemaRegistry>> = match pipeline.format.registry {
-        Some(_) => Some(Arc::new(floe_bench::avro::StaticRegistry(floe_bench::avro::avro_schema()?))),
+        Some(_) => Some(Arc::new(match pipeline.format.value {
+            floe_core::ValueFormat::Protobuf => {
+                StaticRegistry(SchemaKind::Protobuf, floe_bench::protobuf::PROTO.to_string())
+            }
+            _ => StaticRegistry(SchemaKind::Avro, floe_bench::avro::avro_schema()?),
+        })),
         None => None,
     };
     let ingestor = Ingestor::with_registry(pipeline, &e.backends(), registry).await?;
@@ -205,6 +220,7 @@ async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::R
     let name = match (*upsert, pipeline.format.value) {
         (true, _) => "floe-upsert",
         (false, floe_core::ValueFormat::Avro) => "floe-avro",
+        (false, floe_core::ValueFormat::Protobuf) => "floe-protobuf",
         (false, _) => "floe",
     };
     Ok(results(name, &events, runs))
@@ -384,6 +400,10 @@ fn main() -> anyhow::Result<()> {
         Command::Generate { out, records, seed } => write_generated(&out, records, seed)?,
         Command::Avro { data, out } => {
             let records = floe_bench::avro::convert(&data, &out)?;
+            json!({"records": records, "out": out})
+        }
+        Command::Protobuf { data, out } => {
+            let records = floe_bench::protobuf::convert(&data, &out)?;
             json!({"records": records, "out": out})
         }
         Command::Floe(args) => rt.block_on(run_floe(&args))?,
