@@ -340,3 +340,20 @@ fn key_paths_need_a_key_format_and_an_append() {
         .replace("name = \"id\"\ntype = \"long\"\n", "name = \"id\"\ntype = \"long\"\nrequired = true\n");
     assert!(err(&changes).contains("a change stream reads its key itself"), "{}", err(&changes));
 }
+
+#[test]
+fn every_example_pipeline_is_valid() {
+    let dir = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it")).join("../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = Pipeline::parse(&text, &path.display().to_string()) {
+                panic!("{}: {e}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} examples found in {}", dir.display());
+}
