@@ -279,7 +279,8 @@ impl Ingestor {
         Ok(report)
     }
 
-    async fn ingest_partition(&self, mut group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
+    /// Stage one topic-partition's records (the router hands each pipeline its share).
+    pub(crate) async fn ingest_partition(&self, mut group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
         let pipeline = &self.pipeline.name;
         let input_bytes: usize = group
             .records

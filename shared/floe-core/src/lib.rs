@@ -16,6 +16,7 @@
 //! - `ingest` — [`Ingestor`]: an MSK event in, data files written and staged atomically with the fence. The
 //!   outputs (SQL with DataFusion) need the `sql` feature; the compactor, and a raw-path-only ingest, build
 //!   without it.
+//! - `router` — [`Router`]: the pipelines of one deployment (each a route into its own table) sharing one event.
 //! - `commit/` — [`Compactor`]: staged files committed as Iceberg snapshots that record source positions; final
 //!   windows emitted.
 //! - `testing/` — fault injection, only with the `failpoints` feature.
@@ -29,6 +30,7 @@ pub(crate) mod hash;
 mod ingest;
 mod input;
 mod pipeline;
+mod router;
 mod state;
 mod stateful;
 mod table;
@@ -52,9 +54,11 @@ pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{
     Aggregate, AggregateFn, CHANGE_ENVELOPE, ChangeFormat, Changes, Column, ColumnSource, ColumnType,
     DEFAULT_MAX_NEW_COLUMNS, DEFAULT_TARGET_FILE_SIZE_MB, Dedup, Evolve, Framing, INPUT_TABLE, Output, PartitionField,
-    Pipeline, PlanError, Planned, Reference, ReferenceFormat, RegistrySpec, SourceFormat, StructField, TableName,
-    TableSpec, TimestampFormat, ValueFormat, WINDOW_END, WINDOW_START, WindowOutput,
+    Pipeline, PlanError, Planned, Reference, ReferenceFormat, RegistrySpec, Route, RouteOn, SourceFormat, StructField,
+    TableName, TableSpec, TimestampFormat, ValueFormat, WINDOW_END, WINDOW_START, WindowOutput, check_routes,
+    topic_matches,
 };
+pub use router::Router;
 pub use state::{StageRequest, StagedContent, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
 #[cfg(feature = "sql")]
 pub use stateful::plan;

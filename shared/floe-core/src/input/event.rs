@@ -226,7 +226,7 @@ pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<Partitio
         for record in records {
             let source = source_of(group_key, record)?;
             let mut decoded = decode_record(record);
-            if decoded.problem.is_none() && !topics.contains(&source.topic) {
+            if decoded.problem.is_none() && !topics.iter().any(|p| crate::pipeline::topic_matches(p, &source.topic)) {
                 decoded.problem = Some(Problem {
                     kind: "topic",
                     reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),

@@ -12,6 +12,7 @@ mod changes;
 mod format;
 mod outputs;
 mod raw;
+mod routing;
 mod schema;
 mod types;
 pub mod window;
@@ -31,6 +32,7 @@ pub use outputs::{
     Aggregate, AggregateFn, Dedup, INPUT_TABLE, Output, PlanError, Planned, Reference, ReferenceFormat, WINDOW_END,
     WINDOW_START, WindowOutput, late_columns,
 };
+pub use routing::{Route, RouteOn, check_routes, topic_matches};
 pub use schema::arrow_schema_of;
 pub(crate) use schema::{field, type_name};
 pub use types::{ColumnType, StructField};
@@ -43,7 +45,10 @@ use raw::{RawColumn, RawPartitionField, RawPipeline, RawTable};
 pub struct Pipeline {
     /// Stable pipeline name; scopes offset fences and file names. Changing it restarts from the ESM's position.
     pub name: String,
+    /// Topic names, or patterns with `*` (see [`Pipeline::reads_topic`]).
     pub topics: Vec<String>,
+    /// Which records of its topics this pipeline takes, when several pipelines split a topic.
+    pub route: Option<Route>,
     /// How record values are encoded, and for registry formats their framing and registry.
     pub format: SourceFormat,
     pub table: TableSpec,
@@ -59,6 +64,8 @@ pub struct Pipeline {
     pub base: Option<String>,
     /// The file as read, for error positions found after parsing (see [`Pipeline::resolve`]).
     source: Arc<Source>,
+    /// Where the keys [`check_routes`] reports on are in the file.
+    spans: routing::RouteSpans,
 }
 
 /// The text of a pipeline file and the name errors give it.
@@ -301,23 +308,8 @@ impl Validator<'_> {
         }
 
         let format = self.source_format(&raw)?;
-        let mut topics = Vec::new();
-        for t in raw.source.topics.get_ref() {
-            let v = t.get_ref();
-            let ok = !v.is_empty()
-                && v.len() <= 249
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
-            if !ok {
-                return self.err(t.span(), "source.topics", format!("`{v}` is not a valid Kafka topic name"));
-            }
-            if topics.contains(v) {
-                return self.err(t.span(), "source.topics", format!("topic `{v}` is listed twice"));
-            }
-            topics.push(v.clone());
-        }
-        if topics.is_empty() {
-            return self.err(raw.source.topics.span(), "source.topics", "name at least one topic");
-        }
+        let (topics, topic_spans) = self.topics(&raw.source)?;
+        let route = self.route(&raw.source, format.value)?;
 
         let table_name = TableName {
             namespace: self.identifier(&raw.table.namespace, "table.namespace")?,
@@ -397,9 +389,11 @@ impl Validator<'_> {
         let mut used = vec![table_name.clone(), dead_letter.clone()];
         let references = self.references(&raw.reference)?;
         let outputs = self.outputs(&raw.output, &table_name.namespace, &mut used)?;
+        let spans = routing::RouteSpans { name: raw.name.span(), topics: topic_spans };
         Ok(Pipeline {
             name,
             topics,
+            route,
             format,
             table: TableSpec {
                 name: table_name,
@@ -415,6 +409,7 @@ impl Validator<'_> {
             changes,
             base: None,
             source: Arc::new(Source { file: self.file.to_string(), text: self.text.to_string() }),
+            spans,
         })
     }
 

@@ -102,6 +102,20 @@ pub(super) struct RawSource {
     pub framing: Option<Spanned<String>>,
     #[serde(default)]
     pub registry: Option<Spanned<RawRegistry>>,
+    /// `{ field = "$.type" | header = "type", values = [...] }`: the records of the topics this pipeline takes.
+    #[serde(default)]
+    pub route: Option<Spanned<RawRoute>>,
+}
+
+/// `source.route`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    #[serde(default)]
+    pub field: Option<Spanned<String>>,
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    pub values: Spanned<Vec<Spanned<toml::Value>>>,
 }
 
 /// `source.registry`: where framed records' schemas are fetched.

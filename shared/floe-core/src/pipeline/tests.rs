@@ -77,7 +77,7 @@ fn rejects_semantic_mistakes() {
     let no_topics = MINIMAL.replace(r#"topics = ["t"]"#, "topics = []");
     assert!(err(&no_topics).contains("at least one topic"));
     let bad_topic = MINIMAL.replace(r#"topics = ["t"]"#, r#"topics = ["a b"]"#);
-    assert!(err(&bad_topic).contains("not a valid Kafka topic name"));
+    assert!(err(&bad_topic).contains("is not a Kafka topic name (letters, digits"));
 
     let part = format!("{MINIMAL}[[table.partition]]\ncolumn = \"id\"\ntransform = \"day\"\n");
     let e = err(&part);
