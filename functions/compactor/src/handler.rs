@@ -16,9 +16,10 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 /// The least time a run is given, even when the deadline is closer than the margin.
 pub const MIN_BUDGET: Duration = Duration::from_secs(1);
 
-/// The compactor handler, built once per cold start.
+/// The compactor handler, built once per cold start: a compactor per pipeline of the deployment, each the only
+/// writer of its own tables' metadata.
 pub struct Handler {
-    compactor: Compactor,
+    compactors: Vec<Compactor>,
 }
 
 /// What a scheduled event asks for. Every tick commits and maintains; the daily `OrphanSchedule` event of the
@@ -69,10 +70,14 @@ pub fn budget(deadline_ms: u64, now_ms: u64) -> Duration {
 }
 
 impl Handler {
-    pub fn new(pipeline: Arc<Pipeline>, backends: &Backends) -> floe_core::Result<Handler> {
-        let compactor = Compactor::new(pipeline, backends, CompactorOptions::default())?;
-        info!(pipeline = %compactor.pipeline().name, "ready");
-        Ok(Handler { compactor })
+    pub fn new(pipelines: &[Arc<Pipeline>], backends: &Backends) -> floe_core::Result<Handler> {
+        let mut compactors = Vec::with_capacity(pipelines.len());
+        for pipeline in pipelines {
+            let compactor = Compactor::new(pipeline.clone(), backends, CompactorOptions::default())?;
+            info!(pipeline = %compactor.pipeline().name, "ready");
+            compactors.push(compactor);
+        }
+        Ok(Handler { compactors })
     }
 
     /// One plain tick at processing time `now_ms` with `budget` for commit attempts, without printing.
@@ -85,26 +90,40 @@ impl Handler {
     /// `budget`.
     pub async fn run_task(&self, task: Task, now_ms: i64, budget: Duration) -> Outcome {
         let started = std::time::Instant::now();
-        let run = self.compactor.run_all_at(now_ms, budget).await;
-        let pipeline = &self.compactor.pipeline().name;
+        let mut outcome =
+            Outcome { reports: Vec::new(), orphans: Vec::new(), failures: Vec::new(), metrics_lines: Vec::new() };
+        // Pipelines one after the other, each with what is left of the budget: a table that fails does not stop
+        // the others, and the next tick repeats what a run left undone.
+        for compactor in &self.compactors {
+            let left = budget.saturating_sub(started.elapsed()).max(MIN_BUDGET);
+            self.run_one(compactor, task, now_ms, left, &mut outcome).await;
+        }
+        outcome
+    }
+
+    async fn run_one(&self, compactor: &Compactor, task: Task, now_ms: i64, budget: Duration, out: &mut Outcome) {
+        let started = std::time::Instant::now();
+        let run = compactor.run_all_at(now_ms, budget).await;
+        let pipeline = &compactor.pipeline().name;
         let stamp = floe_backends::now_ms();
         let mut metrics_lines: Vec<String> =
             run.tables.iter().map(|r| metrics::compactor_line(stamp, pipeline, r)).collect();
         let mut failures: Vec<(String, Failure)> =
             run.failures.into_iter().map(|f| (f.table, Failure::from(f.error))).collect();
-        let mut orphans = Vec::new();
         if task.remove_orphans {
             let left = budget.saturating_sub(started.elapsed()).max(MIN_BUDGET);
-            let removal = self.compactor.remove_orphans(now_ms, None, false, left).await;
+            let removal = compactor.remove_orphans(now_ms, None, false, left).await;
             metrics_lines.extend(removal.tables.iter().map(|o| metrics::orphans_line(stamp, pipeline, o)));
             failures.extend(removal.failures.into_iter().map(|f| (f.table, Failure::from(f.error))));
-            orphans = removal.tables;
+            out.orphans.extend(removal.tables);
         }
         for (table, f) in &failures {
             metrics_lines.push(metrics::table_error_line(stamp, pipeline, table, &f.message(), f.retryable));
         }
         metrics_lines.push(metrics::compactor_run_line(stamp, pipeline, &run.tables, failures.len()));
-        Outcome { reports: run.tables, orphans, failures, metrics_lines }
+        out.reports.extend(run.tables);
+        out.failures.extend(failures);
+        out.metrics_lines.extend(metrics_lines);
     }
 
     /// The Lambda entry point for an invocation of `task` that must finish by `deadline_ms` (epoch milliseconds).

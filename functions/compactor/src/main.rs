@@ -10,8 +10,8 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
     let settings = floe_backends::FunctionSettings::from_env()?;
-    let (pipeline, backends) = floe_backends::open(&settings, floe_backends::Planning::Recorded).await?;
-    let handler = &handler::Handler::new(pipeline, &backends)?;
+    let (pipelines, backends) = floe_backends::open(&settings, floe_backends::Planning::Recorded).await?;
+    let handler = &handler::Handler::new(&pipelines, &backends)?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         handler.invoke(handler::Task::of(&event.payload), event.context.deadline)
     }))

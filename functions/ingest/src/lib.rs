@@ -18,8 +18,8 @@ const PLANNING: floe_backends::Planning = floe_backends::Planning::Recorded;
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     floe_backends::init_lambda_tracing();
     let settings = floe_backends::FunctionSettings::from_env()?;
-    let (pipeline, backends) = floe_backends::open(&settings, PLANNING).await?;
-    let registry = floe_backends::open_registry(&pipeline, |k| std::env::var(k).ok()).await?;
-    let handler = &handler::Handler::new(pipeline, &backends, registry).await?;
+    let (pipelines, backends) = floe_backends::open(&settings, PLANNING).await?;
+    let router = floe_backends::router(&pipelines, &backends, |k| std::env::var(k).ok()).await?;
+    let handler = &handler::Handler::new(router);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
 }

@@ -11,7 +11,7 @@ mod settings;
 
 use std::sync::Arc;
 
-use floe_core::{Backends, Pipeline};
+use floe_core::{Backends, Ingestor, Pipeline, Router};
 
 pub use error::{Error, Failure, Result};
 pub use registry::{ATTEMPTS, ConfluentRegistry, ENV_REGISTRY_AUTH, ENV_REGISTRY_AUTH_SECRET, open_registry};
@@ -31,12 +31,32 @@ pub enum Planning {
     CheckThenRecorded,
 }
 
-/// Open the backends the settings name and load the pipeline file (a local path, or `s3://…` read through the
-/// warehouse's FileIO), validating it. Fails fast with a clear message.
-pub async fn open(settings: &FunctionSettings, planning: Planning) -> Result<(Arc<Pipeline>, Backends)> {
+/// Open the backends the settings name and load the pipeline files (local paths, or `s3://…` read through the
+/// warehouse's FileIO), validating each and the set (see [`floe_core::check_routes`]). Fails fast with a clear
+/// message.
+pub async fn open(settings: &FunctionSettings, planning: Planning) -> Result<(Vec<Arc<Pipeline>>, Backends)> {
     let backends = open_backends(&settings.backend).await?;
-    let pipeline = load_pipeline(&settings.pipeline_file, &backends, planning).await?;
-    Ok((Arc::new(pipeline), backends))
+    let mut pipelines = Vec::with_capacity(settings.pipeline_files.len());
+    for file in &settings.pipeline_files {
+        pipelines.push(load_pipeline(file, &backends, planning).await?);
+    }
+    floe_core::check_routes(&pipelines)?;
+    Ok((pipelines.into_iter().map(Arc::new).collect(), backends))
+}
+
+/// The ingest side of a deployment: each pipeline's [`Ingestor`] (with its schema registry, credentials looked up
+/// with `lookup`) behind one [`Router`].
+pub async fn router(
+    pipelines: &[Arc<Pipeline>],
+    backends: &Backends,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Router> {
+    let mut ingestors = Vec::with_capacity(pipelines.len());
+    for pipeline in pipelines {
+        let registry = open_registry(pipeline, &lookup).await?;
+        ingestors.push(Ingestor::with_registry(pipeline.clone(), backends, registry).await?);
+    }
+    Ok(Router::new(ingestors)?)
 }
 
 /// Open one backend.

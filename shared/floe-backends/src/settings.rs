@@ -9,6 +9,9 @@ pub use floe_aws::AwsSettings;
 
 /// Path of the pipeline file (default: `pipeline.toml` in the function package, `$LAMBDA_TASK_ROOT`).
 pub const ENV_PIPELINE_FILE: &str = "FLOE_PIPELINE_FILE";
+/// Several pipeline files deployed together, comma-separated (each a route into its own table); takes precedence
+/// over [`ENV_PIPELINE_FILE`].
+pub const ENV_PIPELINE_FILES: &str = "FLOE_PIPELINE_FILES";
 /// Storage backend: `embedded` (SQLite + local warehouse, the default) or `aws` (DynamoDB, Glue, S3).
 pub const ENV_BACKEND: &str = "FLOE_BACKEND";
 /// Home directory of the embedded backend (catalog.db, state.db, warehouse/).
@@ -44,7 +47,8 @@ pub enum Backend {
 /// Settings shared by the ingest and compactor functions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSettings {
-    pub pipeline_file: PathBuf,
+    /// The deployment's pipeline files, in order (the first takes records no route takes).
+    pub pipeline_files: Vec<PathBuf>,
     pub backend: Backend,
 }
 
@@ -58,9 +62,18 @@ impl FunctionSettings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<FunctionSettings> {
         let bad = |var: &str, message: String| Error::Settings { var: var.to_string(), message };
         let set = |var: &str| get(var).filter(|v| !v.is_empty());
-        let pipeline_file = match set(ENV_PIPELINE_FILE) {
-            Some(p) => PathBuf::from(p),
-            None => PathBuf::from(set(ENV_LAMBDA_TASK_ROOT).unwrap_or_else(|| ".".into())).join("pipeline.toml"),
+        let pipeline_files = match (set(ENV_PIPELINE_FILES), set(ENV_PIPELINE_FILE)) {
+            (Some(list), _) => {
+                let files: Vec<PathBuf> = list.split(',').map(str::trim).map(PathBuf::from).collect();
+                if files.iter().any(|f| f.as_os_str().is_empty()) {
+                    return Err(bad(ENV_PIPELINE_FILES, format!("`{list}` has an empty entry")));
+                }
+                files
+            }
+            (None, Some(p)) => vec![PathBuf::from(p)],
+            (None, None) => {
+                vec![PathBuf::from(set(ENV_LAMBDA_TASK_ROOT).unwrap_or_else(|| ".".into())).join("pipeline.toml")]
+            }
         };
         let backend = match set(ENV_BACKEND).as_deref().unwrap_or("embedded") {
             "embedded" => {
@@ -104,7 +117,7 @@ impl FunctionSettings {
                 return Err(bad(ENV_BACKEND, format!("unknown backend `{other}` (expected `embedded` or `aws`)")));
             }
         };
-        Ok(FunctionSettings { pipeline_file, backend })
+        Ok(FunctionSettings { pipeline_files, backend })
     }
 }
 
@@ -118,13 +131,20 @@ mod tests {
     fn defaults_and_overrides() {
         let env: HashMap<&str, &str> = HashMap::from([(ENV_LAMBDA_TASK_ROOT, "/var/task")]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!(s.pipeline_file, PathBuf::from("/var/task/pipeline.toml"));
+        assert_eq!(s.pipeline_files, vec![PathBuf::from("/var/task/pipeline.toml")]);
         assert_eq!(s.backend, Backend::Embedded { home: "/tmp/floe".into() });
 
         let env: HashMap<&str, &str> = HashMap::from([(ENV_PIPELINE_FILE, "/p.toml"), (ENV_HOME, "/h")]);
         let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!(s.pipeline_file, PathBuf::from("/p.toml"));
+        assert_eq!(s.pipeline_files, vec![PathBuf::from("/p.toml")]);
         assert_eq!(s.backend, Backend::Embedded { home: "/h".into() });
+        let env: HashMap<&str, &str> =
+            HashMap::from([(ENV_PIPELINE_FILE, "/p.toml"), (ENV_PIPELINE_FILES, "/a.toml, s3://b/c.toml")]);
+        let s = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.pipeline_files, vec![PathBuf::from("/a.toml"), PathBuf::from("s3://b/c.toml")]);
+        let env: HashMap<&str, &str> = HashMap::from([(ENV_PIPELINE_FILES, "/a.toml,,/b.toml")]);
+        let e = FunctionSettings::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err().to_string();
+        assert!(e.contains("FLOE_PIPELINE_FILES") && e.contains("empty entry"), "{e}");
 
         let env: HashMap<&str, &str> = HashMap::from([
             (ENV_BACKEND, "aws"),

@@ -35,9 +35,11 @@ pub struct Cli {
 /// Where a command runs: the backend and the pipeline file.
 #[derive(clap::Args, Clone)]
 pub struct Common {
-    /// Pipeline file: source topics, target table, columns, partition spec, outputs.
-    #[arg(long, default_value = "examples/pipeline.toml", value_name = "FILE")]
-    pub pipeline: PathBuf,
+    /// Pipeline file: source topics, target table, columns, partition spec, outputs. Repeat it (or separate
+    /// files with commas) to run several pipelines as one deployment, each a route into its own table, as
+    /// FLOE_PIPELINE_FILES does for the functions (`ingest`, `poll`, `compact` and `status` take several).
+    #[arg(long, default_value = "examples/pipeline.toml", value_name = "FILE", value_delimiter = ',')]
+    pub pipeline: Vec<PathBuf>,
     /// Storage backend: `embedded` (SQLite and a local warehouse under --home) or `aws` (DynamoDB, Glue and S3,
     /// configured from the environment like the Lambda functions).
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "aws"])]

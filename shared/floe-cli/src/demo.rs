@@ -16,13 +16,7 @@ pub async fn demo(common: &Common, records: usize) -> anyhow::Result<()> {
     let p = &rt.pipeline;
     println!("floe demo — the real ingest and compactor handlers, in process");
     println!("  backend:   {}", rt.place);
-    println!(
-        "  pipeline:  {} ({}) → {} (dead letters → {})",
-        p.name,
-        common.pipeline.display(),
-        p.table.name,
-        p.dead_letter
-    );
+    println!("  pipeline:  {} ({}) → {} (dead letters → {})", p.name, rt.pipeline.file(), p.table.name, p.dead_letter);
 
     let started = Instant::now();
     // One record in 40 repeats the previous value of its partition, like a producer retry.

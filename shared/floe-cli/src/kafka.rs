@@ -102,7 +102,8 @@ pub async fn produce(
 /// The broker's next offset per `topic:partition` (its high watermark; a broker may report it a little late).
 pub async fn high_watermarks(client: &Client, topics: &[String]) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
-    for topic in client.list_topics().await?.into_iter().filter(|t| topics.contains(&t.name)) {
+    let read = |name: &str| topics.iter().any(|p| floe_core::topic_matches(p, name));
+    for topic in client.list_topics().await?.into_iter().filter(|t| read(&t.name)) {
         for partition in topic.partitions {
             let pc = client.partition_client(topic.name.clone(), partition, UnknownTopicHandling::Retry).await?;
             out.insert(format!("{}:{partition}", topic.name), pc.get_offset(OffsetAt::Latest).await?);

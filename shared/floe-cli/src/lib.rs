@@ -73,7 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => None,
                 (backend, home) => {
                     let common = Common {
-                        pipeline: pipeline.clone(),
+                        pipeline: vec![pipeline.clone()],
                         backend: backend.unwrap_or_else(|| "embedded".into()),
                         home: home.unwrap_or_else(|| ".floe/local".into()),
                         #[cfg(feature = "failpoints")]
@@ -109,16 +109,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest { common, events, now_ms } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::Plan).await?;
-            let ingestor = rt.ingestor().await?;
+            let router = rt.router().await?;
             let mut total = IngestReport::default();
             let progress = progress(events.len() as u64, "events");
             for path in &events {
                 progress.inc(1);
                 let event = read_event(path)?;
                 let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                let report =
-                    ingestor.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
-                total.add(&report);
+                let reports =
+                    router.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
+                for (_, report) in &reports {
+                    total.add(report);
+                }
             }
             progress.finish_and_clear();
             println!("{}", serde_json::to_string(&total)?);
@@ -127,22 +129,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact { common, every: None, now_ms, no_merge } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
-            let compactor = if no_merge {
-                let options = CompactorOptions { merge_budget: std::time::Duration::ZERO, ..Default::default() };
-                rt.compactor_with(options)?
+            let options = if no_merge {
+                CompactorOptions { merge_budget: std::time::Duration::ZERO, ..Default::default() }
             } else {
-                rt.compactor()?
+                CompactorOptions::default()
             };
-            let reports = match now_ms {
-                Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
-                None => compactor.run().await?,
-            };
+            let mut reports = Vec::new();
+            for compactor in rt.compactors(&options)? {
+                reports.extend(match now_ms {
+                    Some(now) => compactor.run_at(now, CompactorOptions::default().time_budget).await?,
+                    None => compactor.run().await?,
+                });
+            }
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
         }
         Command::Maintain { common, max_rounds, now_ms } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
+            rt.single("maintain")?;
             let reports = maintain::until_done(&rt, max_rounds, now_ms).await?;
             println!("{}", serde_json::to_string(&reports)?);
             Ok(())
@@ -150,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orphans { common, older_than, dry_run } => {
             init_tracing("warn");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
+            rt.single("orphans")?;
             let run = maintain::orphans(&rt, older_than, dry_run).await?;
             println!("{}", serde_json::to_string(&run.tables)?);
             match run.failures.into_iter().next() {
@@ -160,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact { common, every: Some(seconds), .. } => {
             init_tracing("info");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
-            local::compact_every(rt.compactor()?, seconds).await
+            local::compact_every(rt.compactors(&CompactorOptions::default())?, seconds).await
         }
         Command::Topics { brokers, topics } => {
             init_tracing("warn");

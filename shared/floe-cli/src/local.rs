@@ -51,7 +51,7 @@ pub async fn poll(rt: &Runtime, args: &EsmArgs) -> anyhow::Result<()> {
     let starting_position =
         StartingPosition::parse(&args.starting_position, args.starting_timestamp_ms).map_err(anyhow::Error::msg)?;
     let mapping = Mapping {
-        topics: rt.pipeline.topics.clone(),
+        topics: topics(rt),
         batch_size: args.batch_size,
         batching_window: Duration::from_millis(args.batching_window_ms),
         max_payload_bytes: args.max_payload_bytes,
@@ -65,7 +65,7 @@ pub async fn poll(rt: &Runtime, args: &EsmArgs) -> anyhow::Result<()> {
     };
     let invoker: Arc<dyn Invoke> = match &args.invoke_endpoint {
         Some(endpoint) => Arc::new(LambdaApi::new(endpoint, &args.function_name, Duration::from_secs(900))?),
-        None => Arc::new(InProcess::new(Arc::new(rt.ingestor().await?))),
+        None => Arc::new(InProcess::new(Arc::new(rt.router().await?))),
     };
     let client = Arc::new(kafka::connect(&args.brokers).await?);
     let poller = Poller::new(client, mapping, invoker, &args.esm_dir)?;
@@ -85,7 +85,7 @@ pub async fn poll(rt: &Runtime, args: &EsmArgs) -> anyhow::Result<()> {
 
 /// The compactor on a fixed-rate schedule; a failed run is logged and the next tick tries again, as a scheduled
 /// Lambda would.
-pub async fn compact_every(compactor: Compactor, seconds: f64) -> anyhow::Result<()> {
+pub async fn compact_every(compactors: Vec<Compactor>, seconds: f64) -> anyhow::Result<()> {
     let period = Duration::from_secs_f64(seconds.max(0.1));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,9 +93,14 @@ pub async fn compact_every(compactor: Compactor, seconds: f64) -> anyhow::Result
         loop {
             ticks.tick().await;
             // Like the Lambda: stop starting commits well before the "invocation" would time out.
-            match compactor.run_within(period.max(Duration::from_secs(60))).await {
-                Ok(reports) => println!("{}", serde_json::to_string(&reports).unwrap_or_default()),
-                Err(e) => error!(error = %e, retryable = e.is_retryable(), "compactor run failed; next run retries"),
+            for compactor in &compactors {
+                match compactor.run_within(period.max(Duration::from_secs(60))).await {
+                    Ok(reports) => println!("{}", serde_json::to_string(&reports).unwrap_or_default()),
+                    Err(e) => {
+                        let pipeline = &compactor.pipeline().name;
+                        error!(pipeline = %pipeline, error = %e, retryable = e.is_retryable(), "compactor run failed; next run retries");
+                    }
+                }
             }
         }
     };
@@ -105,13 +110,24 @@ pub async fn compact_every(compactor: Compactor, seconds: f64) -> anyhow::Result
     }
 }
 
+/// Every pipeline's topics and patterns.
+fn topics(rt: &Runtime) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in rt.pipelines.iter().flat_map(|p| &p.topics) {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
 fn sum(map: &BTreeMap<String, i64>) -> i64 {
     map.values().sum()
 }
 
 pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Result<serde_json::Value> {
     let client = kafka::connect(brokers).await?;
-    let produced = kafka::high_watermarks(&client, &rt.pipeline.topics).await?;
+    let produced = kafka::high_watermarks(&client, &topics(rt)).await?;
     let delivered = esm::OffsetStore::open(&esm_dir.join("offsets.json"))?.all();
     // Committed: per partition, the furthest position either table's current snapshot records. The two tables
     // are staged in one step but committed one after the other, and a batch staged between the two commits of a
@@ -120,16 +136,19 @@ pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Resu
     let mut committed: BTreeMap<String, i64> = BTreeMap::new();
     let mut tables = serde_json::Map::new();
     let b = &rt.backends;
-    let layouts =
-        [TableLayout::target(&rt.pipeline, &b.warehouse)?, TableLayout::dead_letter(&rt.pipeline, &b.warehouse)?];
-    for layout in &layouts {
+    let mut layouts = Vec::new();
+    for p in &rt.pipelines {
+        layouts.push((p, TableLayout::target(p, &b.warehouse)?));
+        layouts.push((p, TableLayout::dead_letter(p, &b.warehouse)?));
+    }
+    for (pipeline, layout) in &layouts {
         let ident = layout.ident();
         if !b.catalog.table_exists(&ident).await.context("checking the table")? {
             tables.insert(ident.to_string(), json!({"rows": 0, "snapshots": 0}));
             continue;
         }
         let table = b.catalog.load_table(&ident).await?;
-        for (source, next) in committed_positions(&table, &rt.pipeline.name)? {
+        for (source, next) in committed_positions(&table, &pipeline.name)? {
             let slot = committed.entry(source.to_string()).or_default();
             *slot = (*slot).max(next);
         }
@@ -142,7 +161,7 @@ pub async fn status(rt: &Runtime, brokers: &str, esm_dir: &Path) -> anyhow::Resu
         tables.insert(ident.to_string(), json!({"rows": rows, "snapshots": metadata.snapshots().count()}));
     }
     let mut staged = 0;
-    for layout in &layouts {
+    for (_, layout) in &layouts {
         let files = b.state.staged_files(&layout.name.to_string()).await.context("listing staged files")?.len();
         staged += files;
         if let Some(serde_json::Value::Object(entry)) = tables.get_mut(&layout.ident().to_string()) {

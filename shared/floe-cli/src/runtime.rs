@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use floe_backends::{Backend, FunctionSettings, Planning};
-use floe_core::{Backends, Compactor, CompactorOptions, Ingestor, Pipeline};
+use floe_core::{Backends, Compactor, CompactorOptions, Ingestor, Pipeline, Router};
 
 use crate::args::Common;
 
 pub struct Runtime {
+    /// The first pipeline: what commands that run one pipeline run.
     pub pipeline: Arc<Pipeline>,
+    /// Every pipeline of the deployment, in order.
+    pub pipelines: Vec<Arc<Pipeline>>,
     pub backends: Backends,
     /// Where the data lives, for reports.
     pub place: String,
@@ -22,14 +25,15 @@ impl Runtime {
         #[cfg(feature = "failpoints")]
         common.faults.arm();
         let settings = match common.backend.as_str() {
-            "aws" => FunctionSettings { pipeline_file: common.pipeline.clone(), ..FunctionSettings::from_env()? },
+            "aws" => FunctionSettings { pipeline_files: common.pipeline.clone(), ..FunctionSettings::from_env()? },
             _ => FunctionSettings {
-                pipeline_file: common.pipeline.clone(),
+                pipeline_files: common.pipeline.clone(),
                 backend: Backend::Embedded { home: common.home.clone() },
             },
         };
         #[allow(unused_mut)]
-        let (pipeline, mut backends) = floe_backends::open(&settings, planning).await?;
+        let (pipelines, mut backends) = floe_backends::open(&settings, planning).await?;
+        let pipeline = pipelines.first().cloned().ok_or_else(|| anyhow::anyhow!("name a pipeline file"))?;
         // The test binary can fail every state-store call on demand (`--fail-at state.<method>`).
         #[cfg(feature = "failpoints")]
         {
@@ -39,7 +43,28 @@ impl Runtime {
             Backend::Embedded { home } => format!("embedded, home {}", home.display()),
             Backend::Aws(aws) => format!("aws, warehouse {}, state table {}", aws.warehouse, aws.state_table),
         };
-        Ok(Runtime { pipeline, backends, place })
+        Ok(Runtime { pipeline, pipelines, backends, place })
+    }
+
+    /// Fail unless the deployment is one pipeline: `command` runs one at a time.
+    pub fn single(&self, command: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.pipelines.len() == 1,
+            "`floe {command}` runs one pipeline at a time: pass a single --pipeline ({} given)",
+            self.pipelines.len()
+        );
+        Ok(())
+    }
+
+    /// Every pipeline's ingestor behind one router, as the ingest function runs them.
+    pub async fn router(&self) -> anyhow::Result<Router> {
+        Ok(floe_backends::router(&self.pipelines, &self.backends, |k| std::env::var(k).ok()).await?)
+    }
+
+    /// A compactor per pipeline.
+    pub fn compactors(&self, options: &CompactorOptions) -> anyhow::Result<Vec<Compactor>> {
+        let made = self.pipelines.iter().map(|p| Compactor::new(p.clone(), &self.backends, options.clone()));
+        Ok(made.collect::<Result<Vec<_>, _>>()?)
     }
 
     pub async fn ingestor(&self) -> anyhow::Result<Ingestor> {

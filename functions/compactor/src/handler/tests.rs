@@ -71,7 +71,7 @@ async fn setup() -> (tempfile::TempDir, Embedded, Ingestor, Handler) {
     // As on Lambda: the compactor validates the file but plans no SQL; it reads what ingest recorded.
     let pipeline = Arc::new(Pipeline::parse(PIPELINE, "windows.toml").unwrap());
     assert!(!pipeline.is_resolved());
-    let handler = Handler::new(pipeline, &embedded.backends()).unwrap();
+    let handler = Handler::new(&[pipeline], &embedded.backends()).unwrap();
     (dir, embedded, ingestor, handler)
 }
 

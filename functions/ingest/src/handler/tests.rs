@@ -1,8 +1,9 @@
 //! The ingest handler on the embedded backend in a temp dir, driven with the MSK event of the Lambda docs.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use floe_core::{Compactor, CompactorOptions, StateStore};
+use floe_core::{Compactor, CompactorOptions, Pipeline, StateStore};
 use floe_embedded::Embedded;
 
 use super::*;
@@ -54,7 +55,8 @@ async fn setup() -> (tempfile::TempDir, Embedded, Arc<Pipeline>, Handler) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = Embedded::open(dir.path()).await.unwrap();
     let pipeline = Arc::new(Pipeline::parse(PIPELINE, "fixture.toml").unwrap());
-    let handler = Handler::new(pipeline.clone(), &embedded.backends(), None).await.unwrap();
+    let ingestor = floe_core::Ingestor::new(pipeline.clone(), &embedded.backends()).await.unwrap();
+    let handler = Handler::new(Router::new(vec![ingestor]).unwrap());
     (dir, embedded, pipeline, handler)
 }
 
@@ -76,7 +78,7 @@ async fn an_msk_event_is_staged_then_visible_after_a_compactor_run() {
     assert_eq!(r.files, (staged.len() + dead.len()) as u64);
 
     // The invocation's EMF line.
-    let line: serde_json::Value = serde_json::from_str(&outcome.metrics_line).unwrap();
+    let line: serde_json::Value = serde_json::from_str(&outcome.metrics_lines[0]).unwrap();
     assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "floe");
     assert_eq!((line["Pipeline"].as_str(), line["Function"].as_str()), (Some("fixture"), Some("ingest")));
     assert_eq!((line["RecordsIn"].as_f64(), line["DeadLetters"].as_f64()), (Some(3.0), Some(1.0)));

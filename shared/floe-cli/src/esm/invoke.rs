@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use floe_core::Ingestor;
-use floe_core::MskEvent;
+use floe_core::{IngestReport, MskEvent, Router};
 
 #[async_trait]
 pub trait Invoke: Send + Sync {
@@ -17,12 +16,12 @@ pub trait Invoke: Send + Sync {
 }
 
 pub struct InProcess {
-    ingestor: Arc<Ingestor>,
+    router: Arc<Router>,
 }
 
 impl InProcess {
-    pub fn new(ingestor: Arc<Ingestor>) -> InProcess {
-        InProcess { ingestor }
+    pub fn new(router: Arc<Router>) -> InProcess {
+        InProcess { router }
     }
 }
 
@@ -30,8 +29,12 @@ impl InProcess {
 impl Invoke for InProcess {
     async fn invoke(&self, payload: &[u8]) -> anyhow::Result<serde_json::Value> {
         let event: MskEvent = serde_json::from_slice(payload).context("the payload is not an MSK event")?;
-        let report = self.ingestor.handle(&event).await?;
-        Ok(serde_json::to_value(report)?)
+        let reports = self.router.handle_at(&event, chrono::Utc::now().timestamp_millis()).await?;
+        let mut total = IngestReport::default();
+        for (_, r) in &reports {
+            total.add(r);
+        }
+        Ok(serde_json::to_value(total)?)
     }
 }
 

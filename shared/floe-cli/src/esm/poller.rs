@@ -116,7 +116,9 @@ impl Poller {
                 next_discovery = Instant::now() + DISCOVERY_INTERVAL;
                 match self.client.list_topics().await {
                     Ok(topics) => {
-                        for topic in topics.iter().filter(|t| self.shared.mapping.topics.contains(&t.name)) {
+                        let mapped =
+                            |name: &str| self.shared.mapping.topics.iter().any(|p| floe_core::topic_matches(p, name));
+                        for topic in topics.iter().filter(|t| mapped(&t.name)) {
                             for &partition in &topic.partitions {
                                 if started.insert((topic.name.clone(), partition)) {
                                     let pc = self
