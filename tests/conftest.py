@@ -68,7 +68,10 @@ class Floe:
     ) -> list[str]:
         faulty = faults or fail_at is not None or pause_at is not None or fail_times is not None
         binary = self.faults_bin if faulty else self.bin
-        cmd = [str(binary), *args[:1], "--home", str(self.home), "--pipeline", str(self.pipeline)]
+        pipelines = self.pipeline if isinstance(self.pipeline, list) else [self.pipeline]
+        cmd = [str(binary), *args[:1], "--home", str(self.home)]
+        for p in pipelines:  # several: one deployment, each pipeline a route into its own table
+            cmd += ["--pipeline", str(p)]
         cmd += ["--backend", self.backend]
         if fail_at:
             cmd += ["--fail-at", fail_at]
