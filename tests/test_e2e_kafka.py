@@ -588,3 +588,100 @@ def test_registry_formats_produced_to_kafka_land_exactly(moto, tmp_path, fmt):
         stack.stop()
         kafka.stop()
         registry.stop()
+
+
+def test_registry_topics_routed_through_kafka_land_exactly_in_their_own_tables(moto, tmp_path):
+    """One deployment of four pipelines, one topic each, produced to tansu by independent serializers: Avro
+    (confluent-kafka's AvroSerializer, v1 then v2 adding a nested record mid-stream, plus a value without the
+    framing, an unknown schema id and a truncated body), Protobuf (ProtobufSerializer, v1 then v2), JSON Schema
+    (JSONSerializer) and Glue-framed Avro (the aws-glue-schema-registry package against moto's Glue). The local
+    mapping delivers them all to one ingest handler, a scheduled compactor commits every pipeline; each table holds
+    exactly its records, the bad ones are its dead letters."""
+    from aws_schema_registry import DataAndSchema, SchemaRegistryClient as GlueClient
+    from aws_schema_registry.avro import AvroSchema
+    from aws_schema_registry.serde import KafkaSerializer
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from test_registry import COLUMNS, JSON_COLUMNS, JSON_SCHEMA, V1, V2, Registry, expected_row, order
+    from test_registry_protobuf import V1 as P1, V2 as P2, message_class, to_message
+    from test_routing import order_rows, pipeline
+
+    moto.reset()
+    registry = Registry(tmp_path)
+    registry.start()
+    kafka = Tansu(tmp_path / "kafka")
+    url = f'registry = {{ url = "{registry.url}" }}'
+    files = {
+        "avro": pipeline("avro", ["orders-avro"], f'format = "avro"\n{url}', "shop.orders_avro", COLUMNS),
+        "proto": pipeline("proto", ["orders-proto"], f'format = "protobuf"\n{url}', "shop.orders_proto", COLUMNS),
+        "json": pipeline("json", ["orders-json"], f'format = "json-schema"\n{url}', "shop.orders_json", JSON_COLUMNS),
+        "glue": pipeline("glue", ["orders-glue"], 'format = "avro"\nframing = "glue"\nregistry = { glue = "floe-e2e" }',
+                         "shop.orders_glue", COLUMNS),
+    }
+    pipelines = []
+    for name, text in files.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+        pipelines.append(tmp_path / f"{name}.toml")
+    stack = Stack(floe_path(), tmp_path, moto, kafka, pipeline=pipelines, faults=floe_faults_path())
+    try:
+        stack.create_topics(["orders-avro:2", "orders-proto:2", "orders-json:1", "orders-glue:1"])
+        glue = moto.client("glue")
+        glue.create_registry(RegistryName="floe-e2e")
+        glue_serializer = KafkaSerializer(GlueClient(glue, registry_name="floe-e2e"), compatibility_mode="BACKWARD")
+        client = registry.client()
+        avro1, avro2 = AvroSerializer(client, json.dumps(V1)), AvroSerializer(client, json.dumps(V2))
+        c1, c2 = message_class(P1, tmp_path / "p1"), message_class(P2, tmp_path / "p2")
+        proto1, proto2 = ProtobufSerializer(c1, client, {}), ProtobufSerializer(c2, client, {})
+        json_serializer = JSONSerializer(json.dumps(JSON_SCHEMA), client)
+        producer = Producer({"bootstrap.servers": kafka.bootstrap, "acks": "all", "linger.ms": 5})
+        counts: dict[str, int] = {}
+        want: dict[str, list] = {"avro": [], "proto": [], "json": [], "glue": []}
+
+        def send(topic: str, partition: int, value: bytes):
+            producer.produce(topic, value=value, partition=partition)
+            counts[f"{topic}:{partition}"] = counts.get(f"{topic}:{partition}", 0) + 1
+            producer.poll(0)
+
+        for i in range(1, 121):
+            o = order(i, 2 if i > 60 else 1)
+            ctx = SerializationContext("orders-avro", MessageField.VALUE)
+            send("orders-avro", i % 2, (avro2 if i > 60 else avro1)(o, ctx))
+            want["avro"].append(o)
+            ctx = SerializationContext("orders-proto", MessageField.VALUE)
+            send("orders-proto", i % 2, (proto2 if i > 60 else proto1)(to_message(c2 if i > 60 else c1, o), ctx))
+            want["proto"].append(o)
+            doc = {"id": i, "item": f"item-{i}", "tags": [f"t{j}" for j in range(i % 3)]}
+            send("orders-json", 0, json_serializer(doc, SerializationContext("orders-json", MessageField.VALUE)))
+            want["json"].append(doc)
+            if i <= 40:  # v1, then v2 from the 21st
+                g = order(i, 2 if i > 20 else 1)
+                schema = AvroSchema(json.dumps(V2 if i > 20 else V1))
+                send("orders-glue", 0, glue_serializer.serialize("orders-glue", DataAndSchema(g, schema)))
+                want["glue"].append(g)
+        good = avro1(order(999), SerializationContext("orders-avro", MessageField.VALUE))
+        bad = {b'{"id": 1}': "framing", b"\x00\x00\x00\x03\xe7" + good[5:]: "unknown_schema", good[:-3]: "avro"}
+        for value in bad:
+            send("orders-avro", 0, value)
+        assert producer.flush(60) == 0
+        stack.start_poller("--batch-size", "50", "--batching-window-ms", "100")
+        stack.start_compactor(1)
+        stack.wait_committed({k: n for k, n in counts.items()}, timeout=240)
+        reader = Reader(moto)
+        assert order_rows(reader, "shop.orders_avro") == {expected_row(o) for o in want["avro"]}
+        assert order_rows(reader, "shop.orders_proto") == {expected_row(o) for o in want["proto"]}
+        assert order_rows(reader, "shop.orders_glue") == {expected_row(o) for o in want["glue"]}
+        rows = reader.table("shop.orders_json").scan().to_arrow().to_pylist()
+        assert sorted((r["id"], r["item"], tuple(r["tags"] or ())) for r in rows) == sorted(
+            (d["id"], d["item"], tuple(d["tags"])) for d in want["json"]
+        )
+        dead = reader.table("shop.orders_avro_dead_letters").scan().to_arrow().to_pylist()
+        assert sorted(d["error_kind"] for d in dead) == sorted(bad.values()), dead
+        for name in ("proto", "json", "glue"):
+            assert len(reader.table(f"shop.orders_{name}_dead_letters").scan().to_arrow()) == 0, name
+    finally:
+        stack.stop()
+        kafka.stop()
+        registry.stop()

@@ -128,7 +128,8 @@ class Stack:
         self.procs: list[Proc] = []
 
     def _common(self) -> list[str]:
-        return ["--backend", "aws", "--pipeline", str(self.pipeline)]
+        pipelines = self.pipeline if isinstance(self.pipeline, list) else [self.pipeline]
+        return ["--backend", "aws", *[a for p in pipelines for a in ("--pipeline", str(p))]]
 
     def run(self, *args: str) -> dict:
         out = subprocess.run([self.bin, *args], capture_output=True, text=True, env=self.env, timeout=600)
@@ -163,7 +164,7 @@ class Stack:
         emulator.wait_for("starting Runtime server", timeout=60)
         function_env = {
             **self.env,
-            "FLOE_PIPELINE_FILE": str(self.pipeline),
+            "FLOE_PIPELINE_FILES": ",".join(map(str, self.pipeline if isinstance(self.pipeline, list) else [self.pipeline])),
             "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt",
             "AWS_LAMBDA_FUNCTION_NAME": "_",  # the emulator's name for a function it does not start itself
             "AWS_LAMBDA_FUNCTION_VERSION": "1",
