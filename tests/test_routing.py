@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,18 @@ def test_deployments_that_would_read_a_record_twice_are_refused(floe, tmp_path):
     failed = floe.ingest([msk_event([record("web", 0, 0, b'{"id": 1, "type": "click"}')])], check=False)
     assert failed.returncode == 3, failed.stderr
     assert f"{b}: line 3, column 16: `source.topics`: `web` is also read by pipeline `a`" in failed.stderr, failed.stderr
+
+
+def test_validate_checks_a_deployment_together(floe, tmp_path):
+    clicks = tmp_path / "clicks.toml"
+    clicks.write_text(pipeline("clicks", ["web"], 'route = { field = "$.type", values = ["click", "view"] }', "web.clicks",
+                               WEB_COLUMNS))
+    buys = tmp_path / "buys.toml"
+    buys.write_text(pipeline("buys", ["web"], 'route = { field = "$.type", values = ["purchase"] }', "web.buys", WEB_COLUMNS))
+    ok = subprocess.run([str(floe.bin), "validate", str(clicks), str(buys)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "route: only records whose $.type is one of: click, view" in ok.stdout
+    assert "the 2 pipelines make one deployment" in ok.stdout
+    buys.write_text(pipeline("buys", ["web"], 'route = { field = "$.type", values = ["view"] }', "web.buys", WEB_COLUMNS))
+    bad = subprocess.run([str(floe.bin), "validate", str(clicks), str(buys)], capture_output=True, text=True)
+    assert bad.returncode == 3 and "both take $.type = `view`" in bad.stderr, bad.stderr

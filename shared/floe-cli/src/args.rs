@@ -66,9 +66,10 @@ pub enum Command {
     /// columns, wider types, renames, docs, properties), or why the table cannot take the file (exit 3), e.g.
     /// `column `quantity`: the table has `int`, the pipeline file declares `string``.
     Validate {
-        /// The pipeline file to check.
-        #[arg(value_name = "PIPELINE")]
-        pipeline: PathBuf,
+        /// The pipeline file to check; several are checked one by one, then together as one deployment
+        /// (unique names and tables, each topic read once or split on one key).
+        #[arg(value_name = "PIPELINE", required = true, num_args = 1..)]
+        pipeline: Vec<PathBuf>,
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -67,13 +67,13 @@ fn read_event(path: &Path) -> anyhow::Result<MskEvent> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Validate { pipeline, json, backend, home } => {
+        Command::Validate { pipeline: files, json, backend, home } => {
             init_tracing("error");
             let catalog = match (backend, home) {
                 (None, None) => None,
                 (backend, home) => {
                     let common = Common {
-                        pipeline: vec![pipeline.clone()],
+                        pipeline: files.clone(),
                         backend: backend.unwrap_or_else(|| "embedded".into()),
                         home: home.unwrap_or_else(|| ".floe/local".into()),
                         #[cfg(feature = "failpoints")]
@@ -82,12 +82,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(Runtime::open(&common, Planning::Plan).await?.backends)
                 }
             };
-            let (summary, problems) = validate::run(&pipeline, json, catalog.as_ref()).await?;
-            print!("{summary}");
-            if !json {
-                println!();
+            let mut refused = None;
+            for path in &files {
+                let (summary, problems) = validate::run(path, json, catalog.as_ref()).await?;
+                print!("{summary}");
+                if !json || files.len() > 1 {
+                    println!();
+                }
+                refused = refused.or(problems);
             }
-            problems.map_or(Ok(()), |e| Err(e.into()))
+            if files.len() > 1 {
+                let pipelines = files.iter().map(|f| floe_core::load_pipeline(f)).collect::<Result<Vec<_>, _>>()?;
+                floe_core::check_routes(&pipelines)?;
+                if !json {
+                    println!(
+                        "the {} pipelines make one deployment: names, tables and topics do not overlap",
+                        files.len()
+                    );
+                }
+            }
+            refused.map_or(Ok(()), |e| Err(e.into()))
         }
         Command::Demo { common, records } => {
             init_tracing("error");

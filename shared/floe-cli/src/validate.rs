@@ -159,6 +159,9 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}: valid pipeline `{}`", path.display(), p.name);
     let _ = writeln!(out, "  source: {} records from topic(s) {}", source_format(p), p.topics.join(", "));
+    if let Some(route) = &p.route {
+        let _ = writeln!(out, "  route: only records whose {} is one of: {}", route.on, route.values.join(", "));
+    }
     if !p.references.is_empty() {
         let refs: Vec<String> = p.references.iter().map(|r| format!("{} ({})", r.name, r.location)).collect();
         let _ = writeln!(out, "  reference tables: {}", refs.join(", "));
@@ -307,8 +310,9 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
         Some(RegistrySpec::Glue { registry }) => json!({"glue": registry}),
     };
     let format = json!({"value": p.format.value.name(), "key": p.format.key.map(|k| k.name()), "framing": p.format.framing.map(|f| f.name()), "registry": registry});
-    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "format": format, "ingest_build": build,
-        "evolve": evolve, "changes": changes, "tables": tables}))
+    let route = p.route.as_ref().map(|r| json!({"on": r.on.to_string(), "values": r.values}));
+    Ok(json!({"valid": true, "pipeline": p.name, "topics": p.topics, "route": route, "format": format,
+        "ingest_build": build, "evolve": evolve, "changes": changes, "tables": tables}))
 }
 
 #[cfg(test)]
