@@ -414,3 +414,39 @@ def test_avro_keys_are_decoded_with_their_own_schema(floe, registry, tmp_path):
     dead = floe.table(DEAD).scan().to_arrow().to_pylist()
     assert [(d["offset"], d["error_kind"]) for d in dead] == [(20, "key")]
     assert "key (framing)" in dead[0]["reason"], dead[0]["reason"]
+
+
+V3 = {**V2, "fields": [*V2["fields"], {"name": "channel", "type": ["null", "string"], "default": None}]}
+
+
+def test_registry_evolution_takes_every_field_of_each_writer_schema(floe, registry, tmp_path):
+    """`evolve = "registry"` with one declared column: the table takes v1's fields on the first batch, then the
+    nested `ship` of v2 and the `channel` of v3 when records written with them arrive, before they are decoded; rows
+    written with every version read back exactly (older rows null in the newer columns)."""
+    path = tmp_path / "orders.toml"
+    source = f'format = "avro"\nregistry = {{ url = "{registry.url}" }}'
+    path.write_text(pipeline_text(source, [COLUMNS[0]]).replace("columns = [", 'evolve = "registry"\ncolumns = ['))
+    floe.pipeline = path
+    client = registry.client()
+    s1, s2, s3 = (AvroSerializer(client, json.dumps(v)) for v in (V1, V2, V3))
+    first = [order(i) for i in range(1, 11)]
+    floe.ingest([event([s1(o, CTX) for o in first])])
+    floe.compact()
+    names = [f.name for f in floe.table(TABLE).schema().fields]
+    assert names == ["id", "item", "price", "status", "placed_at", "tags", "note"], names
+    second = [order(i, 2) for i in range(11, 21)]
+    third = [{**order(i, 2), "channel": f"web-{i}"} for i in range(21, 31)]
+    report = floe.ingest([event([s2(o, CTX) for o in second] + [s3(o, CTX) for o in third], first_offset=10)])
+    assert report["columns_added"] == 4, report  # ship, ship.city, ship.zip, channel
+    floe.compact()
+    schema = floe.table(TABLE).schema()
+    assert [f.name for f in schema.fields] == [*names, "ship", "channel"]
+    assert str(schema.find_field("price").field_type) == "decimal(10, 2)"
+    assert str(schema.find_field("placed_at").field_type) == "timestamptz"
+    rows = floe.table(TABLE).scan().to_arrow().to_pylist()
+    got = {(r["id"], r["item"], r["price"], r["placed_at"], r["note"], (r["ship"] or {}).get("city"), r["channel"])
+           for r in rows}
+    want = {(o["id"], o["item"], o["price"], o["placed_at"], o["note"], (o.get("ship") or {}).get("city"),
+             o.get("channel")) for o in first + second + third}
+    assert got == want and len(rows) == 30
+    assert len(floe.table(DEAD).scan().to_arrow()) == 0

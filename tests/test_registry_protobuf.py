@@ -170,3 +170,32 @@ def test_glue_framed_protobuf_plain_and_zlib_lands_exactly(moto, tmp_path):
     assert dead[60][0] == "schema" and "`id`" in dead[60][1], dead[60]
     assert dead[61][0] == "framing" and "message index 7 names no message" in dead[61][1], dead[61]
     assert dead[62][0] == "framing" and "looks Confluent-framed" in dead[62][1], dead[62]
+
+
+def test_registry_evolution_takes_each_protobuf_writer_schemas_fields(floe, registry, tmp_path):
+    """`evolve = "registry"` with Protobuf: v1's fields on the first batch, v2's nested `ship` when v2 records
+    arrive (the message each value names, found by its message index)."""
+    path = tmp_path / "orders.toml"
+    source = f'format = "protobuf"\nregistry = {{ url = "{registry.url}" }}'
+    path.write_text(pipeline_text(source, [COLUMNS[0]]).replace("columns = [", 'evolve = "registry"\ncolumns = ['))
+    floe.pipeline = path
+    v1, v2 = message_class(V1, tmp_path / "v1"), message_class(V2, tmp_path / "v2")
+    client = registry.client()
+    s1, s2 = ProtobufSerializer(v1, client, {}), ProtobufSerializer(v2, client, {})
+    all_orders = orders()
+    values = [(s2 if "ship" in o else s1)(to_message(v2 if "ship" in o else v1, o), CTX) for o in all_orders]
+    floe.ingest([event(values[:30])])
+    floe.compact()
+    names = [f.name for f in floe.table("shop.orders").schema().fields]
+    assert names == ["id", "item", "price", "status", "placed_at", "tags", "note"], names
+    report = floe.ingest([event(values[30:], first_offset=30)])
+    assert report["columns_added"] == 3, report  # ship, ship.city, ship.zip
+    floe.compact()
+    table = floe.table("shop.orders")
+    assert str(table.schema().find_field("placed_at").field_type) == "timestamptz"
+    rows = table.scan().to_arrow().to_pylist()
+    got = {(r["id"], r["item"], r["status"], r["placed_at"], r["note"],
+            (r["ship"]["city"], r["ship"]["zip"]) if r["ship"] else None) for r in rows}
+    want = {(o["id"], o["item"], o["status"], o["placed_at"], o["note"],
+             (o["ship"]["city"], o["ship"]["zip"]) if o.get("ship") else None) for o in all_orders}
+    assert got == want and len(rows) == len(all_orders)

@@ -175,6 +175,14 @@ fn text_summary(p: &Pipeline, path: &Path, entries: &[Entry]) -> String {
             p.table.name
         );
     }
+    if let Evolve::Registry { max_new_columns } = p.table.evolve {
+        let _ = writeln!(
+            out,
+            "  evolve: registry: the fields of every writer schema the records name become optional columns of {} \
+             (at most {max_new_columns} beyond the declared ones)",
+            p.table.name
+        );
+    }
     if let Some(c) = &p.changes {
         let order = match &c.order_by {
             Some(o) => format!("`{o}`, then the Kafka timestamp"),
@@ -299,6 +307,7 @@ fn json_summary(p: &Pipeline, entries: &[Entry]) -> anyhow::Result<serde_json::V
     let evolve = match p.table.evolve {
         Evolve::Declared => json!({"mode": "none"}),
         Evolve::AddFields { max_new_columns } => json!({"mode": "add-fields", "max_new_columns": max_new_columns}),
+        Evolve::Registry { max_new_columns } => json!({"mode": "registry", "max_new_columns": max_new_columns}),
     };
     let changes = p
         .changes

@@ -17,9 +17,12 @@ use crate::input::changes::ChangeDecoder;
 use crate::input::dead_letter::dead_letter_batch;
 use crate::input::decode::{Decoded, RecordDecoder};
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
-use crate::input::event::{MskEvent, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
+#[cfg(feature = "sql")]
+use crate::input::event::Problem;
+use crate::input::event::{MskEvent, PartitionRecords, SourcePartition, SourceRecord, group_records};
 use crate::input::framing::schema_of;
 use crate::input::registry::{Resolved, SchemaId, SchemaRegistry, Schemas};
+use crate::input::writer_columns::WriterColumns;
 use crate::pipeline::{Evolve, Pipeline};
 use crate::state::{StageRequest, StagedContent, StagedFile};
 #[cfg(feature = "sql")]
@@ -89,6 +92,8 @@ pub struct Ingestor {
     backends: Backends,
     /// The registry's schemas, cached for the process (registry formats only).
     schemas: Option<Schemas>,
+    /// The writer schemas whose fields the table has (`evolve = "registry"`).
+    writer_columns: WriterColumns,
     dead_letter: TableWriter,
     /// The derived outputs (SQL, dedup, windows): only in builds with the `sql` feature.
     #[cfg(feature = "sql")]
@@ -152,7 +157,7 @@ impl Target {
 /// containers or earlier runs), and `wanted`'s new fields unless the table took others meanwhile that leave no
 /// room for them within `table.max_new_columns` (their records are then looked at again on the next batch).
 fn effective(file: &Pipeline, table: &TableMetadata, wanted: Option<&Pipeline>) -> Pipeline {
-    let Evolve::AddFields { max_new_columns } = file.table.evolve else { return file.clone() };
+    let Some(max_new_columns) = file.table.evolve.max_new_columns() else { return file.clone() };
     // Table columns that are declared ones under another name are not new: the column a file renames
     // (`renamed_from`), and, for an older file that names a renamed column by its former name, its new name.
     let former = crate::table::evolve::former_names(table);
@@ -253,6 +258,7 @@ impl Ingestor {
             reported: Mutex::new(HashSet::new()),
             backends: backends.clone(),
             schemas: registry.map(Schemas::new),
+            writer_columns: WriterColumns::default(),
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
         })
@@ -299,12 +305,12 @@ impl Ingestor {
         };
         let (first, last) = (first.offset, last.offset);
 
-        let (target, columns_added) = self.target_for(&group.records).await?;
+        let resolved = self.resolve_schemas(&group.records).await?;
+        let (target, columns_added) = self.target_for(&group.records, resolved.as_ref()).await?;
         report.columns_added = columns_added;
+        let schemas = resolved.as_ref().zip(self.schemas.as_ref()).map(|(r, s)| (r, s.describe()));
         // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
         #[cfg_attr(not(feature = "sql"), allow(unused_mut))]
-        let resolved = self.resolve_schemas(&group.records).await?;
-        let schemas = resolved.as_ref().zip(self.schemas.as_ref()).map(|(r, s)| (r, s.describe()));
         let Rows { mut decoded, records: rows_records, keys } = target.decode(
             &group.source,
             &group.records,
@@ -352,7 +358,7 @@ impl Ingestor {
             staged.extend(self.staged(&target.writer, &group.source, first, last, files)?);
         }
         #[cfg(not(feature = "sql"))]
-        let _ = rows_records;
+        let _ = (rows_records, now_ms);
         if let Some(keys) = keys {
             // The keys this step touched, staged with its rows: the compactor deletes what they replace.
             let layout = target.writer.layout();
@@ -438,13 +444,28 @@ impl Ingestor {
 
     /// The target side for `records`: as it is, or, with automatic evolution and fields in the records that the
     /// table lacks, after evolving the table to take them (how many columns that added, at any depth).
-    async fn target_for(&self, records: &[SourceRecord]) -> Result<(Arc<Target>, u64)> {
+    async fn target_for(&self, records: &[SourceRecord], resolved: Option<&Resolved>) -> Result<(Arc<Target>, u64)> {
         let current = self.target.read().expect("target lock").clone();
-        let Evolve::AddFields { max_new_columns } = self.pipeline.table.evolve else { return Ok((current, 0)) };
-        let used = column_count(&current.pipeline.table.columns) - column_count(&self.pipeline.table.columns);
-        let found = discover(&current.pipeline.table.columns, records, max_new_columns.saturating_sub(used));
+        let used = |current: &Target| {
+            column_count(&current.pipeline.table.columns) - column_count(&self.pipeline.table.columns)
+        };
+        let (found, merged_keys) = match (self.pipeline.table.evolve, resolved, self.pipeline.format.framing) {
+            (Evolve::AddFields { max_new_columns }, _, _) => (
+                discover(&current.pipeline.table.columns, records, max_new_columns.saturating_sub(used(&current))),
+                vec![],
+            ),
+            (Evolve::Registry { .. }, Some(resolved), Some(framing)) => {
+                let format = self.pipeline.format.value;
+                let ((theirs, skipped), keys) = self.writer_columns.unmerged(format, framing, records, resolved);
+                let mut found = merged(&current.pipeline.table.columns, &theirs);
+                found.skipped = skipped;
+                (found, keys)
+            }
+            _ => return Ok((current, 0)),
+        };
         self.report_skipped(&found.skipped);
         if found.is_empty() {
+            self.writer_columns.merged(merged_keys);
             return Ok((current, 0));
         }
         let _one_at_a_time = self.evolving.lock().await;
@@ -458,6 +479,13 @@ impl Ingestor {
         info!(table = %self.declared.name, columns_added = added, changes = ?prepared.changes, "added the records' new fields");
         let target = Arc::new(Target::new(effective, prepared.layout, &self.backends)?);
         *self.target.write().expect("target lock") = target.clone();
+        // A writer schema whose columns exceeded the budget is tried again with the next batch (and logged).
+        let kept = column_count(&target.pipeline.table.columns) >= column_count(&wanted.table.columns);
+        if kept {
+            self.writer_columns.merged(merged_keys);
+        } else {
+            warn!(table = %self.declared.name, "the writer schema's new fields exceed table.max_new_columns; not added");
+        }
         Ok((target, added as u64))
     }
 

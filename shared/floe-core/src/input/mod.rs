@@ -17,6 +17,7 @@ pub(crate) mod protobuf;
 mod protobuf_arrow;
 pub mod registry;
 pub(crate) mod shape;
+pub(crate) mod writer_columns;
 
 pub use decode::{Decoded, RecordDecoder};
 pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};

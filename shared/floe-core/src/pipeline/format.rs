@@ -208,6 +208,23 @@ impl Validator<'_> {
                 );
             }
         }
+        if let (Evolve::Registry { .. }, Some(e)) = (evolve, &raw.table.evolve)
+            && !matches!(format.value, ValueFormat::Avro | ValueFormat::Protobuf)
+        {
+            return self.err(
+                e.span(),
+                "table.evolve",
+                format!(
+                    "`registry` takes the fields of Avro and Protobuf writer schemas; format = \"{}\" {}",
+                    format.value.name(),
+                    if format.value == ValueFormat::Json {
+                        "has none (`add-fields` discovers fields of JSON values)"
+                    } else {
+                        "is decoded as JSON: declare the columns"
+                    }
+                ),
+            );
+        }
         if format.value == ValueFormat::Json {
             return Ok(());
         }
@@ -216,7 +233,8 @@ impl Validator<'_> {
                 e.span(),
                 "table.evolve",
                 format!(
-                    "`add-fields` discovers fields of plain JSON; with format = \"{}\" declare the columns",
+                    "`add-fields` discovers fields of plain JSON; with format = \"{}\" declare the columns, or take \
+                     the writer schemas' fields with `registry`",
                     format.value.name()
                 ),
             );

@@ -141,6 +141,20 @@ pub enum Evolve {
     /// values (see [`crate::input::discover`]), at most `max_new_columns` of them (counted at any depth) beyond
     /// those the pipeline file declares.
     AddFields { max_new_columns: usize },
+    /// `registry` (Avro and Protobuf): every field of the writer schemas the records name becomes an optional
+    /// column ([`crate::input::writer_columns`]), so a new schema version evolves the table before its records
+    /// are decoded; at most `max_new_columns` beyond the declared ones.
+    Registry { max_new_columns: usize },
+}
+
+impl Evolve {
+    /// How many columns (at any depth) the table may gain beyond the declared ones, when it evolves by itself.
+    pub fn max_new_columns(self) -> Option<usize> {
+        match self {
+            Evolve::Declared => None,
+            Evolve::AddFields { max_new_columns } | Evolve::Registry { max_new_columns } => Some(max_new_columns),
+        }
+    }
 }
 
 /// `table.max_new_columns` when not set.
@@ -462,28 +476,37 @@ impl Validator<'_> {
     }
 
     fn evolve(&self, t: &RawTable) -> Result<Evolve> {
-        let add = match &t.evolve {
-            None => false,
+        let mode = match &t.evolve {
+            None => "none",
             Some(v) => match v.get_ref().as_str() {
-                "none" => false,
-                "add-fields" => true,
+                m @ ("none" | "add-fields" | "registry") => m,
                 other => {
-                    return self.err(v.span(), "table.evolve", format!("`{other}` is not `none` or `add-fields`"));
+                    return self.err(
+                        v.span(),
+                        "table.evolve",
+                        format!("`{other}` is not `none`, `add-fields` or `registry`"),
+                    );
                 }
             },
         };
-        match (&t.max_new_columns, add) {
-            (Some(m), false) => {
-                self.err(m.span(), "table.max_new_columns", "applies only with evolve = \"add-fields\"")
+        let max = match (&t.max_new_columns, mode) {
+            (Some(m), "none") => {
+                return self.err(
+                    m.span(),
+                    "table.max_new_columns",
+                    "applies only with evolve = \"add-fields\" or \"registry\"",
+                );
             }
-            (Some(m), true) if !(1..=1000).contains(m.get_ref()) => {
-                self.err(m.span(), "table.max_new_columns", "must be between 1 and 1000")
+            (Some(m), _) if !(1..=1000).contains(m.get_ref()) => {
+                return self.err(m.span(), "table.max_new_columns", "must be between 1 and 1000");
             }
-            (m, true) => Ok(Evolve::AddFields {
-                max_new_columns: m.as_ref().map_or(DEFAULT_MAX_NEW_COLUMNS, |m| *m.get_ref()) as usize,
-            }),
-            (None, false) => Ok(Evolve::Declared),
-        }
+            (m, _) => m.as_ref().map_or(DEFAULT_MAX_NEW_COLUMNS, |m| *m.get_ref()) as usize,
+        };
+        Ok(match mode {
+            "add-fields" => Evolve::AddFields { max_new_columns: max },
+            "registry" => Evolve::Registry { max_new_columns: max },
+            _ => Evolve::Declared,
+        })
     }
 
     fn column(&self, i: usize, c: &RawColumn) -> Result<Column> {

@@ -357,3 +357,23 @@ fn every_example_pipeline_is_valid() {
     }
     assert!(checked >= 4, "only {checked} examples found in {}", dir.display());
 }
+
+#[test]
+fn registry_evolution_needs_a_binary_registry_format() {
+    let with = |source: &str, evolve: &str| {
+        MINIMAL
+            .replace(r#"topics = ["t"]"#, &format!("topics = [\"t\"]\n{source}"))
+            .replace("[table]\n", &format!("[table]\nevolve = \"{evolve}\"\n"))
+    };
+    let p =
+        Pipeline::parse(&with("format = \"avro\"\nregistry = { url = \"http://r:1\" }", "registry"), "p.toml").unwrap();
+    assert_eq!(p.table.evolve, Evolve::Registry { max_new_columns: DEFAULT_MAX_NEW_COLUMNS as usize });
+    let e = err(&with("", "registry"));
+    assert!(e.contains("`table.evolve`: `registry` takes the fields of Avro and Protobuf writer schemas"), "{e}");
+    let e = err(&with("format = \"json-schema\"\nregistry = { url = \"http://r:1\" }", "registry"));
+    assert!(e.contains("is decoded as JSON: declare the columns"), "{e}");
+    let e = err(&with("format = \"protobuf\"\nregistry = { url = \"http://r:1\" }", "add-fields"));
+    assert!(e.contains("or take the writer schemas' fields with `registry`"), "{e}");
+    let e = err(&with("", "everything"));
+    assert!(e.contains("`everything` is not `none`, `add-fields` or `registry`"), "{e}");
+}
