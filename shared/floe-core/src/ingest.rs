@@ -308,6 +308,14 @@ impl Ingestor {
         let resolved = self.resolve_schemas(&group.records).await?;
         let (target, columns_added) = self.target_for(&group.records, resolved.as_ref()).await?;
         report.columns_added = columns_added;
+        if target.pipeline.table.columns.is_empty() {
+            // `evolve = "registry"` without declared columns, and no writer schema gave one: nothing to write.
+            for r in group.records.iter_mut().filter(|r| r.problem.is_none()) {
+                let reason = "the table has no columns yet: no field of the writer schema maps to a column (the \
+                              skipped fields are logged)";
+                r.problem = Some(crate::input::event::Problem { kind: "schema", reason: reason.into() });
+            }
+        }
         let schemas = resolved.as_ref().zip(self.schemas.as_ref()).map(|(r, s)| (r, s.describe()));
         // Mutable for the outputs' transform failures, which become dead letters (builds with `sql`).
         #[cfg_attr(not(feature = "sql"), allow(unused_mut))]

@@ -368,8 +368,12 @@ impl Validator<'_> {
             }
             columns.push(column);
         }
-        if columns.is_empty() {
-            return self.err(raw.table.columns.span(), "table.columns", "declare at least one column");
+        if columns.is_empty() && !matches!(evolve, Evolve::Registry { .. }) {
+            return self.err(
+                raw.table.columns.span(),
+                "table.columns",
+                "declare at least one column (only `evolve = \"registry\"` takes them all from the writer schemas)",
+            );
         }
         self.check_paths_disjoint(&raw.table.columns, &columns)?;
         self.check_renames(&raw.table.columns, &columns)?;

@@ -374,6 +374,11 @@ fn registry_evolution_needs_a_binary_registry_format() {
     assert!(e.contains("is decoded as JSON: declare the columns"), "{e}");
     let e = err(&with("format = \"protobuf\"\nregistry = { url = \"http://r:1\" }", "add-fields"));
     assert!(e.contains("or take the writer schemas' fields with `registry`"), "{e}");
+    let none = with("format = \"avro\"\nregistry = { url = \"http://r:1\" }", "registry")
+        .replace("[[table.columns]]\nname = \"id\"\ntype = \"long\"\n", "columns = []\n");
+    assert!(Pipeline::parse(&none, "p.toml").unwrap().table.columns.is_empty(), "all columns from the registry");
+    let e = err(&none.replace("evolve = \"registry\"\n", ""));
+    assert!(e.contains("`table.columns`: declare at least one column"), "{e}");
     let e = err(&with("", "everything"));
     assert!(e.contains("`everything` is not `none`, `add-fields` or `registry`"), "{e}");
 }
