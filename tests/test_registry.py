@@ -452,3 +452,31 @@ def test_registry_evolution_takes_every_field_of_each_writer_schema(floe, regist
              o.get("channel")) for o in first + second + third}
     assert got == want and len(rows) == 30
     assert len(floe.table(DEAD).scan().to_arrow()) == 0
+
+
+ADDRESS = {"type": "record", "name": "Address", "namespace": "common",
+           "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"], "default": None}]}
+WITH_REFERENCE = {"type": "record", "name": "Order", "namespace": "shop", "fields": [
+    {"name": "id", "type": "long"}, {"name": "ship", "type": ["null", "common.Address"], "default": None}]}
+
+
+def test_avro_schema_references_are_resolved(floe, registry, tmp_path):
+    """An Avro schema using a named type registered under its own subject (a Confluent schema reference),
+    serialized by confluent-kafka's AvroSerializer: floe fetches the reference and decodes with both."""
+    from confluent_kafka.schema_registry import Schema, SchemaReference
+
+    client = registry.client()
+    client.register_schema("common.Address", Schema(json.dumps(ADDRESS), "AVRO"))
+    schema = Schema(json.dumps(WITH_REFERENCE), "AVRO", [SchemaReference("common.Address", "common.Address", 1)])
+    serializer = AvroSerializer(client, schema)
+    docs = [{"id": i, "ship": None if i % 3 == 0 else {"city": f"c{i}", "zip": None}} for i in range(1, 10)]
+    values = [serializer(d, CTX) for d in docs]
+    assert client.get_schema(int.from_bytes(values[0][1:5], "big")).references, "registered with a reference"
+    path = tmp_path / "orders.toml"
+    columns = [COLUMNS[0], '{ name = "city", type = "string", from = "$.ship.city" }']
+    path.write_text(pipeline_text(f'format = "avro"\nregistry = {{ url = "{registry.url}" }}', columns))
+    floe.pipeline = path
+    floe.ingest([event(values)])
+    floe.compact()
+    rows = floe.table(TABLE).scan().to_arrow().to_pylist()
+    assert sorted((r["id"], r["city"]) for r in rows) == [(d["id"], (d["ship"] or {}).get("city")) for d in docs]

@@ -199,3 +199,55 @@ def test_registry_evolution_takes_each_protobuf_writer_schemas_fields(floe, regi
     want = {(o["id"], o["item"], o["status"], o["placed_at"], o["note"],
              (o["ship"]["city"], o["ship"]["zip"]) if o.get("ship") else None) for o in all_orders}
     assert got == want and len(rows) == len(all_orders)
+
+
+COMMON = """syntax = "proto3";
+package common;
+
+message Address {
+  string city = 1;
+  string country = 2;
+}
+"""
+WITH_IMPORT = """syntax = "proto3";
+package shop;
+
+import "common/address.proto";
+
+message Order {
+  int64 id = 1;
+  common.Address ship_to = 2;
+}
+"""
+
+
+def test_protobuf_schema_references_are_resolved(floe, registry, tmp_path):
+    """A schema importing another file: confluent-kafka's ProtobufSerializer registers the import under its own
+    subject and the schema with a reference to it; floe fetches the reference by subject and version and compiles
+    both."""
+    folder = tmp_path / "proto"
+    (folder / "common").mkdir(parents=True)
+    (folder / "common" / "address.proto").write_text(COMMON)
+    (folder / "orders.proto").write_text(WITH_IMPORT)
+    out = folder / "orders.pb"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", "--include_imports",
+                    f"--descriptor_set_out={out}", "orders.proto"], check=True)
+    pool = descriptor_pool.DescriptorPool()
+    for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
+        pool.Add(f)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+    serializer = ProtobufSerializer(cls, registry.client(), {})
+    values = [serializer(cls(id=i, ship_to={"city": f"c{i}", "country": "NO"}), CTX) for i in range(1, 6)]
+    registered = registry.client().get_schema(int.from_bytes(values[0][1:5], "big"))
+    assert [r.name for r in registered.references] == ["common/address.proto"], registered.references
+    path = tmp_path / "orders.toml"
+    columns = ['{ name = "id", type = "long", required = true }',
+               '{ name = "ship_to", type = "struct<city: string, country: string>" }']
+    path.write_text(pipeline_text(f'format = "protobuf"\nregistry = {{ url = "{registry.url}" }}', columns))
+    floe.pipeline = path
+    floe.ingest([event(values)])
+    floe.compact()
+    rows = floe.table("shop.orders").scan().to_arrow().to_pylist()
+    assert sorted((r["id"], r["ship_to"]["city"], r["ship_to"]["country"]) for r in rows) == [
+        (i, f"c{i}", "NO") for i in range(1, 6)
+    ]

@@ -65,7 +65,7 @@ fn fixture(format: Format) -> &'static Fixture {
         let good: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
         let mut resolved = Resolved::new();
         for (local, id) in [SchemaId::Confluent(2), SchemaId::Glue(UUID)].into_iter().enumerate() {
-            let schema = RegisteredSchema { kind, text: text.clone() };
+            let schema = RegisteredSchema::new(kind, text.clone());
             resolved.insert(id, Some(Arc::new(KnownSchema { id, local: local as u32, schema })));
         }
         let decoder = |source: &str| {

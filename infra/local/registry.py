@@ -105,9 +105,9 @@ def _index(schema, names: dict, namespace: str | None = None):
 class _Resolver:
     """Can data written with `writer` be read with `reader`?"""
 
-    def __init__(self, reader, writer):
-        self.rnames: dict = {}
-        self.wnames: dict = {}
+    def __init__(self, reader, writer, rnames: dict | None = None, wnames: dict | None = None):
+        self.rnames: dict = dict(rnames or {})  # named types from the schemas' references
+        self.wnames: dict = dict(wnames or {})
         _index(reader, self.rnames)
         _index(writer, self.wnames)
         self.seen: set = set()
@@ -197,8 +197,8 @@ class _Resolver:
         return ok
 
 
-def avro_problems(reader: str, writer: str) -> list[str]:
-    resolver = _Resolver(json.loads(reader), json.loads(writer))
+def avro_problems(reader: str, writer: str, rnames: dict | None = None, wnames: dict | None = None) -> list[str]:
+    resolver = _Resolver(json.loads(reader), json.loads(writer), rnames, wnames)
     resolver.can_read(json.loads(reader), json.loads(writer), "$")
     return resolver.problems
 
@@ -237,13 +237,24 @@ class Registry:
                 parsed = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ApiError(422, 42201, f"Invalid schema: {e}") from None
+            refs = tuple((r["name"], r["subject"], int(r["version"])) for r in body.get("references") or [])
             if kind == "AVRO":
-                _index(parsed, {})
+                _index(parsed, self.referenced_names(refs))
             text = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
         elif kind != "PROTOBUF":
             raise ApiError(422, 42201, f"Invalid schema type {kind}")
         refs = tuple((r["name"], r["subject"], int(r["version"])) for r in body.get("references") or [])
         return kind, text, refs
+
+    def referenced_names(self, refs) -> dict:
+        """The Avro named types that references (name, subject, version) define, through their own references."""
+        names: dict = {}
+        for _, subject, version in refs:
+            s = self.schema(self.version(subject, str(version))["id"])
+            inner = tuple((r["name"], r["subject"], int(r["version"])) for r in s["references"])
+            names.update(self.referenced_names(inner))
+            _index(json.loads(s["schema"]), names)
+        return names
 
     def schema(self, schema_id: int) -> dict:
         if not 1 <= schema_id <= len(self.schemas):
@@ -282,12 +293,17 @@ class Registry:
         olds = against if level.endswith("_TRANSITIVE") else against[-1:]
         new = body["schema"]
         problems = []
+        new_names = self.referenced_names(self._canonical(body)[2])
         for old_id in olds:
-            old = self.schema(old_id)["schema"]
+            old_schema = self.schema(old_id)
+            old = old_schema["schema"]
+            old_names = self.referenced_names(
+                tuple((r["name"], r["subject"], int(r["version"])) for r in old_schema["references"])
+            )
             if level.startswith(("BACKWARD", "FULL")):
-                problems += [f"reading v{old_id}: {p}" for p in avro_problems(new, old)]
+                problems += [f"reading v{old_id}: {p}" for p in avro_problems(new, old, new_names, old_names)]
             if level.startswith(("FORWARD", "FULL")):
-                problems += [f"read by v{old_id}: {p}" for p in avro_problems(old, new)]
+                problems += [f"read by v{old_id}: {p}" for p in avro_problems(old, new, old_names, new_names)]
         return problems
 
     def register(self, subject: str, body: dict) -> dict:

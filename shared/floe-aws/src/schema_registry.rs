@@ -79,7 +79,7 @@ impl SchemaRegistry for GlueSchemaRegistry {
             other => return Err(self.error(format!("schema version {version} has data format {other:?}"), false)),
         };
         let text = out.schema_definition().unwrap_or_default().to_string();
-        Ok(Some(RegisteredSchema { kind, text }))
+        Ok(Some(RegisteredSchema::new(kind, text)))
     }
 
     fn describe(&self) -> String {

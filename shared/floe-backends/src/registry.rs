@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use floe_core::{Pipeline, RegisteredSchema, RegistrySpec, SchemaId, SchemaKind, SchemaRegistry};
+use floe_core::{Pipeline, RegisteredSchema, RegistrySpec, SchemaId, SchemaKind, SchemaReference, SchemaRegistry};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -94,6 +94,7 @@ pub struct ConfluentRegistry {
     auth: Option<(String, String)>,
 }
 
+/// `GET /schemas/ids/{id}` and `GET /subjects/{subject}/versions/{version}` (the fields floe reads).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SchemaById {
@@ -101,8 +102,18 @@ struct SchemaById {
     #[serde(default)]
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<serde_json::Value>,
+    references: Vec<ReferenceEntry>,
 }
+
+#[derive(Deserialize)]
+struct ReferenceEntry {
+    name: String,
+    subject: String,
+    version: i64,
+}
+
+/// References deeper than this are a cycle or a mistake, not a schema.
+const MAX_REFERENCE_DEPTH: usize = 16;
 
 impl ConfluentRegistry {
     pub fn new(base: &str, auth: Option<(String, String)>) -> Result<ConfluentRegistry> {
@@ -112,6 +123,44 @@ impl ConfluentRegistry {
             .build()
             .map_err(|e| Error::Settings { var: "source.registry.url".into(), message: e.to_string() })?;
         Ok(ConfluentRegistry { base: base.trim_end_matches('/').to_string(), client, auth })
+    }
+
+    /// A registry answer as a schema, with its references fetched (by subject and version) and resolved.
+    fn parse<'a>(
+        &'a self,
+        body: &'a str,
+        what: &'a str,
+        depth: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = floe_core::Result<RegisteredSchema>> + Send + 'a>> {
+        Box::pin(async move {
+            let parsed: SchemaById = serde_json::from_str(body)
+                .map_err(|e| self.error(format!("{what}: unexpected answer ({e})"), false))?;
+            let kind = match parsed.schema_type.as_deref().unwrap_or("AVRO") {
+                "AVRO" => SchemaKind::Avro,
+                "PROTOBUF" => SchemaKind::Protobuf,
+                "JSON" => SchemaKind::JsonSchema,
+                other => return Err(self.error(format!("{what} has unknown schemaType {other}"), false)),
+            };
+            let mut schema = RegisteredSchema::new(kind, parsed.schema);
+            for r in parsed.references {
+                if depth >= MAX_REFERENCE_DEPTH {
+                    return Err(self.error(format!("{what}: references nest deeper than {MAX_REFERENCE_DEPTH}"), false));
+                }
+                let path = format!("subjects/{}/versions/{}", urlencode(&r.subject), r.version);
+                let referenced = format!("{what}'s reference {} (subject {} version {})", r.name, r.subject, r.version);
+                let inner = match self.get(&path).await? {
+                    Some(body) => self.parse(&body, &referenced, depth + 1).await?,
+                    // A referenced version the registry lost: the schema cannot be read, so its records become
+                    // dead letters saying so (an empty text is a missing reference to the decoders).
+                    None => {
+                        tracing::warn!(reference = %referenced, "a referenced schema is not in the registry");
+                        RegisteredSchema::new(kind, String::new())
+                    }
+                };
+                schema.references.push(SchemaReference { name: r.name, schema: inner });
+            }
+            Ok(schema)
+        })
     }
 
     fn error(&self, message: String, retryable: bool) -> floe_core::Error {
@@ -162,23 +211,23 @@ impl ConfluentRegistry {
     }
 }
 
+/// A subject in a URL path (subjects may hold `/`, `:` and other characters a path cannot carry as they are).
+fn urlencode(subject: &str) -> String {
+    subject
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl SchemaRegistry for ConfluentRegistry {
     async fn schema(&self, id: SchemaId) -> floe_core::Result<Option<RegisteredSchema>> {
         let SchemaId::Confluent(n) = id else { return Ok(None) };
         let Some(body) = self.get(&format!("schemas/ids/{n}")).await? else { return Ok(None) };
-        let parsed: SchemaById = serde_json::from_str(&body)
-            .map_err(|e| self.error(format!("schema id {n}: unexpected answer ({e})"), false))?;
-        let kind = match parsed.schema_type.as_deref().unwrap_or("AVRO") {
-            "AVRO" => SchemaKind::Avro,
-            "PROTOBUF" => SchemaKind::Protobuf,
-            "JSON" => SchemaKind::JsonSchema,
-            other => return Err(self.error(format!("schema id {n} has unknown schemaType {other}"), false)),
-        };
-        if !parsed.references.is_empty() {
-            tracing::warn!(schema_id = n, "the schema has references, which floe does not resolve yet");
-        }
-        Ok(Some(RegisteredSchema { kind, text: parsed.schema }))
+        Ok(Some(self.parse(&body, &format!("schema id {n}"), 0).await?))
     }
 
     fn describe(&self) -> String {

@@ -76,7 +76,7 @@ pub struct StaticRegistry(pub SchemaKind, pub String);
 #[async_trait]
 impl SchemaRegistry for StaticRegistry {
     async fn schema(&self, id: SchemaId) -> floe_core::Result<Option<RegisteredSchema>> {
-        Ok((id == SchemaId::Confluent(SCHEMA_ID)).then(|| RegisteredSchema { kind: self.0, text: self.1.clone() }))
+        Ok((id == SchemaId::Confluent(SCHEMA_ID)).then(|| RegisteredSchema::new(self.0, self.1.clone())))
     }
 
     fn describe(&self) -> String {

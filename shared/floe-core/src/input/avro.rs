@@ -17,9 +17,10 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaSt
 use arrow_schema::SchemaRef;
 
 use crate::error::Result;
+use crate::input::avro_refs::self_contained;
 use crate::input::event::Problem;
 use crate::input::framing::{Body, bodies};
-use crate::input::registry::{Resolved, SchemaKind};
+use crate::input::registry::{RegisteredSchema, Resolved, SchemaKind};
 use crate::input::shape::{ValueRows, ValueShape};
 use crate::pipeline::Framing;
 
@@ -47,14 +48,16 @@ impl AvroValues {
     pub(crate) fn decode(&self, inputs: &[(usize, &[u8])], resolved: &Resolved, registry: &str) -> Result<ValueRows> {
         let mut out = ValueRows::default();
         let mut bodies = bodies(self.framing, inputs, resolved, registry, SchemaKind::Avro, &mut out.rejects);
-        let schemas: HashMap<u32, &str> =
-            bodies.iter().map(|b| (b.schema.local, b.schema.schema.text.as_str())).collect();
+        let schemas: HashMap<u32, &RegisteredSchema> =
+            bodies.iter().map(|b| (b.schema.local, &b.schema.schema)).collect();
         // A schema arrow-avro cannot read rejects its records, not the batch.
         let mut usable: HashMap<u32, AvroSchema> = HashMap::new();
-        for (&local, &text) in &schemas {
-            let schema = AvroSchema::new(text.to_string());
-            match new_decoder(&[(local, schema.clone())], 1) {
-                Ok(_) => {
+        for (&local, &registered) in &schemas {
+            let schema = self_contained(registered)
+                .map_err(arrow_schema::ArrowError::SchemaError)
+                .map(|text| AvroSchema::new(text.into_owned()));
+            match schema.and_then(|schema| new_decoder(&[(local, schema.clone())], 1).map(|_| schema)) {
+                Ok(schema) => {
                     usable.insert(local, schema);
                 }
                 Err(e) => {
@@ -153,7 +156,7 @@ impl AvroValues {
     }
 }
 
-fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+pub(crate) fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, arrow_schema::ArrowError> {
     let mut schemas = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
     for (local, schema) in store {
         schemas.set(Fingerprint::Id(*local), schema.clone())?;

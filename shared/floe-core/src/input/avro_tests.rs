@@ -27,7 +27,7 @@ fn fixture() -> Fixture {
     let mut resolved = Resolved::new();
     for (n, (id, text)) in f["schemas"].as_object().unwrap().iter().enumerate() {
         let id = SchemaId::Confluent(id.parse().unwrap());
-        let schema = RegisteredSchema { kind: SchemaKind::Avro, text: text.as_str().unwrap().to_string() };
+        let schema = RegisteredSchema::new(SchemaKind::Avro, text.as_str().unwrap().to_string());
         resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 100 + n as u32, schema })));
     }
     let values = f["values"].as_array().unwrap().iter().map(|v| hex(v.as_str().unwrap())).collect();
@@ -151,10 +151,10 @@ fn a_missing_required_field_and_a_schema_of_another_kind_are_rejected() {
     };
     let mut resolved = f.resolved.clone();
     let id = SchemaId::Confluent(7);
-    let schema = RegisteredSchema { kind: SchemaKind::Avro, text: without_item.to_string() };
+    let schema = RegisteredSchema::new(SchemaKind::Avro, without_item.to_string());
     resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 7, schema })));
     let id = SchemaId::Confluent(8);
-    let schema = RegisteredSchema { kind: SchemaKind::Protobuf, text: "syntax = \"proto3\";".into() };
+    let schema = RegisteredSchema::new(SchemaKind::Protobuf, "syntax = \"proto3\";".into());
     resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 8, schema })));
     // A v1 body without the item field: id (zigzag 1 = 2), then the rest of record 1 after its item.
     let body = &f.values[0][5..];

@@ -6,6 +6,7 @@
 //! the reason ([`dead_letter`]).
 
 pub(crate) mod avro;
+mod avro_refs;
 pub(crate) mod changes;
 pub(crate) mod conform;
 pub(crate) mod dead_letter;
@@ -21,4 +22,6 @@ pub(crate) mod writer_columns;
 
 pub use decode::{Decoded, RecordDecoder};
 pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
-pub use registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind, SchemaRegistry, Schemas, uuid_text};
+pub use registry::{
+    KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind, SchemaReference, SchemaRegistry, Schemas, uuid_text,
+};

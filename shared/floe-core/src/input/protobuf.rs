@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::input::event::Problem;
 use crate::input::framing::{Body, bodies};
 use crate::input::protobuf_arrow::message_array;
-use crate::input::registry::{KnownSchema, Resolved, SchemaKind};
+use crate::input::registry::{KnownSchema, RegisteredSchema, Resolved, SchemaKind};
 use crate::input::shape::{ValueRows, ValueShape};
 use crate::pipeline::Framing;
 
@@ -115,7 +115,7 @@ impl ProtobufValues {
         cache
             .entry(known.local)
             .or_insert_with(|| {
-                Compiled::new(&known.schema.text)
+                Compiled::from_schema(&known.schema)
                     .map(Arc::new)
                     .map_err(|e| format!("{} cannot be compiled as Protobuf: {e}", known.id))
             })
@@ -127,25 +127,41 @@ impl ProtobufValues {
 const SCHEMA_FILE: &str = "registered.proto";
 
 impl Compiled {
-    /// Compile a registered schema: `.proto` text, or a base64 `FileDescriptorProto`. Imports of the well-known
-    /// types (`google/protobuf/*.proto`) resolve; other imports are schema references, not supported yet.
+    /// Compile registered schema text without references: `.proto` text, or a base64 `FileDescriptorProto`.
     pub(crate) fn new(text: &str) -> std::result::Result<Compiled, String> {
-        let file = match descriptor_proto(text) {
+        Self::from_schema(&RegisteredSchema::new(SchemaKind::Protobuf, text.to_string()))
+    }
+
+    /// Compile a registered schema and the files it imports: the well-known types (`google/protobuf/*.proto`,
+    /// built in) and its schema references (each served under the import path it is referenced by).
+    pub(crate) fn from_schema(schema: &RegisteredSchema) -> std::result::Result<Compiled, String> {
+        let file = match descriptor_proto(&schema.text) {
             Some(file) => file,
-            None => File::from_source(SCHEMA_FILE, text).map_err(|e| e.to_string())?,
+            None => File::from_source(SCHEMA_FILE, &schema.text).map_err(|e| e.to_string())?,
         };
         let name = match file.name() {
             "" => SCHEMA_FILE.to_string(),
             name => name.to_string(),
         };
+        let mut files = vec![(name.clone(), file)];
+        for r in schema.dependencies() {
+            if r.schema.text.is_empty() {
+                return Err(format!("the imported schema `{}` is not in the registry", r.name));
+            }
+            let file = match descriptor_proto(&r.schema.text) {
+                Some(file) => file,
+                None => File::from_source(&r.name, &r.schema.text).map_err(|e| format!("{}: {e}", r.name))?,
+            };
+            files.push((r.name.clone(), file));
+        }
         let mut resolver = ChainFileResolver::new();
-        resolver.add(Registered { name: name.clone(), file });
+        resolver.add(Registered { files });
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true);
         compiler.open_file(&name).map_err(|e| {
             if e.is_file_not_found() || e.to_string().contains("not found") {
-                format!("{e} (imports other than google/protobuf/*.proto are schema references, not supported yet)")
+                format!("{e} (an import must be a well-known type or one of the schema's references)")
             } else {
                 e.to_string()
             }
@@ -243,15 +259,17 @@ fn descriptor_proto(text: &str) -> Option<File> {
     File::decode_file_descriptor_proto(bytes.as_slice()).ok()
 }
 
-/// Serves the registered file to the compiler under its name.
+/// Serves the registered file and its references to the compiler, each under its name.
 struct Registered {
-    name: String,
-    file: File,
+    files: Vec<(String, File)>,
 }
 
 impl FileResolver for Registered {
     fn open_file(&self, name: &str) -> std::result::Result<File, protox::Error> {
-        if name == self.name { Ok(self.file.clone()) } else { Err(protox::Error::file_not_found(name)) }
+        match self.files.iter().find(|(n, _)| n == name) {
+            Some((_, file)) => Ok(file.clone()),
+            None => Err(protox::Error::file_not_found(name)),
+        }
     }
 }
 

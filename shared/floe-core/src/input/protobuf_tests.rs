@@ -36,7 +36,7 @@ fn fixture() -> Fixture {
         let mut resolved = Resolved::new();
         for (n, (id, text)) in f[key].as_object().unwrap().iter().enumerate() {
             let id = SchemaId::Confluent(id.parse().unwrap());
-            let schema = RegisteredSchema { kind: SchemaKind::Protobuf, text: text.as_str().unwrap().to_string() };
+            let schema = RegisteredSchema::new(SchemaKind::Protobuf, text.as_str().unwrap().to_string());
             resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 100 + n as u32, schema })));
         }
         resolved
@@ -144,7 +144,7 @@ fn glue_framed_values_name_the_message_by_its_sorted_index() {
         PIPELINE.replace("{ url = \"http://registry.test:8081\" }", "{ glue = \"shop\" }\nframing = \"glue\"");
     let text = f.texts[&SchemaId::Confluent(1)].as_ref().unwrap().schema.text.clone();
     let id = SchemaId::Glue(f.glue_uuid);
-    let schema = RegisteredSchema { kind: SchemaKind::Protobuf, text };
+    let schema = RegisteredSchema::new(SchemaKind::Protobuf, text);
     let resolved = Resolved::from([(id, Some(Arc::new(KnownSchema { id, local: 3, schema })))]);
     let out = decode_in(&pipeline, &f.glue, &resolved);
     assert!(out.rejects.is_empty(), "{:?}", out.rejects);
@@ -232,11 +232,11 @@ fn values_the_columns_cannot_hold_reject_their_rows_only() {
     let mut resolved = f.resolved.clone();
     for (n, text) in [(7, "syntax = \"proto3\"; message { }"), (8, "syntax = \"proto3\"; import \"other.proto\";")] {
         let id = SchemaId::Confluent(n);
-        let schema = RegisteredSchema { kind: SchemaKind::Protobuf, text: text.into() };
+        let schema = RegisteredSchema::new(SchemaKind::Protobuf, text.into());
         resolved.insert(id, Some(Arc::new(KnownSchema { id, local: n, schema })));
     }
     let id = SchemaId::Confluent(9);
-    let schema = RegisteredSchema { kind: SchemaKind::Avro, text: "\"string\"".into() };
+    let schema = RegisteredSchema::new(SchemaKind::Avro, "\"string\"".into());
     resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 9, schema })));
     let values = vec![
         framed(&far),
@@ -263,7 +263,11 @@ fn values_the_columns_cannot_hold_reject_their_rows_only() {
     );
     assert!(reason(1).contains("field `$.price`"), "{}", reason(1));
     assert!(reason(2).contains("schema id 7 cannot be compiled as Protobuf"), "{}", reason(2));
-    assert!(reason(3).contains("schema references, not supported yet"), "{}", reason(3));
+    assert!(
+        reason(3).contains("an import must be a well-known type or one of the schema's references"),
+        "{}",
+        reason(3)
+    );
     assert!(reason(4).contains("is registered as Avro; this pipeline reads Protobuf"), "{}", reason(4));
     assert_eq!(ids(&out), vec![3, 4]);
 }
@@ -320,7 +324,7 @@ columns = [
 ]
 "#;
     let id = SchemaId::Confluent(1);
-    let schema = RegisteredSchema { kind: SchemaKind::Protobuf, text: schema.into() };
+    let schema = RegisteredSchema::new(SchemaKind::Protobuf, schema.into());
     let resolved = Resolved::from([(id, Some(Arc::new(KnownSchema { id, local: 1, schema })))]);
     let value = [&[0, 0, 0, 0, 1, 2, 2][..], &msg.encode_to_vec()].concat();
     let out = decode_in(pipeline, &[value], &resolved);

@@ -60,6 +60,38 @@ pub struct RegisteredSchema {
     pub kind: SchemaKind,
     /// The schema text (Avro JSON, `.proto` source or JSON Schema).
     pub text: String,
+    /// The schemas it references (Confluent schema references), resolved by the registry client: each under the
+    /// name the schema uses for it (an Avro type's full name, a Protobuf import path), dependencies first.
+    pub references: Vec<SchemaReference>,
+}
+
+/// A referenced schema, under the name the referencing schema uses for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReference {
+    pub name: String,
+    pub schema: RegisteredSchema,
+}
+
+impl RegisteredSchema {
+    /// A schema without references.
+    pub fn new(kind: SchemaKind, text: String) -> RegisteredSchema {
+        RegisteredSchema { kind, text, references: Vec::new() }
+    }
+
+    /// Every schema it references, transitively, each once, dependencies before the schemas using them.
+    pub fn dependencies(&self) -> Vec<&SchemaReference> {
+        fn walk<'a>(schema: &'a RegisteredSchema, out: &mut Vec<&'a SchemaReference>) {
+            for r in &schema.references {
+                walk(&r.schema, out);
+                if !out.iter().any(|o| o.name == r.name) {
+                    out.push(r);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
 }
 
 /// A schema registry client. Implementations bound each call with timeouts and retries and map errors
@@ -141,7 +173,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(match id {
                 SchemaId::Confluent(n) if n < 10 => {
-                    Some(RegisteredSchema { kind: SchemaKind::Avro, text: format!("\"long\" /* {n} */") })
+                    Some(RegisteredSchema::new(SchemaKind::Avro, format!("\"long\" /* {n} */")))
                 }
                 _ => None,
             })

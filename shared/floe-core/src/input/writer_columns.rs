@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::Value;
 
+use crate::input::avro_refs::self_contained;
 use crate::input::discover::valid_name;
 use crate::input::event::SourceRecord;
 use crate::input::framing::unframe;
 use crate::input::protobuf::Compiled;
-use crate::input::registry::{Resolved, SchemaKind};
+use crate::input::registry::{RegisteredSchema, Resolved, SchemaKind};
 use crate::pipeline::{ColumnType, Framing, StructField, ValueFormat};
 
 /// Top-level columns (name, type), and the fields skipped as `path: reason`.
@@ -53,10 +54,10 @@ impl WriterColumns {
                         continue;
                     }
                     keys.push(key);
-                    avro_columns(&known.schema.text)
+                    self_contained(&known.schema).map_err(|e| e.to_string()).and_then(|text| avro_columns(&text))
                 }
                 (ValueFormat::Protobuf, SchemaKind::Protobuf) => {
-                    let Some(compiled) = self.compiled(known.local, &known.schema.text) else { continue };
+                    let Some(compiled) = self.compiled(known.local, &known.schema) else { continue };
                     let Ok((message, _)) = compiled.select(framing, &framed.body) else { continue };
                     let key = (known.local, message.full_name().to_string());
                     if done.contains(&key) || keys.contains(&key) {
@@ -87,9 +88,9 @@ impl WriterColumns {
         self.merged.lock().expect("merged lock").extend(keys);
     }
 
-    fn compiled(&self, local: u32, text: &str) -> Option<Arc<Compiled>> {
+    fn compiled(&self, local: u32, schema: &RegisteredSchema) -> Option<Arc<Compiled>> {
         let mut cache = self.compiled.lock().expect("compiled lock");
-        cache.entry(local).or_insert_with(|| Compiled::new(text).ok().map(Arc::new)).clone()
+        cache.entry(local).or_insert_with(|| Compiled::from_schema(schema).ok().map(Arc::new)).clone()
     }
 }
 

@@ -231,7 +231,7 @@ fn json_schema_values_are_unframed_then_decoded_as_json() {
     let d = RecordDecoder::new(&p, &TableLayout::target(&p, "file:///wh").unwrap()).unwrap();
     let mut resolved = Resolved::new();
     for (id, kind) in [(3, SchemaKind::JsonSchema), (4, SchemaKind::Avro)] {
-        let schema = RegisteredSchema { kind, text: "{}".into() };
+        let schema = RegisteredSchema::new(kind, "{}".into());
         let id = SchemaId::Confluent(id);
         resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 0, schema })));
     }
