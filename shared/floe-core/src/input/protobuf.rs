@@ -127,11 +127,6 @@ impl ProtobufValues {
 const SCHEMA_FILE: &str = "registered.proto";
 
 impl Compiled {
-    /// Compile registered schema text without references: `.proto` text, or a base64 `FileDescriptorProto`.
-    pub(crate) fn new(text: &str) -> std::result::Result<Compiled, String> {
-        Self::from_schema(&RegisteredSchema::new(SchemaKind::Protobuf, text.to_string()))
-    }
-
     /// Compile a registered schema and the files it imports: the well-known types (`google/protobuf/*.proto`,
     /// built in) and its schema references (each served under the import path it is referenced by).
     pub(crate) fn from_schema(schema: &RegisteredSchema) -> std::result::Result<Compiled, String> {
@@ -275,6 +270,11 @@ impl FileResolver for Registered {
 
 #[cfg(test)]
 impl Compiled {
+    /// Compile registered schema text without references: `.proto` text, or a base64 `FileDescriptorProto`.
+    pub(crate) fn new(text: &str) -> std::result::Result<Compiled, String> {
+        Self::from_schema(&RegisteredSchema::new(SchemaKind::Protobuf, text.to_string()))
+    }
+
     pub(crate) fn message_names(&self) -> Vec<String> {
         self.by_name.iter().map(|m| m.full_name().to_string()).collect()
     }
