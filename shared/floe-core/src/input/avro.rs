@@ -156,7 +156,7 @@ impl AvroValues {
     }
 }
 
-pub(crate) fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, arrow_schema::ArrowError> {
+fn new_decoder(store: &[(u32, AvroSchema)], capacity: usize) -> Result<Decoder, arrow_schema::ArrowError> {
     let mut schemas = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
     for (local, schema) in store {
         schemas.set(Fingerprint::Id(*local), schema.clone())?;

@@ -134,8 +134,10 @@ mod tests {
         assert_eq!(v["fields"][2]["type"], "common.Address", "a later use keeps the name");
         assert_eq!(v["fields"][3]["type"], "common.Country");
         // arrow-avro reads the result as one schema.
-        let store = [(1, arrow_avro::schema::AvroSchema::new(text.to_string()))];
-        crate::input::avro::new_decoder(&store, 1).unwrap();
+        use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
+        let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+        store.set(Fingerprint::Id(1), AvroSchema::new(text.to_string())).unwrap();
+        arrow_avro::reader::ReaderBuilder::new().with_writer_schema_store(store).build_decoder().unwrap();
 
         let missing = {
             let mut s = avro(order);
