@@ -19,9 +19,11 @@
 //! - `router` — [`Router`]: the pipelines of one deployment (each a route into its own table) sharing one event.
 //! - `commit/` — [`Compactor`]: staged files committed as Iceberg snapshots that record source positions; final
 //!   windows emitted.
+//! - `backfill/` — history cut into splits with deterministic identities (issue 20, in progress).
 //! - `testing/` — fault injection, only with the `failpoints` feature.
 
 mod backends;
+pub mod backfill;
 mod catalog;
 mod commit;
 mod error;
