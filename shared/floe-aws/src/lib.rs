@@ -9,6 +9,7 @@ mod dynamo;
 mod dynamo_stream;
 mod glue;
 mod lister;
+pub mod msk_iam;
 mod schema_registry;
 
 use std::collections::HashMap;
