@@ -487,13 +487,13 @@ impl Ingestor {
         info!(table = %self.declared.name, columns_added = added, changes = ?prepared.changes, "added the records' new fields");
         let target = Arc::new(Target::new(effective, prepared.layout, &self.backends)?);
         *self.target.write().expect("target lock") = target.clone();
-        // A writer schema whose columns exceeded the budget is tried again with the next batch (and logged).
-        let kept = column_count(&target.pipeline.table.columns) >= column_count(&wanted.table.columns);
-        if kept {
-            self.writer_columns.merged(merged_keys);
-        } else {
+        // Fields beyond table.max_new_columns are not added (logged once per writer schema): the schema counts as
+        // merged either way, so later batches do not try the evolution again.
+        if column_count(&target.pipeline.table.columns) < column_count(&wanted.table.columns) && !merged_keys.is_empty()
+        {
             warn!(table = %self.declared.name, "the writer schema's new fields exceed table.max_new_columns; not added");
         }
+        self.writer_columns.merged(merged_keys);
         Ok((target, added as u64))
     }
 
