@@ -455,3 +455,29 @@ mod tests {
         assert_eq!(crate::exit::code(&e), crate::exit::INVALID);
     }
 }
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    /// A routed pipeline taking its columns from the registry says so, in text and JSON.
+    #[tokio::test]
+    async fn a_route_and_registry_evolution_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clicks.toml");
+        std::fs::write(
+            &path,
+            "name = \"clicks\"\n[source]\ntopics = [\"web.*\"]\nformat = \"avro\"\n\
+             registry = { url = \"http://registry:8081\" }\nroute = { header = \"kind\", values = [\"click\", \"view\"] }\n\
+             [table]\nnamespace = \"web\"\nname = \"clicks\"\nevolve = \"registry\"\ncolumns = []\n",
+        )
+        .unwrap();
+        let text = run(&path, false, None).await.unwrap().0;
+        assert!(text.contains("route: only records whose header `kind` is one of: click, view"), "{text}");
+        assert!(text.contains("evolve: registry: the fields of every writer schema"), "{text}");
+        let summary: serde_json::Value = serde_json::from_str(&run(&path, true, None).await.unwrap().0).unwrap();
+        assert_eq!(summary["route"], json!({"on": "header `kind`", "values": ["click", "view"]}));
+        assert_eq!(summary["evolve"], json!({"mode": "registry", "max_new_columns": 100}));
+        assert_eq!(summary["topics"], json!(["web.*"]));
+    }
+}
