@@ -17,6 +17,7 @@ use floe_core::{RegisteredSchema, SchemaId, SchemaKind, SchemaRegistry};
 use serde_json::Value;
 
 use crate::generate;
+use crate::reencode::reencode_events;
 
 /// The schema id every converted value names.
 pub const SCHEMA_ID: u32 = 1;
@@ -30,43 +31,28 @@ pub fn avro_schema() -> anyhow::Result<String> {
 /// `<out>/schema.arrow` and `<out>/pipeline.toml` (`format = "avro"`).
 pub fn convert(data: &Path, out: &Path) -> anyhow::Result<usize> {
     let schema = generate::arrow_schema();
-    std::fs::create_dir_all(out.join("events"))?;
-    let mut dir: Vec<_> = std::fs::read_dir(data.join("events"))?.collect::<Result<_, _>>()?;
-    dir.sort_by_key(|e| e.path());
-    let mut records = 0;
-    for entry in dir {
-        let mut event: Value = serde_json::from_slice(&std::fs::read(entry.path())?)?;
-        for partition in event["records"].as_object_mut().context("an MSK event")?.values_mut() {
-            let list = partition.as_array_mut().context("records")?;
-            let mut json = Vec::new();
-            for r in list.iter() {
-                json.extend(STANDARD.decode(r["value"].as_str().context("a value")?)?);
-                json.push(b'\n');
-            }
-            let mut reader = arrow_json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(list.len().max(1))
-                .build(Cursor::new(json))?;
-            let batch = reader.next().context("values")??;
-            let mut encoder = WriterBuilder::new(schema.as_ref().clone())
-                .with_fingerprint_strategy(FingerprintStrategy::Id(SCHEMA_ID))
-                .build_encoder::<AvroSoeFormat>()?;
-            encoder.encode(&batch)?;
-            let rows = encoder.flush();
-            anyhow::ensure!(rows.len() == list.len(), "{} values encoded as {} rows", list.len(), rows.len());
-            for (i, r) in list.iter_mut().enumerate() {
-                r["value"] = Value::String(STANDARD.encode(rows.row(i)?));
-            }
-            records += list.len();
+    let records = reencode_events(data, out, "avro", |list| {
+        let mut json = Vec::new();
+        for r in list.iter() {
+            json.extend(STANDARD.decode(r["value"].as_str().context("a value")?)?);
+            json.push(b'\n');
         }
-        std::fs::write(out.join("events").join(entry.file_name()), serde_json::to_vec(&event)?)?;
-    }
+        let mut reader = arrow_json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(list.len().max(1))
+            .build(Cursor::new(json))?;
+        let batch = reader.next().context("values")??;
+        let mut encoder = WriterBuilder::new(schema.as_ref().clone())
+            .with_fingerprint_strategy(FingerprintStrategy::Id(SCHEMA_ID))
+            .build_encoder::<AvroSoeFormat>()?;
+        encoder.encode(&batch)?;
+        let rows = encoder.flush();
+        anyhow::ensure!(rows.len() == list.len(), "{} values encoded as {} rows", list.len(), rows.len());
+        for (i, r) in list.iter_mut().enumerate() {
+            r["value"] = Value::String(STANDARD.encode(rows.row(i)?));
+        }
+        Ok(())
+    })?;
     std::fs::write(out.join("schema.avsc"), avro_schema()?)?;
-    std::fs::copy(data.join("schema.arrow"), out.join("schema.arrow"))?;
-    let toml = std::fs::read_to_string(data.join("pipeline.toml"))?;
-    let avro =
-        toml.replace("format = \"json\"\n", "format = \"avro\"\nregistry = { url = \"http://in-process.invalid\" }\n");
-    anyhow::ensure!(avro != toml, "the generated pipeline names its format");
-    std::fs::write(out.join("pipeline.toml"), avro)?;
     Ok(records)
 }
 

@@ -8,3 +8,4 @@ pub mod changes;
 pub mod cpu;
 pub mod generate;
 pub mod protobuf;
+mod reencode;

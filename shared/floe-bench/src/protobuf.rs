@@ -13,6 +13,7 @@ use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use serde_json::Value;
 
 use crate::avro::SCHEMA_ID;
+use crate::reencode::reencode_events;
 
 /// The benchmark's records as a Protobuf schema: the fields of [`crate::generate::arrow_schema`], optional where
 /// the columns are.
@@ -87,33 +88,19 @@ pub fn convert(data: &Path, out: &Path) -> anyhow::Result<usize> {
     compiler.open_file("bench.proto")?;
     let event_type = compiler.descriptor_pool().get_message_by_name("bench.Event").context("bench.Event")?;
     let options = DeserializeOptions::new().deny_unknown_fields(true);
-    std::fs::create_dir_all(out.join("events"))?;
-    let mut dir: Vec<_> = std::fs::read_dir(data.join("events"))?.collect::<Result<_, _>>()?;
-    dir.sort_by_key(|e| e.path());
-    let mut records = 0;
-    for entry in dir {
-        let mut event: Value = serde_json::from_slice(&std::fs::read(entry.path())?)?;
-        for partition in event["records"].as_object_mut().context("an MSK event")?.values_mut() {
-            for r in partition.as_array_mut().context("records")? {
-                let json = STANDARD.decode(r["value"].as_str().context("a value")?)?;
-                let mut de = serde_json::Deserializer::from_slice(&json);
-                let message = DynamicMessage::deserialize_with_options(event_type.clone(), &mut de, &options)?;
-                let mut value = vec![0];
-                value.extend_from_slice(&SCHEMA_ID.to_be_bytes());
-                value.push(0); // message indexes [0]: the file's first message
-                message.encode(&mut value)?;
-                r["value"] = Value::String(STANDARD.encode(value));
-                records += 1;
-            }
+    let records = reencode_events(data, out, "protobuf", |list| {
+        for r in list.iter_mut() {
+            let json = STANDARD.decode(r["value"].as_str().context("a value")?)?;
+            let mut de = serde_json::Deserializer::from_slice(&json);
+            let message = DynamicMessage::deserialize_with_options(event_type.clone(), &mut de, &options)?;
+            let mut value = vec![0];
+            value.extend_from_slice(&SCHEMA_ID.to_be_bytes());
+            value.push(0); // message indexes [0]: the file's first message
+            message.encode(&mut value)?;
+            r["value"] = Value::String(STANDARD.encode(value));
         }
-        std::fs::write(out.join("events").join(entry.file_name()), serde_json::to_vec(&event)?)?;
-    }
+        Ok(())
+    })?;
     std::fs::write(out.join("schema.proto"), PROTO)?;
-    std::fs::copy(data.join("schema.arrow"), out.join("schema.arrow"))?;
-    let toml = std::fs::read_to_string(data.join("pipeline.toml"))?;
-    let proto = toml
-        .replace("format = \"json\"\n", "format = \"protobuf\"\nregistry = { url = \"http://in-process.invalid\" }\n");
-    anyhow::ensure!(proto != toml, "the generated pipeline names its format");
-    std::fs::write(out.join("pipeline.toml"), proto)?;
     Ok(records)
 }
