@@ -10,6 +10,7 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, 
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// How long a token is valid (the signer libraries' default).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -40,7 +41,7 @@ pub fn msk_iam_token(region: &str, credentials: &Credentials, now: SystemTime) -
         signed.push('&');
         signed.push_str(name);
         signed.push('=');
-        signed.push_str(&encode(value));
+        signed.extend(utf8_percent_encode(value, UNRESERVED));
     }
     signed.push_str("&User-Agent=");
     signed.push_str(USER_AGENT);
@@ -48,16 +49,8 @@ pub fn msk_iam_token(region: &str, credentials: &Credentials, now: SystemTime) -
     Ok((token, now + TOKEN_LIFETIME))
 }
 
-/// A query value as SigV4 encodes it (RFC 3986: unreserved characters as they are, every other byte as `%XX`).
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// What SigV4 leaves unencoded in a query value: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 #[cfg(test)]
 mod tests {

@@ -146,7 +146,9 @@ impl ConfluentRegistry {
                 if depth >= MAX_REFERENCE_DEPTH {
                     return Err(self.error(format!("{what}: references nest deeper than {MAX_REFERENCE_DEPTH}"), false));
                 }
-                let path = format!("subjects/{}/versions/{}", urlencode(&r.subject), r.version);
+                // Subjects may hold `/`, `:` and other characters a path segment cannot carry as they are.
+                let subject = percent_encoding::utf8_percent_encode(&r.subject, percent_encoding::NON_ALPHANUMERIC);
+                let path = format!("subjects/{subject}/versions/{}", r.version);
                 let referenced = format!("{what}'s reference {} (subject {} version {})", r.name, r.subject, r.version);
                 let inner = match self.get(&path).await? {
                     Some(body) => self.parse(&body, &referenced, depth + 1).await?,
@@ -209,17 +211,6 @@ impl ConfluentRegistry {
         }
         Err(self.error(format!("{last} (after {ATTEMPTS} attempts)"), true))
     }
-}
-
-/// A subject in a URL path (subjects may hold `/`, `:` and other characters a path cannot carry as they are).
-fn urlencode(subject: &str) -> String {
-    subject
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[async_trait]
