@@ -46,10 +46,14 @@ V2 = V1.replace(
 ).replace("  google.protobuf.StringValue note = 7;\n", "  google.protobuf.StringValue note = 7;\n  Ship ship = 8;\n")
 
 
-def message_class(proto: str, folder: Path, name: str = "shop.Order"):
-    """The class of message `name` in `proto`, compiled by protoc into a descriptor pool of its own."""
+def message_class(proto: str, folder: Path, name: str = "shop.Order", imports: dict[str, str] | None = None):
+    """The class of message `name` in `proto` (importing `imports`, path → text), compiled by protoc into a
+    descriptor pool of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "orders.proto").write_text(proto)
+    for path, text in (imports or {}).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
     out = folder / "orders.pb"
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", "--include_imports", f"--descriptor_set_out={out}",
@@ -225,17 +229,7 @@ def test_protobuf_schema_references_are_resolved(floe, registry, tmp_path):
     """A schema importing another file: confluent-kafka's ProtobufSerializer registers the import under its own
     subject and the schema with a reference to it; floe fetches the reference by subject and version and compiles
     both."""
-    folder = tmp_path / "proto"
-    (folder / "common").mkdir(parents=True)
-    (folder / "common" / "address.proto").write_text(COMMON)
-    (folder / "orders.proto").write_text(WITH_IMPORT)
-    out = folder / "orders.pb"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{folder}", "--include_imports",
-                    f"--descriptor_set_out={out}", "orders.proto"], check=True)
-    pool = descriptor_pool.DescriptorPool()
-    for f in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
-        pool.Add(f)
-    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+    cls = message_class(WITH_IMPORT, tmp_path / "proto", imports={"common/address.proto": COMMON})
     serializer = ProtobufSerializer(cls, registry.client(), {})
     values = [serializer(cls(id=i, ship_to={"city": f"c{i}", "country": "NO"}), CTX) for i in range(1, 6)]
     registered = registry.client().get_schema(int.from_bytes(values[0][1:5], "big"))
