@@ -5,11 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::input::decode::{Decoded, RecordDecoder};
-use crate::input::event::{SourcePartition, SourceRecord};
+use crate::input::decode::Decoded;
 use crate::input::registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind};
-use crate::pipeline::Pipeline;
-use crate::table::layout::TableLayout;
+use crate::input::registry_fixtures::{self, decode_values, decoder, hex, rows, schemas};
 
 const PIPELINE: &str = include_str!("../../tests/fixtures/registry/orders.toml");
 
@@ -19,55 +17,13 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let path = format!(
-        "{}/tests/fixtures/registry/avro.json",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
-    );
-    let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut resolved = Resolved::new();
-    for (n, (id, text)) in f["schemas"].as_object().unwrap().iter().enumerate() {
-        let id = SchemaId::Confluent(id.parse().unwrap());
-        let schema = RegisteredSchema::new(SchemaKind::Avro, text.as_str().unwrap().to_string());
-        resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 100 + n as u32, schema })));
-    }
+    let f = registry_fixtures::fixture("avro.json");
     let values = f["values"].as_array().unwrap().iter().map(|v| hex(v.as_str().unwrap())).collect();
-    Fixture { resolved, values }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-fn decoder() -> RecordDecoder {
-    let p = Pipeline::parse(PIPELINE, "orders.toml").unwrap();
-    let layout = TableLayout::target(&p, "file:///wh").unwrap();
-    RecordDecoder::new(&p, &layout).unwrap()
-}
-
-fn records(values: &[Vec<u8>]) -> Vec<SourceRecord> {
-    let rec = |(i, v): (usize, &Vec<u8>)| SourceRecord {
-        offset: 10 + i as i64,
-        timestamp_ms: Some(1_700_000_000_000),
-        key: None,
-        value: Some(v.clone()),
-        headers: vec![],
-        problem: None,
-    };
-    values.iter().enumerate().map(rec).collect()
+    Fixture { resolved: schemas(&f["schemas"], SchemaKind::Avro), values }
 }
 
 fn decode(values: &[Vec<u8>], resolved: &Resolved) -> Decoded {
-    let source = SourcePartition { topic: "orders".into(), partition: 0 };
-    decoder().decode_with(&source, &records(values), Some((resolved, "http://registry.test:8081"))).unwrap()
-}
-
-/// Rows as JSON objects, without the raw value (checked separately).
-fn rows(decoded: &Decoded) -> Vec<Value> {
-    let Some(batch) = &decoded.batch else { return vec![] };
-    let mut w = arrow_json::ArrayWriter::new(Vec::new());
-    w.write(&batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap()).unwrap();
-    w.finish().unwrap();
-    serde_json::from_slice(&w.into_inner()).unwrap()
+    decode_values(&decoder(PIPELINE, "orders.toml"), values, resolved)
 }
 
 fn expected(i: i64) -> Value {

@@ -17,6 +17,8 @@ pub mod framing;
 pub(crate) mod protobuf;
 mod protobuf_arrow;
 pub mod registry;
+#[cfg(test)]
+mod registry_fixtures;
 pub(crate) mod shape;
 pub(crate) mod writer_columns;
 

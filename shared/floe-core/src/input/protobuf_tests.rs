@@ -8,11 +8,10 @@ use prost_reflect::{DynamicMessage, Value as Proto};
 use serde_json::{Value, json};
 
 use super::Compiled;
-use crate::input::decode::{Decoded, RecordDecoder};
-use crate::input::event::{SourcePartition, SourceRecord};
+use crate::input::decode::Decoded;
 use crate::input::registry::{KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind};
-use crate::pipeline::{Framing, Pipeline};
-use crate::table::layout::TableLayout;
+use crate::input::registry_fixtures::{self, decode_values, decoder, hex, rows, schemas};
+use crate::pipeline::Framing;
 
 const PIPELINE: &str = include_str!("../../tests/fixtures/registry/orders_protobuf.toml");
 
@@ -27,65 +26,23 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let path = format!(
-        "{}/tests/fixtures/registry/protobuf.json",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
-    );
-    let f: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let schemas = |key: &str| {
-        let mut resolved = Resolved::new();
-        for (n, (id, text)) in f[key].as_object().unwrap().iter().enumerate() {
-            let id = SchemaId::Confluent(id.parse().unwrap());
-            let schema = RegisteredSchema::new(SchemaKind::Protobuf, text.as_str().unwrap().to_string());
-            resolved.insert(id, Some(Arc::new(KnownSchema { id, local: 100 + n as u32, schema })));
-        }
-        resolved
-    };
+    let f = registry_fixtures::fixture("protobuf.json");
     let hexes = |v: &Value| v.as_array().unwrap().iter().map(|v| hex(v.as_str().unwrap())).collect();
     Fixture {
-        resolved: schemas("schemas"),
-        texts: schemas("texts"),
+        resolved: schemas(&f["schemas"], SchemaKind::Protobuf),
+        texts: schemas(&f["texts"], SchemaKind::Protobuf),
         values: hexes(&f["values"]),
         glue_uuid: hex(f["glue"]["uuid"].as_str().unwrap()).try_into().unwrap(),
         glue: hexes(&f["glue"]["values"]),
     }
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-fn decoder(text: &str) -> RecordDecoder {
-    let p = Pipeline::parse(text, "orders_protobuf.toml").unwrap();
-    let layout = TableLayout::target(&p, "file:///wh").unwrap();
-    RecordDecoder::new(&p, &layout).unwrap()
-}
-
 fn decode_in(pipeline: &str, values: &[Vec<u8>], resolved: &Resolved) -> Decoded {
-    let rec = |(i, v): (usize, &Vec<u8>)| SourceRecord {
-        offset: 10 + i as i64,
-        timestamp_ms: Some(1_700_000_000_000),
-        key: None,
-        value: Some(v.clone()),
-        headers: vec![],
-        problem: None,
-    };
-    let records: Vec<SourceRecord> = values.iter().enumerate().map(rec).collect();
-    let source = SourcePartition { topic: "orders".into(), partition: 0 };
-    decoder(pipeline).decode_with(&source, &records, Some((resolved, "http://registry.test:8081"))).unwrap()
+    decode_values(&decoder(pipeline, "orders_protobuf.toml"), values, resolved)
 }
 
 fn decode(values: &[Vec<u8>], resolved: &Resolved) -> Decoded {
     decode_in(PIPELINE, values, resolved)
-}
-
-/// Rows as JSON objects, without the raw value (checked separately).
-fn rows(decoded: &Decoded) -> Vec<Value> {
-    let Some(batch) = &decoded.batch else { return vec![] };
-    let mut w = arrow_json::ArrayWriter::new(Vec::new());
-    w.write(&batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).unwrap()).unwrap();
-    w.finish().unwrap();
-    serde_json::from_slice(&w.into_inner()).unwrap()
 }
 
 fn ids(decoded: &Decoded) -> Vec<i64> {

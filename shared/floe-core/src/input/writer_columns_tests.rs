@@ -1,17 +1,8 @@
 //! Writer schemas → columns, on the schemas confluent-kafka registered for the fixtures.
 
-use serde_json::Value;
-
 use super::*;
 use crate::input::protobuf::Compiled;
-
-fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/registry/{name}",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use crate::input::registry_fixtures::fixture;
 
 fn ty(s: &str) -> ColumnType {
     ColumnType::parse(s).unwrap()
