@@ -9,7 +9,7 @@
 //! last flush are decoded again by a fresh decoder. Rows keep the records' order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, StructArray};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
@@ -29,6 +29,9 @@ use crate::pipeline::Framing;
 pub(crate) struct AvroValues {
     framing: Framing,
     shape: ValueShape,
+    /// Each writer schema as arrow-avro reads it (references inlined, checked once), by process-local id, or why
+    /// it cannot be read: prepared once per process, not per batch.
+    prepared: Mutex<HashMap<u32, std::result::Result<AvroSchema, String>>>,
 }
 
 const PREFIX_MAGIC: u8 = 0;
@@ -37,7 +40,7 @@ const NOT_A_FRAME: [u8; 1] = [0xff];
 
 impl AvroValues {
     pub(crate) fn new(framing: Framing, value_schema: SchemaRef) -> AvroValues {
-        AvroValues { framing, shape: ValueShape::new(value_schema) }
+        AvroValues { framing, shape: ValueShape::new(value_schema), prepared: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn relaxed_schema(&self) -> &SchemaRef {
@@ -53,10 +56,7 @@ impl AvroValues {
         // A schema arrow-avro cannot read rejects its records, not the batch.
         let mut usable: HashMap<u32, AvroSchema> = HashMap::new();
         for (&local, &registered) in &schemas {
-            let schema = self_contained(registered)
-                .map_err(arrow_schema::ArrowError::SchemaError)
-                .map(|text| AvroSchema::new(text.into_owned()));
-            match schema.and_then(|schema| new_decoder(&[(local, schema.clone())], 1).map(|_| schema)) {
+            match self.prepared(local, registered) {
                 Ok(schema) => {
                     usable.insert(local, schema);
                 }
@@ -78,6 +78,21 @@ impl AvroValues {
         self.decode_bodies(&grouped, &store, &mut out)?;
         self.shape.finish(&mut out)?;
         Ok(out)
+    }
+
+    /// The schema `local` names, made self-contained and checked by building a decoder with it (once per process).
+    fn prepared(&self, local: u32, registered: &RegisteredSchema) -> std::result::Result<AvroSchema, String> {
+        let mut cache = self.prepared.lock().expect("prepared schemas lock");
+        cache
+            .entry(local)
+            .or_insert_with(|| {
+                let text =
+                    self_contained(registered).map_err(|e| arrow_schema::ArrowError::SchemaError(e).to_string())?;
+                let schema = AvroSchema::new(text.into_owned());
+                new_decoder(&[(local, schema.clone())], 1).map_err(|e| e.to_string())?;
+                Ok(schema)
+            })
+            .clone()
     }
 
     fn decode_bodies(&self, bodies: &[&Body<'_>], store: &[(u32, AvroSchema)], out: &mut ValueRows) -> Result<()> {
