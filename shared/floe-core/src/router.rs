@@ -46,8 +46,9 @@ impl Router {
     /// means the whole event should be redelivered (a no-op for every route and partition already staged).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
         let mut reports: Vec<IngestReport> = vec![IngestReport::default(); self.routes.len()];
+        let pipelines = self.pipelines();
         for group in group_records(event, &self.topics)? {
-            for (route, records) in split(&self.pipelines(), group.records, &group.source.topic) {
+            for (route, records) in split(&pipelines, group.records, &group.source.topic) {
                 let pipeline = &self.routes[route].pipeline().name;
                 let span = info_span!(
                     "partition",

@@ -43,7 +43,7 @@ impl WriterColumns {
     ) -> (Columns, Vec<(u32, String)>) {
         let mut keys: Vec<(u32, String)> = Vec::new();
         let (mut columns, mut skipped) = (Vec::new(), Vec::new());
-        let done = self.merged.lock().expect("merged lock").clone();
+        let done = self.merged.lock().expect("merged lock");
         for value in records.iter().filter(|r| r.problem.is_none()).filter_map(|r| r.value.as_deref()) {
             let Ok(framed) = unframe(framing, value) else { continue };
             let Some(Some(known)) = resolved.get(&framed.schema) else { continue };
