@@ -130,10 +130,7 @@ impl Compiled {
     /// Compile a registered schema and the files it imports: the well-known types (`google/protobuf/*.proto`,
     /// built in) and its schema references (each served under the import path it is referenced by).
     pub(crate) fn from_schema(schema: &RegisteredSchema) -> std::result::Result<Compiled, String> {
-        let file = match descriptor_proto(&schema.text) {
-            Some(file) => file,
-            None => File::from_source(SCHEMA_FILE, &schema.text).map_err(|e| e.to_string())?,
-        };
+        let file = registered_file(SCHEMA_FILE, &schema.text)?;
         let name = match file.name() {
             "" => SCHEMA_FILE.to_string(),
             name => name.to_string(),
@@ -143,10 +140,7 @@ impl Compiled {
             if r.schema.text.is_empty() {
                 return Err(format!("the imported schema `{}` is not in the registry", r.name));
             }
-            let file = match descriptor_proto(&r.schema.text) {
-                Some(file) => file,
-                None => File::from_source(&r.name, &r.schema.text).map_err(|e| format!("{}: {e}", r.name))?,
-            };
+            let file = registered_file(&r.name, &r.schema.text).map_err(|e| format!("{}: {e}", r.name))?;
             files.push((r.name.clone(), file));
         }
         let mut resolver = ChainFileResolver::new();
@@ -241,6 +235,14 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
 
 fn unzigzag(n: u64) -> i64 {
     ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+/// A registered schema's file: a base64 `FileDescriptorProto`, or `.proto` text parsed under `name`.
+fn registered_file(name: &str, text: &str) -> std::result::Result<File, String> {
+    match descriptor_proto(text) {
+        Some(file) => Ok(file),
+        None => File::from_source(name, text).map_err(|e| e.to_string()),
+    }
 }
 
 /// A schema registered as a base64 `FileDescriptorProto` (what confluent-kafka's Python serializer registers):
