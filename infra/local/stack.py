@@ -30,7 +30,11 @@ DEAD = "analytics.events_dead_letters"
 
 
 def _json_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """The complete lines of a JSON-lines file another process is appending to: a line counts once its newline is
+    written (a reader can catch the writer between the line and its newline)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]
 
 
 def committed_rows(status: dict) -> int:
