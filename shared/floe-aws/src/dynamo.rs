@@ -2,7 +2,7 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | offset fence | `fence#<pipeline>` | `<topic>#<partition>` | `next_offset` (N), `updated_at` (S) |
+//! | offset fence | `fence#<pipeline>` | `<topic>#<partition>` | `next_offset` (N), `start_offset` (N, set when created), `updated_at` (S) |
 //! | staging step | `staged#<table>` | `<topic>#<partition:010>#<first offset:020>` | `pipeline`, `topic`, `partition`, `first_offset`, `last_offset`, `file_count` (N), `files` (B: zstd JSON of the staged files), `staged_at` |
 //!
 //! One staging step is one `TransactWriteItems`: the fence update is conditional on the value ingest read
@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use floe_core::SourcePartition;
 use floe_core::{Error, Result};
-use floe_core::{StageRequest, StagedFile, StateStore};
+use floe_core::{Fence, StageRequest, StagedFile, StateStore};
 
 /// Partition and sort key attribute names.
 pub const PK: &str = "pk";
@@ -152,6 +152,21 @@ impl StateStore for DynamoStateStore {
         out.item.map(|item| get_n(&item, "next_offset")).transpose()
     }
 
+    async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(fence_key(pipeline, source)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        out.item
+            .map(|item| Ok(Fence { next: get_n(&item, "next_offset")?, start: num(&item, "start_offset") }))
+            .transpose()
+    }
+
     async fn stage(&self, request: &StageRequest) -> Result<()> {
         let key = fence_key(&request.pipeline, &request.source);
         let mut fence = Update::builder()
@@ -161,7 +176,10 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_values(":next", n(request.next_fence))
             .expression_attribute_values(":now", s(now()));
         fence = match request.expected_fence {
-            None => fence.condition_expression("attribute_not_exists(pk)"),
+            None => fence
+                .update_expression("SET next_offset = :next, updated_at = :now, start_offset = :start")
+                .expression_attribute_values(":start", n(request.first_offset))
+                .condition_expression("attribute_not_exists(pk)"),
             Some(expected) => fence
                 .condition_expression("next_offset = :expected")
                 .expression_attribute_values(":expected", n(expected)),

@@ -49,6 +49,16 @@ pub enum Error {
     #[error("schema registry {registry}: {message}")]
     Registry { registry: String, message: String, retryable: bool },
 
+    /// A backfill's source failed: the Kafka cluster (unreachable, authentication, a timed-out fetch) or an
+    /// archive object that cannot be read. Retryable when the cause is (network, throttling).
+    #[error("backfill source: {message}")]
+    Source { message: String, retryable: bool },
+
+    /// A backfill job that cannot run as asked (a range that would load records twice or leave a gap, a
+    /// pipeline kind backfills do not take); the message says which and what to change. Permanent.
+    #[error("backfill: {0}")]
+    Backfill(String),
+
     /// A conditional state update lost a race (another invocation moved the fence first).
     #[error("state conflict: {0}")]
     Conflict(String),
@@ -78,7 +88,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Iceberg(e) => e.retryable(),
-            Error::State { retryable, .. } | Error::Registry { retryable, .. } => *retryable,
+            Error::State { retryable, .. } | Error::Registry { retryable, .. } | Error::Source { retryable, .. } => {
+                *retryable
+            }
             Error::Conflict(_) => true,
             // Storage errors surface as `External`; anything else is a file that cannot be decoded.
             Error::Parquet(e) => matches!(e, parquet::errors::ParquetError::External(_)),
@@ -87,6 +99,7 @@ impl Error {
             Error::Config { .. }
             | Error::Settings { .. }
             | Error::Event(_)
+            | Error::Backfill(_)
             | Error::Arrow(_)
             | Error::TableMismatch { .. }
             | Error::Schema { .. }

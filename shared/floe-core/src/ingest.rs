@@ -286,8 +286,20 @@ impl Ingestor {
     }
 
     /// Stage one topic-partition's records (the router hands each pipeline its share).
-    pub(crate) async fn ingest_partition(&self, mut group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
-        let pipeline = &self.pipeline.name;
+    pub(crate) async fn ingest_partition(&self, group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
+        self.ingest_under(group, now_ms, &self.pipeline.name).await
+    }
+
+    /// Ingest one partition's records under the fences and ledger key `key`: the pipeline's name for the live
+    /// stream, `<pipeline>~bf` for backfills ([`crate::backfill`]), whose fences and committed positions are
+    /// their own.
+    pub(crate) async fn ingest_under(
+        &self,
+        mut group: PartitionRecords,
+        now_ms: i64,
+        key: &str,
+    ) -> Result<IngestReport> {
+        let pipeline = &key.to_string();
         let input_bytes: usize = group
             .records
             .iter()
@@ -351,7 +363,7 @@ impl Ingestor {
                 for (index, rows) in result.batches {
                     let writer = &self.outputs.runners[index].writer;
                     let files = writer.write(rows, &prefix).await?;
-                    staged.extend(self.staged(writer, &group.source, first, last, files)?);
+                    staged.extend(self.staged(writer, key, &group.source, first, last, files)?);
                 }
                 let index_of: std::collections::HashMap<i64, usize> =
                     group.records.iter().enumerate().map(|(i, r)| (r.offset, i)).collect();
@@ -363,7 +375,7 @@ impl Ingestor {
                 decoded.rejects.sort_by_key(|(i, _)| *i);
             }
             let files = target.writer.write(batch, &prefix).await?;
-            staged.extend(self.staged(&target.writer, &group.source, first, last, files)?);
+            staged.extend(self.staged(&target.writer, key, &group.source, first, last, files)?);
         }
         #[cfg(not(feature = "sql"))]
         let _ = (rows_records, now_ms);
@@ -392,9 +404,10 @@ impl Ingestor {
                 warn!(offset = group.records[*i].offset, kind = p.kind, reason = %p.reason, "dead letter");
             }
             let layout = self.dead_letter.layout();
-            let batch = dead_letter_batch(layout, pipeline, &group.source, &group.records, &decoded.rejects)?;
+            let batch =
+                dead_letter_batch(layout, &self.pipeline.name, &group.source, &group.records, &decoded.rejects)?;
             let files = self.dead_letter.write(batch, &prefix).await?;
-            staged.extend(self.staged(&self.dead_letter, &group.source, first, last, files)?);
+            staged.extend(self.staged(&self.dead_letter, key, &group.source, first, last, files)?);
         }
         report.files = staged.len() as u64;
         report.bytes = staged.iter().map(|f| f.file_size).sum();
@@ -405,6 +418,7 @@ impl Ingestor {
             source: group.source.clone(),
             expected_fence: fence,
             next_fence: last + 1,
+            first_offset: first,
             files: staged,
         };
         match self.backends.state.stage(&request).await {
@@ -513,6 +527,7 @@ impl Ingestor {
     fn staged(
         &self,
         writer: &TableWriter,
+        key: &str,
         source: &SourcePartition,
         first: i64,
         last: i64,
@@ -524,7 +539,7 @@ impl Ingestor {
                 Ok(StagedFile {
                     table: writer.layout().name.to_string(),
                     path: f.file_path().to_string(),
-                    pipeline: self.pipeline.name.clone(),
+                    pipeline: key.to_string(),
                     source: source.clone(),
                     first_offset: first,
                     last_offset: last,

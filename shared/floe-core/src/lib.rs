@@ -62,7 +62,9 @@ pub use pipeline::{
     topic_matches,
 };
 pub use router::Router;
-pub use state::{StageRequest, StagedContent, StagedFile, StateStore, plan_location, record_plan, recorded_plan};
+pub use state::{
+    Fence, StageRequest, StagedContent, StagedFile, StateStore, plan_location, record_plan, recorded_plan,
+};
 #[cfg(feature = "sql")]
 pub use stateful::plan;
 pub use stateful::{Cell, CellWrite, ClockWrite, KeyClaim, Partial, StreamStore, WindowProgress};

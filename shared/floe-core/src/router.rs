@@ -15,6 +15,7 @@ use crate::ingest::{IngestReport, Ingestor};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_records};
 use crate::input::framing::unframe;
 use crate::pipeline::{Pipeline, RouteOn, ValueFormat, check_routes};
+use crate::state::backfill_key;
 
 /// The ingestors of one deployment, in the order of its pipeline files.
 pub struct Router {
@@ -62,6 +63,39 @@ impl Router {
             }
         }
         Ok(self.routes.iter().map(|r| Arc::from(r.pipeline().name.as_str())).zip(reports).collect())
+    }
+
+    /// Stage one partition's records read by a backfill ([`crate::backfill`]): routed as [`Router::handle_at`]
+    /// does, each route's share limited to offsets below its `ends` entry (where its live stream starts) and
+    /// staged under the route's backfill fences ([`backfill_key`]). Records of a source no pipeline reads (an
+    /// archive object) are the first pipeline's.
+    pub async fn backfill_partition(
+        &self,
+        group: PartitionRecords,
+        now_ms: i64,
+        ends: &BTreeMap<String, i64>,
+    ) -> Result<Vec<(Arc<str>, IngestReport)>> {
+        let pipelines = self.pipelines();
+        let mut reports = Vec::new();
+        for (route, mut records) in split(&pipelines, group.records, &group.source.topic) {
+            let pipeline = &self.routes[route].pipeline().name;
+            let end = ends.get(pipeline).copied().unwrap_or(i64::MAX);
+            records.retain(|r| r.offset < end);
+            if records.is_empty() {
+                continue;
+            }
+            let span = info_span!(
+                "backfill",
+                pipeline = %pipeline,
+                topic = %group.source.topic,
+                partition = group.source.partition
+            );
+            let part = PartitionRecords { source: group.source.clone(), records };
+            let key = backfill_key(pipeline);
+            let report = self.routes[route].ingest_under(part, now_ms, &key).instrument(span).await?;
+            reports.push((Arc::from(pipeline.as_str()), report));
+        }
+        Ok(reports)
     }
 
     fn pipelines(&self) -> Vec<&Pipeline> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use floe_core::SourcePartition;
 use floe_core::{Error, Result};
-use floe_core::{StageRequest, StagedContent, StagedFile, StateStore};
+use floe_core::{Fence, StageRequest, StagedContent, StagedFile, StateStore};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS fences (
     topic       TEXT    NOT NULL,
     partition   INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,
+    start_offset INTEGER,
     updated_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
     PRIMARY KEY (pipeline, topic, partition)
 );
@@ -44,8 +45,13 @@ CREATE TABLE IF NOT EXISTS staged_files (
 );
 ";
 
-/// Columns added to `staged_files` after its first release, added to older databases when opened.
-const ADDED_COLUMNS: [(&str, &str); 3] = [("schema_id", "INTEGER"), ("table_uuid", "TEXT"), ("content", "TEXT")];
+/// Columns (table, column, type) added after the first release, added to older databases when opened.
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("staged_files", "schema_id", "INTEGER"),
+    ("staged_files", "table_uuid", "TEXT"),
+    ("staged_files", "content", "TEXT"),
+    ("fences", "start_offset", "INTEGER"),
+];
 
 /// SQLite-backed [`StateStore`].
 #[derive(Debug, Clone)]
@@ -76,24 +82,25 @@ impl SqliteStateStore {
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
-        let present: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('staged_files')")
-            .fetch_all(&pool)
-            .await
-            .map_err(db_error)?;
-        for (column, ty) in ADDED_COLUMNS.iter().filter(|(c, _)| !present.iter().any(|p| p == c)) {
+        for (table, column, ty) in ADDED_COLUMNS {
+            let present = |pool: SqlitePool| async move {
+                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?) WHERE name = ?")
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(db_error)?;
+                Ok::<_, Error>(count > 0)
+            };
+            if present(pool.clone()).await? {
+                continue;
+            }
             // A concurrent opener may add it first: only a real failure is one.
-            let added =
-                sqlx::raw_sql(&format!("ALTER TABLE staged_files ADD COLUMN {column} {ty}")).execute(&pool).await;
-            if let Err(e) = added {
-                let again: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM pragma_table_info('staged_files') WHERE name = ?")
-                        .bind(column)
-                        .fetch_one(&pool)
-                        .await
-                        .map_err(db_error)?;
-                if again == 0 {
-                    return Err(db_error(e));
-                }
+            let added = sqlx::raw_sql(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")).execute(&pool).await;
+            if let Err(e) = added
+                && !present(pool.clone()).await?
+            {
+                return Err(db_error(e));
             }
         }
         sqlx::raw_sql(crate::stream::STREAM_SCHEMA).execute(&pool).await.map_err(db_error)?;
@@ -157,6 +164,19 @@ impl StateStore for SqliteStateStore {
             .map_err(db_error)
     }
 
+    async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
+        let row = sqlx::query(
+            "SELECT next_offset, start_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?",
+        )
+        .bind(pipeline)
+        .bind(&source.topic)
+        .bind(source.partition)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(|r| Fence { next: r.get(0), start: r.get(1) }))
+    }
+
     async fn stage(&self, request: &StageRequest) -> Result<()> {
         let request = request.clone();
         self.immediate(move |conn| Box::pin(async move { stage_in_transaction(conn, &request).await })).await
@@ -209,12 +229,14 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
     let s = &request.source;
     let moved = match request.expected_fence {
         None => sqlx::query(
-            "INSERT INTO fences (pipeline, topic, partition, next_offset) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO fences (pipeline, topic, partition, next_offset, start_offset) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
         )
         .bind(&request.pipeline)
         .bind(&s.topic)
         .bind(s.partition)
-        .bind(request.next_fence),
+        .bind(request.next_fence)
+        .bind(request.first_offset),
         Some(expected) => sqlx::query(
             "UPDATE fences SET next_offset = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
              WHERE pipeline = ? AND topic = ? AND partition = ? AND next_offset = ?",
@@ -272,6 +294,7 @@ mod tests {
             source: source.clone(),
             expected_fence: expected,
             next_fence: next,
+            first_offset: expected.unwrap_or(0),
             files: vec![StagedFile {
                 table: "ns.tbl".into(),
                 path: path.into(),
@@ -296,8 +319,11 @@ mod tests {
         {
             let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display())).unwrap();
             let pool = SqlitePool::connect_with(options.create_if_missing(true)).await.unwrap();
-            let old = SCHEMA.replace("    schema_id    INTEGER,\n", "").replace("    table_uuid   TEXT,\n", "");
-            assert!(!old.contains("schema_id"));
+            let old = SCHEMA
+                .replace("    schema_id    INTEGER,\n", "")
+                .replace("    table_uuid   TEXT,\n", "")
+                .replace("    start_offset INTEGER,\n", "");
+            assert!(!old.contains("schema_id") && !old.contains("start_offset"));
             sqlx::raw_sql(&old).execute(&pool).await.unwrap();
             sqlx::query(
                 "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
@@ -310,8 +336,11 @@ mod tests {
             pool.close().await;
         }
         let store = SqliteStateStore::open(&path).await.unwrap();
+        let tp = SourcePartition { topic: "t".into(), partition: 0 };
+        assert_eq!(store.fence_state("p", &tp).await.unwrap(), None);
         store.stage(&request(Some(10), 20, "new")).await.unwrap_err(); // no fence was ever staged in the old db
         store.stage(&request(None, 20, "new")).await.unwrap();
+        assert_eq!(store.fence_state("p", &tp).await.unwrap(), Some(Fence { next: 20, start: Some(0) }));
         let staged = store.staged_files("ns.tbl").await.unwrap();
         let ids: Vec<(&str, Option<i32>)> = staged.iter().map(|f| (f.path.as_str(), f.schema_id)).collect();
         assert_eq!(ids, [("new", Some(20)), ("old", None)]);
@@ -329,6 +358,7 @@ mod tests {
 
         store.stage(&request(None, 10, "a")).await.unwrap();
         assert_eq!(store.fence("p", &tp).await.unwrap(), Some(10));
+        assert_eq!(store.fence_state("p", &tp).await.unwrap(), Some(Fence { next: 10, start: Some(0) }));
         // A second "first" delivery loses and changes nothing.
         assert!(matches!(store.stage(&request(None, 10, "a2")).await, Err(Error::Conflict(_))));
         // A stale expected fence loses and records no file.
@@ -344,6 +374,7 @@ mod tests {
         let a = store.staged_files("ns.tbl").await.unwrap().into_iter().filter(|f| f.path == "a").collect::<Vec<_>>();
         store.remove_staged("ns.tbl", &a).await.unwrap();
         assert_eq!(store.staged_files("ns.tbl").await.unwrap().len(), 1);
-        assert_eq!(store.fences("p").await.unwrap(), vec![(tp, 20)]);
+        assert_eq!(store.fences("p").await.unwrap(), vec![(tp.clone(), 20)]);
+        assert_eq!(store.fence_state("p", &tp).await.unwrap(), Some(Fence { next: 20, start: Some(0) }), "start kept");
     }
 }

@@ -3,6 +3,8 @@
 //! resumes instead of loading twice). Which ranges a job covers (timestamps to offsets, where the live stream
 //! starts) is resolved before, against the sources and the state store.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::hash::hash64;
@@ -20,9 +22,16 @@ pub struct KafkaRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectEntry {
     pub key: String,
-    /// The object's ETag: a re-uploaded object with new content is a new split.
-    pub etag: String,
+    /// The object's version as listed (its size and modification time): a re-uploaded object is a new split.
+    pub version: String,
     pub size: u64,
+}
+
+impl ObjectEntry {
+    /// A digest of the key and version: the object's identity.
+    pub fn digest(&self) -> u64 {
+        hash64(format!("{}\n{}", self.key, self.version).as_bytes())
+    }
 }
 
 /// What one split reads.
@@ -39,6 +48,10 @@ pub struct Split {
     /// Deterministic: the pipeline, the run and what the split reads.
     pub id: String,
     pub source: SplitSource,
+    /// Per pipeline, the offset where its live stream starts (exclusive end of its backfill; records at or past
+    /// it are the live stream's). Absent: the range's end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ends: BTreeMap<String, i64>,
 }
 
 /// The identity of a run: a hash of its job spec (re-submitting the same spec is the same run).
@@ -68,14 +81,15 @@ pub fn kafka_splits(pipeline: &str, run: &str, ranges: &[KafkaRange], split_reco
         while from < r.to {
             let to = from.saturating_add(step).min(r.to);
             let id = format!("bf:{pipeline}:{run}:{}:{}:{from}", r.topic, r.partition);
-            out.push(Split { id, source: SplitSource::Kafka(KafkaRange { from, to, ..r.clone() }) });
+            let source = SplitSource::Kafka(KafkaRange { from, to, ..r.clone() });
+            out.push(Split { id, source, ends: BTreeMap::new() });
             from = to;
         }
     }
     out
 }
 
-/// One split per object (in key order; a key listed twice once), named by its key and ETag.
+/// One split per object (in key order; a key listed twice once), named by its key and version.
 pub fn object_splits(pipeline: &str, run: &str, objects: &[ObjectEntry]) -> Vec<Split> {
     let mut sorted: Vec<&ObjectEntry> = objects.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
@@ -83,8 +97,8 @@ pub fn object_splits(pipeline: &str, run: &str, objects: &[ObjectEntry]) -> Vec<
     sorted
         .into_iter()
         .map(|o| {
-            let digest = hash64(format!("{}\n{}", o.key, o.etag).as_bytes());
-            Split { id: format!("bf:{pipeline}:{run}:s3:{digest:016x}"), source: SplitSource::Object(o.clone()) }
+            let id = format!("bf:{pipeline}:{run}:s3:{:016x}", o.digest());
+            Split { id, source: SplitSource::Object(o.clone()), ends: BTreeMap::new() }
         })
         .collect()
 }
@@ -142,8 +156,8 @@ mod tests {
     }
 
     #[test]
-    fn objects_are_one_split_each_named_by_key_and_etag() {
-        let o = |key: &str, etag: &str| ObjectEntry { key: key.into(), etag: etag.into(), size: 10 };
+    fn objects_are_one_split_each_named_by_key_and_version() {
+        let o = |key: &str, version: &str| ObjectEntry { key: key.into(), version: version.into(), size: 10 };
         let splits = object_splits("p", "r", &[o("b", "1"), o("a", "1"), o("b", "1")]);
         assert_eq!(splits.len(), 2);
         assert!(matches!(&splits[0].source, SplitSource::Object(x) if x.key == "a"));

@@ -21,7 +21,8 @@ use tracing::{error, info, warn};
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
 use super::orphans::{OrphanScan, Orphans};
 use super::positions::{
-    MAX_CHANGE_KEYS, advance, committed_positions, encode_positions, limit, limit_keys, plan, positions_key,
+    MAX_CHANGE_KEYS, advance_keyed, committed_keyed, key_of_pipeline, limit, limit_keys, plan_keyed,
+    positions_unchanged,
 };
 use super::rewrite::Rewriter;
 use super::tables::{TableReport, delete_uncommitted, simulated_crash};
@@ -30,6 +31,7 @@ use crate::catalog::{delete_files, is_conflict, load_or_create};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pipeline::{Output, Pipeline};
+use crate::state::StagedFile;
 use crate::state::StateStore;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
@@ -443,6 +445,7 @@ impl Compactor {
         let table_name = layout.name.to_string();
         let mut report = TableReport { table: table_name.clone(), ..Default::default() };
         let mut staged = self.state.staged_files(&table_name).await?;
+        staged.retain(|f| key_of_pipeline(&f.pipeline, &self.pipeline.name));
         let (mut table, _) = self.ready(layout).await?;
         if staged.is_empty() {
             return Ok((report, table));
@@ -453,13 +456,20 @@ impl Compactor {
         for attempt in 1..=self.options.max_attempts {
             // On the table as loaded: ingest may have evolved it since the last attempt.
             let layout = &declared.on_table(table.metadata())?;
-            let positions = committed_positions(&table, pipeline)?;
-            let (done, pending) = plan(staged, &positions);
+            // Per ledger key: the pipeline's own positions, and its backfills' (`<pipeline>~bf`).
+            let positions = committed_keyed(&table, pipeline, &staged)?;
+            let (done, pending) = plan_keyed(staged, &positions);
             if !done.is_empty() {
                 // Committed by an earlier run that stopped before marking them; those it merged are deleted first.
                 warn!(table = %table_name, files = done.len(), "staged files already committed; marking them");
                 report.recovered += done.len() as u64;
-                let away = super::merge::merged_away(&table, pipeline, &done).await?;
+                let mut away = Vec::new();
+                for key in positions.keys() {
+                    let of_key: Vec<StagedFile> = done.iter().filter(|f| &f.pipeline == key).cloned().collect();
+                    if !of_key.is_empty() {
+                        away.extend(super::merge::merged_away(&table, key, &of_key).await?);
+                    }
+                }
                 report.inputs_deleted += self.delete_inputs(&table_name, &away).await?;
                 self.state.remove_staged(&table_name, &done).await?;
             }
@@ -494,7 +504,7 @@ impl Compactor {
                 Err(e) if !simulated_crash(&e) && attempt < self.options.max_attempts => {
                     // A rival compactor may have committed these files and deleted their inputs meanwhile.
                     let fresh = self.catalog.load_table(&layout.ident()).await?;
-                    if committed_positions(&fresh, pipeline)? == positions {
+                    if positions_unchanged(&fresh, &positions)? {
                         return Err(e);
                     }
                     warn!(table = %table_name, attempt, error = %e, "merge failed and the table moved; re-planning");
@@ -505,8 +515,8 @@ impl Compactor {
                 }
                 Err(e) => return Err(e),
             };
-            let mut properties = HashMap::new();
-            properties.insert(positions_key(pipeline), encode_positions(&advance(&positions, &batch)));
+            let mut properties: HashMap<String, String> =
+                advance_keyed(pipeline, &positions, &batch).into_iter().collect();
             properties.insert("floe.pipeline".to_string(), pipeline.clone());
 
             failpoint::hit(failpoint::COMPACTOR_BEFORE_COMMIT).await?;

@@ -3,7 +3,7 @@
 //!
 //! Every snapshot floe commits carries, in its summary, the cumulative source positions of the pipeline
 //! (`floe.positions.<pipeline>` = `{"topic:partition": next_offset}`). Staging is monotone per topic-partition,
-//! so a staged file whose last offset is below the committed position is already in the table: that is how the
+//! so a staged file whose last offset is below the committed position (of its ledger key, see [`plan_keyed`]) is already in the table: that is how the
 //! compactor recognises a commit that succeeded but was never marked in the state store, and never commits the
 //! same file twice.
 
@@ -13,7 +13,7 @@ use iceberg::table::Table;
 
 use crate::error::{Error, Result};
 use crate::input::event::SourcePartition;
-use crate::state::StagedFile;
+use crate::state::{KEY_SEPARATOR, StagedFile};
 
 /// Snapshot-summary key prefix for committed positions.
 pub const POSITIONS_PREFIX: &str = "floe.positions.";
@@ -110,9 +110,60 @@ pub fn decode_positions(text: &str) -> std::result::Result<Positions, String> {
         .collect()
 }
 
-/// Split staged files into (already committed, still to commit), given committed positions.
-pub fn plan(staged: Vec<StagedFile>, positions: &Positions) -> (Vec<StagedFile>, Vec<StagedFile>) {
-    staged.into_iter().partition(|f| positions.get(&f.source).is_some_and(|next| f.last_offset < *next))
+/// Whether ledger key `key` belongs to `pipeline`: its own, or one of its suffixed keys.
+pub fn key_of_pipeline(key: &str, pipeline: &str) -> bool {
+    key.strip_prefix(pipeline).is_some_and(|rest| rest.is_empty() || rest.starts_with(KEY_SEPARATOR))
+}
+
+/// Committed positions per ledger key.
+pub type KeyedPositions = BTreeMap<String, Positions>;
+
+/// The committed positions of `pipeline` and of every other key of its that `staged` names.
+pub fn committed_keyed(table: &Table, pipeline: &str, staged: &[StagedFile]) -> Result<KeyedPositions> {
+    let mut keys: Vec<&str> = staged.iter().map(|f| f.pipeline.as_str()).collect();
+    keys.push(pipeline);
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().map(|k| Ok((k.to_string(), committed_positions(table, k)?))).collect()
+}
+
+/// Whether `table` still has `positions` for every key (no rival commit moved any of them).
+pub fn positions_unchanged(table: &Table, positions: &KeyedPositions) -> Result<bool> {
+    for (key, p) in positions {
+        if committed_positions(table, key)? != *p {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Split staged files into (already committed, still to commit): a file is committed when the positions of its
+/// ledger key are past its last offset.
+pub fn plan_keyed(staged: Vec<StagedFile>, positions: &KeyedPositions) -> (Vec<StagedFile>, Vec<StagedFile>) {
+    staged.into_iter().partition(|f| {
+        positions.get(&f.pipeline).and_then(|p| p.get(&f.source)).is_some_and(|next| f.last_offset < *next)
+    })
+}
+
+/// The summary entries a commit of `batch` writes: the pipeline's own positions always (carried forward), and
+/// the positions of every other key `batch` has files of. Those keep only the sources `batch` commits: they
+/// exist to recognise committed files that are still in the ledger, which after this commit are `batch`'s
+/// alone (a backfill's sources are many, archive objects each one, and summaries must not grow with them).
+pub fn advance_keyed(pipeline: &str, positions: &KeyedPositions, batch: &[StagedFile]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let own: Vec<StagedFile> = batch.iter().filter(|f| f.pipeline == pipeline).cloned().collect();
+    let empty = Positions::new();
+    out.insert(positions_key(pipeline), encode_positions(&advance(positions.get(pipeline).unwrap_or(&empty), &own)));
+    let mut others: BTreeMap<&str, Vec<StagedFile>> = BTreeMap::new();
+    for f in batch.iter().filter(|f| f.pipeline != pipeline) {
+        others.entry(f.pipeline.as_str()).or_default().push(f.clone());
+    }
+    for (key, files) in others {
+        let mut next = advance(positions.get(key).unwrap_or(&empty), &files);
+        next.retain(|source, _| files.iter().any(|f| &f.source == source));
+        out.insert(positions_key(key), encode_positions(&next));
+    }
+    out
 }
 
 /// Positions after committing `files` on top of `positions`.
@@ -176,7 +227,7 @@ pub fn limit_keys(mut batch: Vec<StagedFile>, max_keys: u64) -> Vec<StagedFile> 
 }
 
 fn same_range(a: &StagedFile, b: &StagedFile) -> bool {
-    a.source == b.source && a.first_offset == b.first_offset
+    a.source == b.source && a.first_offset == b.first_offset && a.pipeline == b.pipeline
 }
 
 #[cfg(test)]
@@ -227,7 +278,8 @@ mod tests {
     fn plan_splits_committed_from_pending() {
         let positions: Positions = [(SourcePartition { topic: "a".into(), partition: 0 }, 100)].into();
         let staged = vec![file("a", 0, 0, 99, "x"), file("a", 0, 100, 150, "y"), file("a", 1, 0, 10, "z")];
-        let (done, pending) = plan(staged, &positions);
+        let keyed: KeyedPositions = [("p".to_string(), positions.clone())].into();
+        let (done, pending) = plan_keyed(staged, &keyed);
         assert_eq!(done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["x"]);
         assert_eq!(pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["y", "z"]);
         let next = advance(&positions, &pending);
@@ -250,6 +302,31 @@ mod tests {
         history.complete = false;
         assert_eq!(history.covering(&f(5)), None);
         assert_eq!(history.covering(&f(15)), Some(2));
+    }
+
+    #[test]
+    fn backfill_keys_are_planned_and_advanced_on_their_own_positions() {
+        let tp = SourcePartition { topic: "a".into(), partition: 0 };
+        let bf = |first: i64, last: i64, path: &str, topic: &str| StagedFile {
+            pipeline: "p~bf".into(),
+            ..file(topic, 0, first, last, path)
+        };
+        // Live has committed up to 100; the backfill up to 40 of the same partition.
+        let positions: KeyedPositions = [
+            ("p".to_string(), [(tp.clone(), 100)].into()),
+            ("p~bf".to_string(), [(tp.clone(), 40), (SourcePartition { topic: "old".into(), partition: 0 }, 9)].into()),
+        ]
+        .into();
+        let staged = vec![file("a", 0, 100, 109, "live"), bf(0, 39, "bf-done", "a"), bf(40, 59, "bf-new", "a")];
+        let (done, pending) = plan_keyed(staged, &positions);
+        assert_eq!(done.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["bf-done"]);
+        assert_eq!(pending.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["live", "bf-new"]);
+        let summary = advance_keyed("p", &positions, &pending[1..]);
+        assert_eq!(decode_positions(&summary[&positions_key("p")]).unwrap()[&tp], 100, "live carried as it was");
+        let bf_next = decode_positions(&summary[&positions_key("p~bf")]).unwrap();
+        assert_eq!(bf_next, [(tp.clone(), 60)].into(), "only the sources the commit has");
+        assert!(key_of_pipeline("p~bf", "p") && key_of_pipeline("p", "p"));
+        assert!(!key_of_pipeline("p2", "p") && !key_of_pipeline("p~bf", "q"));
     }
 
     #[test]

@@ -81,6 +81,15 @@ impl StagedContent {
     }
 }
 
+/// The separator of a ledger key's suffix: `<pipeline>~bf` is the pipeline's backfills, staged under fences
+/// and committed under positions of their own (see [`crate::backfill`]).
+pub const KEY_SEPARATOR: char = '~';
+
+/// The fence and ledger key of `pipeline`'s backfills.
+pub fn backfill_key(pipeline: &str) -> String {
+    format!("{pipeline}{KEY_SEPARATOR}bf")
+}
+
 /// One atomic staging step for one topic-partition.
 #[derive(Debug, Clone)]
 pub struct StageRequest {
@@ -90,7 +99,18 @@ pub struct StageRequest {
     pub expected_fence: Option<i64>,
     /// The new fence: one past the last offset processed.
     pub next_fence: i64,
+    /// The first offset this step covers. A step that creates the fence records it as the fence's start: where
+    /// the pipeline began reading the partition, which is where a backfill of its history ends.
+    pub first_offset: i64,
     pub files: Vec<StagedFile>,
+}
+
+/// A fence as stored: the next offset to process, and the first offset ever staged under it (`None` for fences
+/// created before floe recorded starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub next: i64,
+    pub start: Option<i64>,
 }
 
 /// Where fences and staged files live (SQLite embedded, DynamoDB on AWS); stores also hold the state of
@@ -99,6 +119,9 @@ pub struct StageRequest {
 pub trait StateStore: crate::stateful::store::StreamStore + Send + Sync {
     /// Next offset to process for a topic-partition of a pipeline, if any was staged.
     async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>>;
+
+    /// The fence with its start ([`Fence`]), if any was staged.
+    async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>>;
 
     /// Atomically check-and-advance the fence and record the staged files.
     async fn stage(&self, request: &StageRequest) -> Result<()>;

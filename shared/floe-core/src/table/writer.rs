@@ -235,7 +235,16 @@ impl PartitionWriter {
 
 /// File-name prefix for the rows of one source range: stable across retries, unique per range and table.
 pub fn file_prefix(pipeline: &str, topic: &str, partition: i32, first: i64, last: i64) -> String {
-    format!("{pipeline}-{topic}-{partition}-{first:020}-{last:020}")
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.chars().all(safe) {
+        return format!("{pipeline}-{topic}-{partition}-{first:020}-{last:020}");
+    }
+    // A source that is not a Kafka topic (an archive object's location): its characters made safe for a file
+    // name, and its hash so that two locations never share a name.
+    let cleaned: String = topic.chars().map(|c| if safe(c) { c } else { '_' }).collect();
+    let tail = &cleaned[cleaned.len().saturating_sub(80)..];
+    let hash = crate::hash::hash64(topic.as_bytes());
+    format!("{pipeline}-{tail}-{hash:016x}-{partition}-{first:020}-{last:020}")
 }
 
 /// Write `batch` as one small Parquet file at `location` with floe's codec settings (zstd 1, constant writer

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::failpoint::throttle;
 use crate::input::event::SourcePartition;
-use crate::state::{StageRequest, StagedFile, StateStore};
+use crate::state::{Fence, StageRequest, StagedFile, StateStore};
 use crate::stateful::store::{Cell, CellWrite, ClockWrite, KeyClaim, StreamStore, WindowProgress};
 
 /// A state store whose calls can be made to fail on demand.
@@ -21,6 +21,11 @@ impl StateStore for FaultyState {
     async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
         throttle("state.fence")?;
         self.0.fence(pipeline, source).await
+    }
+
+    async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
+        throttle("state.fence")?;
+        self.0.fence_state(pipeline, source).await
     }
 
     async fn stage(&self, request: &StageRequest) -> Result<()> {
@@ -105,6 +110,9 @@ mod tests {
     impl StateStore for Empty {
         async fn fence(&self, _: &str, _: &SourcePartition) -> Result<Option<i64>> {
             Ok(Some(7))
+        }
+        async fn fence_state(&self, _: &str, _: &SourcePartition) -> Result<Option<Fence>> {
+            Ok(Some(Fence { next: 7, start: None }))
         }
         async fn stage(&self, _: &StageRequest) -> Result<()> {
             Ok(())
