@@ -49,6 +49,31 @@ pub fn msk_iam_token(region: &str, credentials: &Credentials, now: SystemTime) -
     Ok((token, now + TOKEN_LIFETIME))
 }
 
+/// Makes tokens with the credentials of the environment (the function's role on Lambda), for a Kafka client's
+/// OAUTHBEARER callback. The SDK's provider caches and refreshes the credentials; each connection signs anew.
+#[derive(Debug, Clone)]
+pub struct MskIamSigner {
+    provider: aws_credential_types::provider::SharedCredentialsProvider,
+    region: String,
+}
+
+impl MskIamSigner {
+    /// From the environment's credential chain and region (`AWS_REGION`).
+    pub async fn from_env() -> Result<MskIamSigner, String> {
+        let config = aws_config::from_env().load().await;
+        let provider = config.credentials_provider().ok_or("MSK IAM: no AWS credentials in the environment")?;
+        let region = config.region().map(|r| r.to_string()).ok_or("MSK IAM: no AWS region (set AWS_REGION)")?;
+        Ok(MskIamSigner { provider, region })
+    }
+
+    /// A token valid for [`TOKEN_LIFETIME`] from now.
+    pub async fn token(&self) -> Result<String, String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let credentials = self.provider.provide_credentials().await.map_err(|e| format!("MSK IAM credentials: {e}"))?;
+        Ok(msk_iam_token(&self.region, &credentials, SystemTime::now())?.0)
+    }
+}
+
 /// What SigV4 leaves unencoded in a query value: RFC 3986's unreserved characters.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 

@@ -4,7 +4,11 @@
 //! features: `embedded` (SQLite, local warehouse), `aws` (DynamoDB, Glue, S3) and `sql` (SQL planning, for
 //! ingest and the CLI).
 
+#[cfg(feature = "kafka")]
+pub mod backfill;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod metrics;
 mod registry;
 mod settings;

@@ -9,7 +9,8 @@ Exit codes:
   0   success
   1   failed; running the same command again fails the same way
   2   bad command line
-  3   the pipeline file or a setting is invalid (the message names the file, line, column and field)
+  3   the pipeline file, a setting or a backfill job is invalid (the message names the file, line, column and
+      field, or what to change)
   75  failed for a reason a retry can fix (throttling, a lost commit race): run it again
 
 Backends: `--backend embedded` (the default) keeps the state store and the Iceberg catalog in SQLite under
@@ -183,6 +184,29 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Load history into the pipelines' tables: a Kafka cluster's retained records, or an archive of objects.
+    ///
+    /// The same planner and split runner as the backfill function, in this process: the job is cut into
+    /// splits (one per topic-partition, or per archive object), loaded --parallel at a time through the same
+    /// decode, transform and dead-letter path as ingest, with a progress bar and a JSON summary. Staged files
+    /// are committed by the compactor (`floe compact`), like ingest's.
+    ///
+    /// Never twice: each pipeline's backfills of a partition share one fence, so an interrupted backfill
+    /// (Ctrl-C, kill) resumes where it stopped when run again, and a finished one is a no-op. `--to live`
+    /// (the default) ends each partition where the live stream starts (creating the live fence at the high
+    /// watermark if the live stream has not started), so backfill and live ingest meet with no gap and no
+    /// overlap. Archive objects are loaded once per object version.
+    ///
+    /// Examples:
+    ///   floe backfill --pipeline orders.toml --brokers localhost:9092 --dry-run
+    ///   floe backfill --pipeline orders.toml --brokers b-1.msk:9098 --auth iam --from -7d
+    ///   floe backfill --pipeline orders.toml --archive s3://exports/orders/ --max-bytes 50000000000
+    Backfill {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        job: BackfillArgs,
+    },
     /// Create topics on a Kafka broker (`name:partitions`); existing topics are left alone.
     Topics {
         /// Bootstrap servers, host:port[,host:port…].
@@ -241,6 +265,47 @@ pub enum Command {
         #[arg(long, default_value = ".floe/local/esm", value_name = "DIR")]
         esm_dir: PathBuf,
     },
+}
+
+/// What `floe backfill` loads, and how.
+#[derive(clap::Args)]
+pub struct BackfillArgs {
+    /// Kafka bootstrap servers to re-read, host:port[,host:port…].
+    #[arg(long, conflicts_with = "archive", required_unless_present = "archive")]
+    pub brokers: Option<String>,
+    /// How to authenticate to Kafka: plaintext, tls, iam (MSK IAM, with the environment's AWS credentials) or
+    /// scram (FLOE_KAFKA_USERNAME/FLOE_KAFKA_PASSWORD, or the secret FLOE_KAFKA_SCRAM_SECRET).
+    #[arg(long, default_value = "plaintext", value_parser = ["plaintext", "tls", "iam", "scram"])]
+    pub auth: String,
+    /// Topics or patterns to backfill (repeatable); default every topic the pipelines read.
+    #[arg(long = "topic", value_name = "TOPIC")]
+    pub topics: Vec<String>,
+    /// Start: earliest, an offset, an RFC 3339 time, or a time ago like -6h or -7d.
+    #[arg(long, default_value = "earliest", value_name = "POSITION")]
+    pub from: String,
+    /// End (exclusive): live (where the live stream starts), latest, an offset or a time.
+    #[arg(long, default_value = "live", value_name = "POSITION")]
+    pub to: String,
+    /// An archive to load instead: an s3://bucket/prefix/ or a local directory of .jsonl, .ndjson, .json (each
+    /// optionally .gz) and .parquet objects.
+    #[arg(long, value_name = "LOCATION")]
+    pub archive: Option<String>,
+    /// Splits loaded at the same time.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Cost cap: Kafka records this run may load; the rest is left for the next run of the same command.
+    #[arg(long, value_name = "N")]
+    pub max_records: Option<u64>,
+    /// Cost cap: archive bytes this run may load.
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+    /// Print the plan (splits, meeting points, what is already loaded) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the job as the JSON payload the backfill state machine takes (for `aws stepfunctions
+    /// start-execution --input` or a schedule) and exit.
+    #[arg(long)]
+    pub print_job: bool,
 }
 
 /// The event source mapping's settings, named as in the SAM template.

@@ -29,7 +29,7 @@ pub fn code(error: &anyhow::Error) -> u8 {
 
 fn core_code(e: &floe_core::Error) -> u8 {
     match e {
-        floe_core::Error::Config { .. } | floe_core::Error::Schema { .. } => INVALID,
+        floe_core::Error::Config { .. } | floe_core::Error::Schema { .. } | floe_core::Error::Backfill(_) => INVALID,
         e if e.is_retryable() => RETRY,
         _ => FAILED,
     }

@@ -5,6 +5,7 @@
 //! integration tests; `floe` itself has no fault hooks.
 
 mod args;
+mod backfill;
 mod demo;
 pub mod esm;
 mod exit;
@@ -181,6 +182,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing("info");
             let rt = Runtime::open(&common, Planning::CheckThenRecorded).await?;
             local::compact_every(rt.compactors(&CompactorOptions::default())?, seconds).await
+        }
+        Command::Backfill { common, job } => {
+            init_tracing("warn");
+            let rt = Runtime::open(&common, Planning::Plan).await?;
+            backfill::run(&rt, &job).await
         }
         Command::Topics { brokers, topics } => {
             init_tracing("warn");
