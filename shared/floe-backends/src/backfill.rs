@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use floe_core::backfill::{
-    Cap, ObjectReader, Plan, Split, SplitReport, SplitSource, list_objects, plan_kafka, plan_objects, run_id,
-    run_split,
+    Cap, ObjectReader, Plan, Split, SplitReport, SplitSource, list_objects, plan_kafka, plan_objects, run_id, run_split,
 };
 use floe_core::{Backends, Pipeline, Router};
 use serde::{Deserialize, Serialize};
@@ -80,9 +79,10 @@ impl Backfill {
         let run = run_id(&named);
         let kafka = match (&spec.kafka, &spec.archive) {
             (Some(k), None) => {
-                let brokers = k.brokers.clone().or_else(|| lookup("FLOE_KAFKA_BROKERS")).ok_or_else(|| {
-                    invalid("name the Kafka brokers (`kafka.brokers`, or FLOE_KAFKA_BROKERS)".into())
-                })?;
+                let brokers =
+                    k.brokers.clone().or_else(|| lookup("FLOE_KAFKA_BROKERS")).ok_or_else(|| {
+                        invalid("name the Kafka brokers (`kafka.brokers`, or FLOE_KAFKA_BROKERS)".into())
+                    })?;
                 let auth = k.auth.clone().or_else(|| lookup("FLOE_KAFKA_AUTH")).unwrap_or_else(|| "iam".into());
                 let auth = KafkaAuth::from_name(&auth, &lookup).await?;
                 Some(KafkaSource::connect(&brokers, &auth).await?)

@@ -117,9 +117,9 @@ impl std::str::FromStr for Position {
                 return Ok(Position::Time(chrono::Utc::now().timestamp_millis() - n * scale));
             }
         }
-        chrono::DateTime::parse_from_rfc3339(text).map(|t| Position::Time(t.timestamp_millis())).map_err(|_| {
-            format!("`{text}` is not earliest, latest, live, an offset, an RFC 3339 time or -<n>m|h|d")
-        })
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| Position::Time(t.timestamp_millis()))
+            .map_err(|_| format!("`{text}` is not earliest, latest, live, an offset, an RFC 3339 time or -<n>m|h|d"))
     }
 }
 
@@ -194,7 +194,12 @@ impl KafkaSource {
 
     /// Every partition of the topics matching `topics` (names or `*` patterns), with `from` and `to` resolved
     /// to offsets (`to = live` is left to the planner), in (topic, partition) order.
-    pub async fn spans(&self, topics: &[String], from: Position, to: Position) -> floe_core::Result<Vec<PartitionSpan>> {
+    pub async fn spans(
+        &self,
+        topics: &[String],
+        from: Position,
+        to: Position,
+    ) -> floe_core::Result<Vec<PartitionSpan>> {
         let listed = self.client.list_topics().await.map_err(|e| kafka_error("listing topics".into(), e))?;
         let mut spans = Vec::new();
         for topic in listed.into_iter().filter(|t| topics.iter().any(|p| topic_matches(p, &t.name))) {
