@@ -177,6 +177,13 @@ class Floe:
         proc = self._run(args, fail_at, check, faults=older_than is not None)
         return {r["table"]: r for r in json.loads(proc.stdout)} if proc.returncode == 0 else proc
 
+    def backfill(self, *args: str, check: bool = True):
+        """`floe backfill ARGS`: its JSON summary (or, for `--dry-run`, the plan), or the failed process."""
+        proc = self._run(["backfill", *args], check=check)
+        if proc.returncode != 0:
+            return proc
+        return json.loads(proc.stdout) if "--dry-run" in args else json.loads(proc.stdout.strip().splitlines()[-1])
+
     def put_object(self, path: str, body: bytes):
         """Write a file at `path` under the warehouse, behind floe's back."""
         if self.moto:

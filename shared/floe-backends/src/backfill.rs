@@ -168,7 +168,7 @@ impl Backfill {
                 run_split(&self.router, state, split, &mut reader, deadline, progress).await?
             }
             SplitSource::Object(o) => {
-                let mut reader = ObjectReader::new(self.backends.file_io.clone(), o.key.clone());
+                let mut reader = ObjectReader::new(self.backends.file_io.clone(), o.clone());
                 run_split(&self.router, state, split, &mut reader, deadline, progress).await?
             }
         };

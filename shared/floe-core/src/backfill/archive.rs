@@ -1,7 +1,7 @@
 //! Archive objects as records: JSON lines (optionally gzip'd) and Parquet, read through the warehouse's FileIO
 //! (`s3://` on AWS, `file://` locally) and listed with its [`ObjectLister`]. Each line or row is one record whose
 //! offset is its line or row number, counted from 1; the record's topic is the object's location, so dead
-//! letters name the object and line. An object that cannot be read as its format (a corrupt gzip or Parquet
+//! letters name the object and line, and its timestamp the object's modification time. An object that cannot be read as its format (a corrupt gzip or Parquet
 //! file) becomes one dead letter at offset 0 naming the reason, and the rest of the archive loads.
 
 use std::io::Read;
@@ -58,7 +58,8 @@ pub async fn list_objects(lister: &dyn ObjectLister, prefix: &str) -> Result<(Ve
             continue;
         }
         let version = format!("{}-{}", object.size, object.last_modified_ms.unwrap_or_default());
-        objects.push(ObjectEntry { key: object.location, version, size: object.size });
+        let modified_ms = object.last_modified_ms;
+        objects.push(ObjectEntry { key: object.location, version, size: object.size, modified_ms });
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     Ok((objects, skipped))
@@ -70,7 +71,7 @@ pub fn object_source(object: &ObjectEntry) -> SourcePartition {
     SourcePartition { topic: object.key.clone(), partition: (object.digest() & 0x7fff_ffff) as i32 }
 }
 
-/// The records of an object's bytes (see the module doc for offsets and corrupt objects).
+/// The records of an object's bytes (see the module doc for offsets and corrupt objects), without timestamps.
 pub fn object_records(key: &str, bytes: Bytes) -> Vec<SourceRecord> {
     let parsed = match ObjectFormat::of(key) {
         Some(ObjectFormat::JsonLines { gzip }) => json_lines(bytes, gzip),
@@ -129,13 +130,13 @@ fn parquet_rows(bytes: Bytes) -> std::result::Result<Vec<SourceRecord>, String> 
 /// Reads one object (whole, on the first read) and serves its records in chunks.
 pub struct ObjectReader {
     file_io: FileIO,
-    key: String,
+    object: ObjectEntry,
     records: Option<Vec<SourceRecord>>,
 }
 
 impl ObjectReader {
-    pub fn new(file_io: FileIO, key: impl Into<String>) -> ObjectReader {
-        ObjectReader { file_io, key: key.into(), records: None }
+    pub fn new(file_io: FileIO, object: ObjectEntry) -> ObjectReader {
+        ObjectReader { file_io, object, records: None }
     }
 }
 
@@ -143,11 +144,16 @@ impl ObjectReader {
 impl SplitReader for ObjectReader {
     async fn read(&mut self, from: i64, to: i64) -> Result<Chunk> {
         if self.records.is_none() {
-            let bytes = self.file_io.new_input(&self.key)?.read().await.map_err(|e| {
+            let key = &self.object.key;
+            let bytes = self.file_io.new_input(key)?.read().await.map_err(|e| {
                 let retryable = e.retryable();
-                Error::Source { message: format!("reading {}: {e}", self.key), retryable }
+                Error::Source { message: format!("reading {key}: {e}"), retryable }
             })?;
-            self.records = Some(object_records(&self.key, bytes));
+            let mut records = object_records(key, bytes);
+            for r in &mut records {
+                r.timestamp_ms = self.object.modified_ms;
+            }
+            self.records = Some(records);
         }
         let all = self.records.as_deref().unwrap_or_default();
         let start = all.partition_point(|r| r.offset < from);
@@ -237,9 +243,14 @@ mod tests {
         let path = dir.path().join("x.jsonl");
         std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n\n{\"a\":3}\n").unwrap();
         let file_io = iceberg::io::FileIOBuilder::new(std::sync::Arc::new(iceberg::io::LocalFsStorageFactory)).build();
-        let mut reader = ObjectReader::new(file_io, format!("file://{}", path.display()));
+        let key = format!("file://{}", path.display());
+        let object = ObjectEntry { key, version: "1".into(), size: 30, modified_ms: Some(7) };
+        let mut reader = ObjectReader::new(file_io, object);
         let chunk = reader.read(2, i64::MAX).await.unwrap();
-        assert_eq!(chunk.records.iter().map(|r| r.offset).collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(
+            chunk.records.iter().map(|r| (r.offset, r.timestamp_ms)).collect::<Vec<_>>(),
+            [(2, Some(7)), (4, Some(7))]
+        );
         assert_eq!((chunk.next, chunk.end), (5, true));
         let chunk = reader.read(5, i64::MAX).await.unwrap();
         assert!(chunk.records.is_empty() && chunk.end);

@@ -25,6 +25,10 @@ pub struct ObjectEntry {
     /// The object's version as listed (its size and modification time): a re-uploaded object is a new split.
     pub version: String,
     pub size: u64,
+    /// When the object was last written (epoch milliseconds): its records' timestamp (`@timestamp`), as an
+    /// archive keeps no per-record Kafka time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ms: Option<i64>,
 }
 
 impl ObjectEntry {
@@ -157,7 +161,12 @@ mod tests {
 
     #[test]
     fn objects_are_one_split_each_named_by_key_and_version() {
-        let o = |key: &str, version: &str| ObjectEntry { key: key.into(), version: version.into(), size: 10 };
+        let o = |key: &str, version: &str| ObjectEntry {
+            key: key.into(),
+            version: version.into(),
+            size: 10,
+            modified_ms: None,
+        };
         let splits = object_splits("p", "r", &[o("b", "1"), o("a", "1"), o("b", "1")]);
         assert_eq!(splits.len(), 2);
         assert!(matches!(&splits[0].source, SplitSource::Object(x) if x.key == "a"));

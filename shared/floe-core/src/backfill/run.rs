@@ -63,7 +63,8 @@ pub async fn run_split(
         SplitSource::Kafka(r) => {
             (crate::SourcePartition { topic: r.topic.clone(), partition: r.partition }, r.from, r.to)
         }
-        SplitSource::Object(o) => (object_source(o), 1, OBJECT_DONE),
+        // Lines count from 1; offset 0 is where an unreadable object's one dead letter goes.
+        SplitSource::Object(o) => (object_source(o), 0, OBJECT_DONE),
     };
     let object = matches!(split.source, SplitSource::Object(_));
     let readers: Vec<String> = match object {
