@@ -1,6 +1,7 @@
 //! A backfill job as the CLI, the backfill function and the state machine pass it (the same JSON everywhere),
 //! and the one place that plans it and runs its splits against the opened backends and sources.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use floe_core::backfill::{
@@ -58,7 +59,7 @@ fn invalid(message: String) -> Error {
 pub struct Backfill {
     pub spec: JobSpec,
     pub run: String,
-    router: Router,
+    router: Arc<Router>,
     backends: Backends,
     kafka: Option<KafkaSource>,
 }
@@ -67,7 +68,7 @@ impl Backfill {
     /// Check `spec` and connect to its source. `lookup` reads settings (the environment).
     pub async fn open(
         spec: JobSpec,
-        router: Router,
+        router: Arc<Router>,
         backends: Backends,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Backfill> {
@@ -96,6 +97,11 @@ impl Backfill {
             _ => return Err(invalid("a job names exactly one source: `kafka` or `archive`".into())),
         };
         Ok(Backfill { spec, run, router, backends, kafka })
+    }
+
+    /// The first pipeline's name (metrics are per pipeline).
+    pub fn pipeline(&self) -> &str {
+        self.router.routes().first().map(|r| r.pipeline().name.as_str()).unwrap_or_default()
     }
 
     fn cap(&self) -> Cap {

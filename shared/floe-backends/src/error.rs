@@ -65,6 +65,15 @@ impl Failure {
     }
 }
 
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Settings { var, message } => floe_core::Error::Settings { var, message }.into(),
+            Error::Core(e) => e.into(),
+        }
+    }
+}
+
 impl From<floe_core::Error> for Failure {
     fn from(source: floe_core::Error) -> Self {
         Failure { retryable: source.is_retryable(), source }

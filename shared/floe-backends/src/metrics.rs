@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use floe_core::backfill::SplitReport;
 use floe_core::{IngestReport, Orphans, TableReport};
 
 /// CloudWatch namespace of floe's metrics.
@@ -148,6 +149,49 @@ pub fn compactor_run_line(timestamp_ms: i64, pipeline: &str, reports: &[TableRep
         &[("Pipeline", pipeline), ("Function", "compactor")],
         &[m("TablesBehind", "Count", behind as u64), m("StagedFilesWaiting", "Count", remaining)],
         &[],
+    )
+}
+
+/// One run of a backfill split: what it read and staged, and whether the split is done (`SplitsUnfinished` = 1
+/// when the invocation's time ran out first and the state machine runs it again).
+pub fn backfill_split_line(timestamp_ms: i64, pipeline: &str, run: &str, report: &SplitReport) -> String {
+    emf_line(
+        timestamp_ms,
+        &[("Pipeline", pipeline), ("Function", "backfill")],
+        &[
+            m("BackfillRecords", "Count", report.records),
+            m("BackfillInputBytes", "Bytes", report.input_bytes),
+            m("BackfillRows", "Count", report.rows),
+            m("BackfillDeadLetters", "Count", report.dead_letters),
+            m("BackfillFiles", "Count", report.files),
+            m("SplitsUnfinished", "Count", u64::from(!report.done)),
+            Metric { name: "BackfillSplitSeconds", unit: "Seconds", value: report.seconds },
+        ],
+        &[("Run", json!(run)), ("Split", json!(report.id)), ("Next", json!(report.next))],
+    )
+}
+
+/// A whole backfill run, summed by the state machine's last step.
+pub fn backfill_run_line(
+    timestamp_ms: i64,
+    pipeline: &str,
+    run: &str,
+    total: &SplitReport,
+    splits: u64,
+    failed: u64,
+) -> String {
+    emf_line(
+        timestamp_ms,
+        &[("Pipeline", pipeline), ("Function", "backfill")],
+        &[
+            m("BackfillRunRecords", "Count", total.records),
+            m("BackfillRunRows", "Count", total.rows),
+            m("BackfillRunDeadLetters", "Count", total.dead_letters),
+            m("BackfillRunBytes", "Bytes", total.input_bytes),
+            m("BackfillRunSplits", "Count", splits),
+            m("BackfillRunSplitsFailed", "Count", failed),
+        ],
+        &[("Run", json!(run))],
     )
 }
 

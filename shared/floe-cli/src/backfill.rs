@@ -69,7 +69,8 @@ pub async fn run(rt: &Runtime, args: &BackfillArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let router = rt.router().await?;
-    let backfill = Backfill::open(spec, router, rt.backends.clone(), |k| std::env::var(k).ok()).await?;
+    let backfill =
+        Backfill::open(spec, std::sync::Arc::new(router), rt.backends.clone(), |k| std::env::var(k).ok()).await?;
     let plan = backfill.plan(args.dry_run).await?;
     for note in &plan.notes {
         eprintln!("floe: {note}");

@@ -127,6 +127,12 @@ async fn a_backfill_meets_the_live_stream_resumes_after_a_crash_and_loads_nothin
     let plan = plan_kafka(state, &[&p], "r1", &[span(0, None, 300)], Cap::default(), false).await.unwrap();
     let split = &plan.splits[0];
 
+    // An invocation out of time reads nothing and says the split is not done.
+    let mut reader = VecReader { records: all.clone(), chunk: 40, reads: 0, fail_after: None };
+    let mut progress = |_: u64| {};
+    let late = run_split(&router, state, split, &mut reader, Some(std::time::Instant::now()), &mut progress).await;
+    let late = late.unwrap();
+    assert_eq!((late.done, late.records, late.next, reader.reads), (false, 0, 0, 0));
     // An invocation dies after two chunks; the next one resumes from the fence.
     let mut reader = VecReader { records: all.clone(), chunk: 40, reads: 0, fail_after: Some(2) };
     let mut progress = |_: u64| {};

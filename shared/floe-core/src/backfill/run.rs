@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::archive::object_source;
@@ -20,7 +20,8 @@ use crate::router::Router;
 use crate::state::{StageRequest, StateStore, backfill_key};
 
 /// What one run of a split did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SplitReport {
     pub id: String,
     /// Records read, their key and value bytes, and what became of them (summed over the pipelines).
