@@ -1,8 +1,11 @@
 """Checks of template.yaml that cfn-lint and `sam validate --lint` do not make: every !Ref / !GetAtt / !Sub / !If
 target resolves (also inside AWS::Serverless::* resources and Globals), MSK events name topics and a valid
 starting position, functions are built the way floe ships them (provided.al2023, arm64, cargo-lambda, a
-binary that exists in the workspace), and the ingest builds that IngestBuild chooses between cannot drift apart:
-at most one is deployed (complementary conditions) and they carry the same events and policies."""
+binary that exists in the workspace), the ingest builds that IngestBuild chooses between cannot drift apart:
+at most one is deployed (complementary conditions) and they carry the same events and policies, and every state
+machine's definition hangs together: each StartAt, Next and Default names a state of its own level, every state is
+reachable and ends or moves on, every ${placeholder} is a DefinitionSubstitution, and every Lambda task invokes a
+function of the template and retries."""
 
 from __future__ import annotations
 
@@ -153,6 +156,102 @@ def check(template: dict, binaries: set[str]) -> list[str]:
             if not p.get("Stream"):
                 problems.append(f"{where}: MSK event has no Stream (cluster ARN)")
     problems += _alternatives(template)
+    problems += _state_machines(template)
+    return problems
+
+
+STATE_TYPES = {"Task", "Choice", "Map", "Parallel", "Pass", "Wait", "Succeed", "Fail"}
+FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
+
+
+def _state_machines(template: dict) -> list[str]:
+    resources = template.get("Resources", {})
+    problems: list[str] = []
+    for name, res in resources.items():
+        if res.get("Type") not in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+            continue
+        props = res.get("Properties", {})
+        definition = props.get("Definition")
+        if not isinstance(definition, dict):
+            problems.append(f"{name}: the definition must be inline (Definition) so that it can be checked")
+            continue
+        subs = props.get("DefinitionSubstitutions", {})
+        targets: dict[str, str | None] = {}
+        for key, value in subs.items():
+            target = None
+            if isinstance(value, Tag) and value.name in ("GetAtt", "Ref"):
+                target = value.value.split(".")[0] if isinstance(value.value, str) else value.value[0]
+                if target not in resources:
+                    problems.append(f"{name}: substitution {key} names {target}, not a resource")
+            targets[key] = target
+
+        def placeholders(node, where):
+            if isinstance(node, str):
+                for used in re.findall(r"\$\{([^}]+)\}", node):
+                    if used not in subs:
+                        problems.append(f"{where}: ${{{used}}} is not a DefinitionSubstitution")
+            elif isinstance(node, dict):
+                for k, v in node.items():
+                    placeholders(v, f"{where}.{k}")
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    placeholders(v, f"{where}[{i}]")
+
+        placeholders(definition, f"{name}.Definition")
+        problems += _check_states(definition, f"{name}.Definition", targets, resources)
+    return problems
+
+
+def _check_states(machine: dict, where: str, targets: dict, resources: dict) -> list[str]:
+    """One level of states (a machine, or a Map's ItemProcessor): names resolve within the level, every state is
+    reachable from StartAt, and every Lambda task invokes a template function with retries."""
+    problems: list[str] = []
+    states = machine.get("States", {})
+    start = machine.get("StartAt")
+    if start not in states:
+        problems.append(f"{where}: StartAt {start!r} is not a state")
+    edges: dict[str, list[str]] = {}
+    for sname, state in states.items():
+        at = f"{where}.States.{sname}"
+        kind = state.get("Type")
+        if kind not in STATE_TYPES:
+            problems.append(f"{at}: Type {kind!r} is not a state type")
+        nexts = [state["Next"]] if "Next" in state else []
+        if kind == "Choice":
+            nexts += [c.get("Next") for c in state.get("Choices", [])]
+            if "Default" in state:
+                nexts.append(state["Default"])
+            if not state.get("Choices"):
+                problems.append(f"{at}: a Choice without Choices")
+        elif kind not in ("Succeed", "Fail") and not nexts and state.get("End") is not True:
+            problems.append(f"{at}: neither Next nor End")
+        for n in nexts:
+            if n not in states:
+                problems.append(f"{at}: Next {n!r} is not a state of this level")
+        edges[sname] = [n for n in nexts if n in states]
+        if kind == "Map":
+            processor = state.get("ItemProcessor") or state.get("Iterator")
+            if not processor:
+                problems.append(f"{at}: a Map without ItemProcessor")
+            else:
+                problems += _check_states(processor, f"{at}.ItemProcessor", targets, resources)
+        if kind == "Task" and str(state.get("Resource", "")).startswith("arn:aws:states:::lambda:invoke"):
+            function = state.get("Parameters", {}).get("FunctionName", "")
+            used = re.fullmatch(r"\$\{([^}]+)\}", str(function))
+            target = targets.get(used.group(1)) if used else None
+            if target is None or resources.get(target, {}).get("Type") not in FUNCTION_TYPES:
+                problems.append(f"{at}: FunctionName {function!r} is not a function of the template")
+            if not state.get("Retry"):
+                problems.append(f"{at}: a Lambda task without Retry")
+    seen, todo = set(), [start]
+    while todo:
+        s = todo.pop()
+        if s in seen or s not in states:
+            continue
+        seen.add(s)
+        todo += edges.get(s, [])
+    for unreachable in sorted(set(states) - seen):
+        problems.append(f"{where}.States.{unreachable}: not reachable from StartAt")
     return problems
 
 

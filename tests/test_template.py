@@ -24,7 +24,7 @@ def template():
 @pytest.fixture(scope="module")
 def binaries():
     names = workspace_binaries(ROOT)
-    assert {"floe-ingest", "floe-ingest-sql", "floe-compactor"} <= names
+    assert {"floe-ingest", "floe-ingest-sql", "floe-compactor", "floe-backfill"} <= names
     return names
 
 
@@ -60,6 +60,34 @@ def test_checks_catch_what_the_linters_miss(template, binaries):
         "IngestFunction, IngestSqlFunction: Events differ",
     ]:
         assert expected in joined, joined
+
+
+def test_state_machine_checks_catch_broken_definitions(template, binaries):
+    bad = copy.deepcopy(template)
+    machine = bad["Resources"]["BackfillStateMachine"]["Properties"]
+    states = machine["Definition"]["States"]
+    states["Plan"]["Next"] = "Planned"
+    states["Summarize"]["Parameters"]["FunctionName"] = "${CompactorArn}"
+    machine["DefinitionSubstitutions"]["ResultsBucket"] = Tag("Ref", "NoBucket")
+    inner = states["Splits"]["ItemProcessor"]["States"]
+    inner["SplitDone"]["Default"] = "Summarize"  # a state of the outer level
+    inner["Load"].pop("Retry")
+    states["Orphan"] = {"Type": "Pass", "End": True}
+    problems = "\n".join(check(bad, binaries))
+    for expected in [
+        "States.Plan: Next 'Planned' is not a state of this level",
+        "${CompactorArn} is not a DefinitionSubstitution",
+        "States.Summarize: FunctionName '${CompactorArn}' is not a function of the template",
+        "substitution ResultsBucket names NoBucket, not a resource",
+        "ItemProcessor.States.SplitDone: Next 'Summarize' is not a state of this level",
+        "ItemProcessor.States.Load: a Lambda task without Retry",
+        "States.Orphan: not reachable from StartAt",
+    ]:
+        assert expected in problems, problems
+    # The real definition: a Distributed Map reading the planned splits, looping each split until it is done.
+    states = template["Resources"]["BackfillStateMachine"]["Properties"]["Definition"]["States"]
+    assert states["Splits"]["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert states["Splits"]["ItemProcessor"]["States"]["SplitDone"]["Choices"][0]["Next"] == "Load"
 
 
 def _tool(name: str) -> str:

@@ -26,6 +26,9 @@ use tracing::{error, info};
 /// Stop starting chunks this long before the function times out (a chunk is read, decoded, written, staged).
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(90);
 
+/// Splits loaded at the same time when neither the job nor the deployment says.
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+
 /// What an invocation asks for.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -105,7 +108,11 @@ impl Handler {
         output.write(body.into()).await.map_err(|e| failed(floe_core::Error::from(e)))?;
         info!(run = %plan.run, splits = plan.splits.len(), done = plan.done, records = plan.records,
             bytes = plan.bytes, capped = plan.capped, notes = ?plan.notes, "planned");
+        let concurrency = job
+            .max_concurrency
+            .or_else(|| std::env::var("FLOE_BACKFILL_MAX_CONCURRENCY").ok().and_then(|v| v.parse().ok()));
         Ok(json!({
+            "max_concurrency": concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             "run": plan.run, "pipeline": backfill.pipeline(), "job": job, "bucket": bucket, "key": key,
             "splits": plan.splits.len(), "done": plan.done, "records": plan.records, "bytes": plan.bytes,
             "capped": plan.capped, "notes": plan.notes,

@@ -28,6 +28,9 @@ pub struct JobSpec {
     pub max_records: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// On AWS: splits loaded at the same time (default the deployment's `BackfillMaxConcurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 /// The Kafka side of a job.

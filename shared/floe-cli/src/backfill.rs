@@ -22,7 +22,13 @@ pub fn job(args: &BackfillArgs) -> JobSpec {
         from: Some(args.from.clone()),
         to: Some(args.to.clone()),
     });
-    JobSpec { kafka, archive: args.archive.clone(), max_records: args.max_records, max_bytes: args.max_bytes }
+    JobSpec {
+        kafka,
+        archive: args.archive.clone(),
+        max_records: args.max_records,
+        max_bytes: args.max_bytes,
+        max_concurrency: None,
+    }
 }
 
 /// Records read against the plan's estimate (Kafka offsets), or counted as they come (archives: unknown ahead),
