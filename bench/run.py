@@ -141,6 +141,10 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     results["floe_upsert"] = run_json(
         [RELEASE / "floe-bench", "floe", "--upsert", "--data", data, "--work", work, "--repeat", repeat]
     )
+    log("floe backfill of the same records as an archive of JSON-lines objects …")
+    results["floe_backfill"] = run_json(
+        [RELEASE / "floe-bench", "backfill", "--data", data, "--work", work, "--repeat", repeat]
+    )
     log("arrow-rs baseline …")
     results["baseline"] = run_json(
         [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]
@@ -247,12 +251,13 @@ def one_invocation(binary: Path, data: Path, work: Path) -> dict:
 
 
 def zip_sizes() -> dict[str, float]:
-    """`make package`'s zips: the two ingest builds (IngestBuild=raw and =sql) and the compactor."""
+    """`make package`'s zips: the two ingest builds (IngestBuild=raw and =sql), the compactor and backfill."""
     sizes = {}
     for name, function in (
         ("floe-ingest (no SQL engine)", "floe-ingest"),
         ("floe-ingest-sql", "floe-ingest-sql"),
         ("floe-compactor", "floe-compactor"),
+        ("floe-backfill", "floe-backfill"),
     ):
         path = TARGET / "lambda" / function / "bootstrap.zip"
         if path.exists():
@@ -321,6 +326,12 @@ def table(figures: dict) -> list[str]:
                          "", f"{pp['records_per_s']:,.0f} (protobuf runtime)",
                          f"{pb['records_per_s'] / f['records_per_s']:.2f}× floe's JSON; "
                          f"floe/peer {pb['records_per_s'] / pp['records_per_s']:.2f}"))
+        bf = t.get("floe_backfill")
+        if bf:
+            rows.append(("backfill records/s per core (same records, JSON-lines archive, 50,000 a object)",
+                         f"{bf['records_per_s']:,.0f}", "", "",
+                         f"{bf['records_per_s'] / f['records_per_s']:.2f}× floe's ingest in this run "
+                         f"(planner, object reads, backfill fences)"))
         u = t.get("floe_upsert")
         if u:
             rows.append(("upsert records/s per core (same records as a change stream)", f"{u['records_per_s']:,.0f}",

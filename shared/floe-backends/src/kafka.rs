@@ -287,3 +287,45 @@ impl SplitReader for KafkaReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_as_documented() {
+        assert_eq!("earliest".parse(), Ok(Position::Earliest));
+        assert_eq!("live".parse(), Ok(Position::Live));
+        assert_eq!("1234".parse(), Ok(Position::Offset(1234)));
+        assert_eq!("2026-12-01T00:00:00Z".parse(), Ok(Position::Time(1_796_083_200_000)));
+        let Ok(Position::Time(ago)) = "-2d".parse::<Position>() else { panic!("a time") };
+        let expected = chrono::Utc::now().timestamp_millis() - 2 * 86_400_000;
+        assert!((ago - expected).abs() < 60_000);
+        for bad in ["-2w", "yesterday", "-1", "1.5"] {
+            let err = bad.parse::<Position>().unwrap_err();
+            assert!(err.contains(bad) && err.contains("earliest"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scram_credentials_come_from_the_settings_and_their_absence_is_named() {
+        let env = |k: &str| match k {
+            "FLOE_KAFKA_USERNAME" => Some("floe".to_string()),
+            "FLOE_KAFKA_PASSWORD" => Some("secret".to_string()),
+            _ => None,
+        };
+        let auth = KafkaAuth::from_name("scram", env).await.unwrap();
+        assert!(matches!(&auth, KafkaAuth::Scram { username, password } if username == "floe" && password == "secret"));
+        assert_eq!(format!("{auth:?}"), "scram", "the password is never printed");
+        let missing = KafkaAuth::from_name("scram", |_| None).await.unwrap_err().to_string();
+        assert!(missing.contains("FLOE_KAFKA_SCRAM_SECRET"), "{missing}");
+        let unknown = KafkaAuth::from_name("kerberos", |_| None).await.unwrap_err().to_string();
+        assert!(unknown.contains("`kerberos` is not plaintext, tls, iam or scram"), "{unknown}");
+        assert!(matches!(KafkaAuth::from_name("iam", |_| None).await, Ok(KafkaAuth::Iam)));
+    }
+
+    #[test]
+    fn the_tls_configuration_builds_with_the_system_roots() {
+        tls_config().unwrap();
+    }
+}

@@ -19,7 +19,8 @@
 //! - `router` — [`Router`]: the pipelines of one deployment (each a route into its own table) sharing one event.
 //! - `commit/` — [`Compactor`]: staged files committed as Iceberg snapshots that record source positions; final
 //!   windows emitted.
-//! - `backfill/` — history cut into splits with deterministic identities (issue 20, in progress).
+//! - `backfill/` — history from Kafka or an archive: planned against the live stream, cut into splits, each
+//!   loaded once under backfill fences through the ingest path.
 //! - `testing/` — fault injection, only with the `failpoints` feature.
 
 mod backends;

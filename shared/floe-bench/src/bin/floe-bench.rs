@@ -63,6 +63,9 @@ enum Command {
     Floe(RunArgs),
     /// The arrow-rs baseline over every event of `--data`, `--repeat` times, writing under `--work`.
     Baseline(RunArgs),
+    /// The records of `--data` as an archive of JSON-lines objects (50,000 records each), loaded by floe's
+    /// backfill (planner, split runner, the ingest path under backfill fences) into a fresh home, `--repeat` times.
+    Backfill(RunArgs),
     /// Stage `--files` data files (one small event each) under `--home`, then time one compactor run.
     Commit {
         #[arg(long)]
@@ -224,6 +227,61 @@ async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::R
         (false, _) => "floe",
     };
     Ok(results(name, &events, runs))
+}
+
+/// Records per archive object in the backfill bench: a typical export's part size (a few tens of MB).
+const ARCHIVE_OBJECT_RECORDS: usize = 50_000;
+
+async fn run_backfill(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<serde_json::Value> {
+    use floe_core::backfill::{Cap, ObjectReader, SplitSource, list_objects, plan_objects, run_split};
+    let events = read_events(data)?;
+    // The events' values, as an export would hold them: one JSON document per line.
+    let archive = work.join("archive");
+    fresh(&archive)?;
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for bytes in &events {
+        let event: MskEvent = serde_json::from_slice(bytes)?;
+        for group in floe_core::group_records(&event, &["*".to_string()])? {
+            lines.extend(group.records.into_iter().filter_map(|r| r.value));
+        }
+    }
+    for (i, chunk) in lines.chunks(ARCHIVE_OBJECT_RECORDS).enumerate() {
+        std::fs::write(archive.join(format!("part-{i:05}.jsonl")), chunk.join(&b'\n'))?;
+    }
+    let toml = std::fs::read_to_string(data.join("pipeline.toml"))?;
+    let pipeline = Arc::new(floe_core::parse_pipeline(&toml, "bench pipeline")?);
+    let mut runs = Vec::new();
+    for i in 0..*repeat {
+        let home = work.join(format!("backfill-{i}"));
+        fresh(&home)?;
+        let (e, ingestor) = ingestor(&home, pipeline.clone()).await?;
+        let router = floe_core::Router::new(vec![ingestor])?;
+        let backends = e.backends();
+        let timer = Timer::start();
+        let location = format!("file://{}/", std::fs::canonicalize(&archive)?.display());
+        let (objects, _) = list_objects(backends.lister.as_ref(), &location).await?;
+        let plan = plan_objects(backends.state.as_ref(), &pipeline, "bench", &objects, Cap::default()).await?;
+        let mut total = floe_core::backfill::SplitReport::default();
+        for split in &plan.splits {
+            let SplitSource::Object(object) = &split.source else { anyhow::bail!("an object split") };
+            let mut reader = ObjectReader::new(backends.file_io.clone(), object.clone());
+            let r = run_split(&router, backends.state.as_ref(), split, &mut reader, None, &mut |_| {}).await?;
+            anyhow::ensure!(r.done, "split {} not done", r.id);
+            total.records += r.records;
+            total.rows += r.rows;
+            total.dead_letters += r.dead_letters;
+            total.files += r.files;
+            total.bytes += r.bytes;
+        }
+        let times = timer.stop();
+        anyhow::ensure!(
+            total.rows == lines.len() as u64 && total.dead_letters == 0,
+            "not every record landed: {total:?}"
+        );
+        let written = baseline::Written { rows: total.rows, files: total.files, bytes: total.bytes };
+        runs.push(run_figures(times, total.records, written));
+    }
+    Ok(results("floe-backfill", &events, runs))
 }
 
 fn run_baseline(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<serde_json::Value> {
@@ -408,6 +466,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Floe(args) => rt.block_on(run_floe(&args))?,
         Command::Baseline(args) => run_baseline(&args)?,
+        Command::Backfill(args) => rt.block_on(run_backfill(&args))?,
         Command::Commit { home, files, records_per_file } => rt.block_on(run_commit(&home, files, records_per_file))?,
         Command::Compaction { home, files, records_per_file, partitioned, no_merge } => {
             rt.block_on(run_compaction(&home, files, records_per_file, partitioned, no_merge))?
