@@ -16,23 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import msk
-from conftest import Floe, floe_faults_path, floe_path
-from stack import DEAD, TARGET, Stack, Tansu, raw_pipeline
-from test_e2e_kafka import Reader, kafka_dataset, produce
+from conftest import Floe
+from stack import DEAD, TARGET, Stack, raw_pipeline
+from test_e2e_kafka import Reader, kafka_dataset, produce, stack  # noqa: F401 (stack: the Kafka stack fixture)
 from test_slice import assert_table_is_exact, normalise, rows_by_id
-
-
-@pytest.fixture
-def stack(moto, tmp_path: Path):
-    moto.reset()
-    kafka = Tansu(tmp_path / "kafka")
-    s = Stack(floe_path(), tmp_path, moto, kafka, pipeline=raw_pipeline(tmp_path), faults=floe_faults_path())
-    try:
-        s.create_topics()
-        yield s
-    finally:
-        s.stop()
-        kafka.stop()
 
 
 def backfill_args(stack: Stack, *extra: str) -> list[str]:

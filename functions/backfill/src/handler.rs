@@ -181,13 +181,7 @@ pub async fn read_results(
             let output: Value =
                 item["Output"].as_str().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
             if let Ok(r) = serde_json::from_value::<SplitReport>(output["report"].clone()) {
-                total.records += r.records;
-                total.input_bytes += r.input_bytes;
-                total.rows += r.rows;
-                total.dead_letters += r.dead_letters;
-                total.files += r.files;
-                total.bytes += r.bytes;
-                total.seconds += r.seconds;
+                total.add_split(&r);
             }
         }
     }

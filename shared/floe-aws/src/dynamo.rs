@@ -139,19 +139,6 @@ impl DynamoStateStore {
 
 #[async_trait]
 impl StateStore for DynamoStateStore {
-    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(fence_key(pipeline, source)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem", e))?;
-        out.item.map(|item| get_n(&item, "next_offset")).transpose()
-    }
-
     async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
         let out = self
             .client

@@ -188,9 +188,6 @@ struct LiveWinsTheRace {
 
 #[async_trait]
 impl StateStore for LiveWinsTheRace {
-    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> floe_core::Result<Option<i64>> {
-        self.inner.fence(pipeline, source).await
-    }
     async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> floe_core::Result<Option<Fence>> {
         self.inner.fence_state(pipeline, source).await
     }

@@ -299,14 +299,9 @@ impl Ingestor {
         now_ms: i64,
         key: &str,
     ) -> Result<IngestReport> {
-        let pipeline = &key.to_string();
-        let input_bytes: usize = group
-            .records
-            .iter()
-            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
-            .sum();
-        let mut report =
-            IngestReport { records: group.records.len() as u64, input_bytes: input_bytes as u64, ..Default::default() };
+        let pipeline = key;
+        let input_bytes = SourceRecord::payload_bytes(&group.records);
+        let mut report = IngestReport { records: group.records.len() as u64, input_bytes, ..Default::default() };
         let fence = self.backends.state.fence(pipeline, &group.source).await?;
         if let Some(next) = fence {
             report.duplicates = group.skip_below(next) as u64;
@@ -386,7 +381,7 @@ impl Ingestor {
             staged.push(StagedFile {
                 table: layout.name.to_string(),
                 path,
-                pipeline: pipeline.clone(),
+                pipeline: pipeline.to_string(),
                 source: group.source.clone(),
                 first_offset: first,
                 last_offset: last,
@@ -414,7 +409,7 @@ impl Ingestor {
         failpoint::hit(failpoint::INGEST_AFTER_WRITE).await?;
 
         let request = StageRequest {
-            pipeline: pipeline.clone(),
+            pipeline: pipeline.to_string(),
             source: group.source.clone(),
             expected_fence: fence,
             next_fence: last + 1,

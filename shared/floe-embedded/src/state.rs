@@ -154,16 +154,6 @@ impl SqliteStateStore {
 
 #[async_trait]
 impl StateStore for SqliteStateStore {
-    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
-        sqlx::query_scalar("SELECT next_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?")
-            .bind(pipeline)
-            .bind(&source.topic)
-            .bind(source.partition)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)
-    }
-
     async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
         let row = sqlx::query(
             "SELECT next_offset, start_offset FROM fences WHERE pipeline = ? AND topic = ? AND partition = ?",

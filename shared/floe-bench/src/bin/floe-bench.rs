@@ -267,11 +267,7 @@ async fn run_backfill(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::R
             let mut reader = ObjectReader::new(backends.file_io.clone(), object.clone());
             let r = run_split(&router, backends.state.as_ref(), split, &mut reader, None, &mut |_| {}).await?;
             anyhow::ensure!(r.done, "split {} not done", r.id);
-            total.records += r.records;
-            total.rows += r.rows;
-            total.dead_letters += r.dead_letters;
-            total.files += r.files;
-            total.bytes += r.bytes;
+            total.add_split(&r);
         }
         let times = timer.stop();
         anyhow::ensure!(

@@ -15,7 +15,7 @@ use super::plan::{Split, SplitSource};
 use super::source::SplitReader;
 use crate::error::{Error, Result};
 use crate::ingest::IngestReport;
-use crate::input::event::PartitionRecords;
+use crate::input::event::{PartitionRecords, SourceRecord};
 use crate::router::Router;
 use crate::state::{StageRequest, StateStore, backfill_key};
 
@@ -40,6 +40,18 @@ pub struct SplitReport {
 }
 
 impl SplitReport {
+    /// Add another split's counts (a run's total: records, bytes, rows, dead letters, files, seconds).
+    pub fn add_split(&mut self, r: &SplitReport) {
+        self.records += r.records;
+        self.input_bytes += r.input_bytes;
+        self.rows += r.rows;
+        self.dead_letters += r.dead_letters;
+        self.duplicates += r.duplicates;
+        self.files += r.files;
+        self.bytes += r.bytes;
+        self.seconds += r.seconds;
+    }
+
     fn add(&mut self, r: &IngestReport) {
         self.rows += r.rows;
         self.dead_letters += r.dead_letters;
@@ -100,11 +112,7 @@ pub async fn run_split(
         let chunk = reader.read(position, to).await?;
         if !chunk.records.is_empty() {
             report.records += chunk.records.len() as u64;
-            report.input_bytes += chunk
-                .records
-                .iter()
-                .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
-                .sum::<usize>() as u64;
+            report.input_bytes += SourceRecord::payload_bytes(&chunk.records);
             let group = PartitionRecords { source: source.clone(), records: chunk.records };
             let now_ms = chrono::Utc::now().timestamp_millis();
             for (_, r) in router.backfill_partition(group, now_ms, &ends).await? {

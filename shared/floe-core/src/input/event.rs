@@ -203,6 +203,14 @@ pub struct SourceRecord {
     pub problem: Option<Problem>,
 }
 
+impl SourceRecord {
+    /// Bytes of the record's key and value (decoded): what reports count as input.
+    pub fn payload_bytes(records: &[SourceRecord]) -> u64 {
+        records.iter().map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)).sum::<usize>()
+            as u64
+    }
+}
+
 /// The records of one topic-partition in one event, in offset order, each offset once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionRecords {

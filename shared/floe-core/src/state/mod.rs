@@ -117,11 +117,13 @@ pub struct Fence {
 /// stateful outputs ([`crate::stateful::store::StreamStore`]).
 #[async_trait]
 pub trait StateStore: crate::stateful::store::StreamStore + Send + Sync {
-    /// Next offset to process for a topic-partition of a pipeline, if any was staged.
-    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>>;
-
-    /// The fence with its start ([`Fence`]), if any was staged.
+    /// The fence of a topic-partition of a pipeline with its start ([`Fence`]), if any was staged.
     async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>>;
+
+    /// Next offset to process for a topic-partition of a pipeline, if any was staged.
+    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
+        Ok(self.fence_state(pipeline, source).await?.map(|f| f.next))
+    }
 
     /// Atomically check-and-advance the fence and record the staged files.
     async fn stage(&self, request: &StageRequest) -> Result<()>;

@@ -18,11 +18,6 @@ pub struct FaultyState(pub Arc<dyn StateStore>);
 
 #[async_trait]
 impl StateStore for FaultyState {
-    async fn fence(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<i64>> {
-        throttle("state.fence")?;
-        self.0.fence(pipeline, source).await
-    }
-
     async fn fence_state(&self, pipeline: &str, source: &SourcePartition) -> Result<Option<Fence>> {
         throttle("state.fence")?;
         self.0.fence_state(pipeline, source).await
@@ -108,9 +103,6 @@ mod tests {
 
     #[async_trait]
     impl StateStore for Empty {
-        async fn fence(&self, _: &str, _: &SourcePartition) -> Result<Option<i64>> {
-            Ok(Some(7))
-        }
         async fn fence_state(&self, _: &str, _: &SourcePartition) -> Result<Option<Fence>> {
             Ok(Some(Fence { next: 7, start: None }))
         }
