@@ -16,9 +16,65 @@ pub const PAYLOAD_CAP: usize = 6_291_456;
 /// The topic every generated record comes from.
 pub const TOPIC: &str = "bench";
 
+/// Which records to generate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// ~1.2 KB commerce records, 21 fields, nested objects and arrays ([`record`]).
+    #[default]
+    Commerce,
+    /// ~800-byte click events, 18 fields, shallow nesting, 5,000 to an event ([`crate::clicks`]).
+    Clicks,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Commerce => "commerce",
+            Workload::Clicks => "clicks",
+        }
+    }
+
+    fn record(self, rng: &mut Rng, seq: u64, ts_ms: i64) -> Value {
+        match self {
+            Workload::Commerce => record(rng, seq, ts_ms),
+            Workload::Clicks => crate::clicks::record(rng, seq, ts_ms),
+        }
+    }
+
+    pub fn arrow_schema(self) -> SchemaRef {
+        match self {
+            Workload::Commerce => arrow_schema(),
+            Workload::Clicks => crate::clicks::arrow_schema(),
+        }
+    }
+
+    pub fn pipeline_toml(self, name: &str) -> String {
+        match self {
+            Workload::Commerce => pipeline_toml(name),
+            Workload::Clicks => crate::clicks::pipeline_toml(name),
+        }
+    }
+
+    /// The generator's options for `records` records of this workload.
+    pub fn options(self, records: usize, seed: u64) -> Options {
+        match self {
+            Workload::Commerce => Options { records, seed, ..Default::default() },
+            Workload::Clicks => Options {
+                records,
+                seed,
+                workload: self,
+                batch_size: Some(crate::clicks::RECORDS_PER_EVENT),
+                event_bytes: vec![PAYLOAD_CAP],
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub workload: Workload,
     pub records: usize,
     /// Partitions of the topic; each event carries records of up to `partitions_per_event` of them.
     pub partitions: i32,
@@ -35,6 +91,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            workload: Workload::Commerce,
             records: 100_000,
             partitions: 6,
             partitions_per_event: 3,
@@ -95,7 +152,7 @@ impl Rng {
         items[self.skewed(items.len() as u64) as usize]
     }
 
-    fn hex(&mut self, digits: usize) -> String {
+    pub(crate) fn hex(&mut self, digits: usize) -> String {
         let mut s = String::with_capacity(digits);
         while s.len() < digits {
             let _ = write!(s, "{:016x}", self.next_u64());
@@ -147,7 +204,7 @@ const WORDS: &[&str] = &[
     "backpack",
 ];
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let time = chrono::DateTime::from_timestamp_millis(ms).expect("generated times are in range");
     time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -243,7 +300,7 @@ pub fn generate(options: &Options) -> Generated {
                 break;
             }
             let ts = options.start_ms + seq as i64 * 3 + rng.below(2_000) as i64;
-            let value = serde_json::to_vec(&record(&mut rng, seq, ts)).expect("serializable");
+            let value = serde_json::to_vec(&options.workload.record(&mut rng, seq, ts)).expect("serializable");
             let (key, records) = &mut groups[turn % per_event];
             let partition: i32 = key.rsplit_once('-').and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
             let offset = &mut offsets[partition as usize];

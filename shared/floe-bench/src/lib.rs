@@ -5,6 +5,7 @@
 pub mod avro;
 pub mod baseline;
 pub mod changes;
+pub mod clicks;
 pub mod cpu;
 pub mod generate;
 pub mod protobuf;

@@ -40,6 +40,9 @@ enum Command {
         records: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Which records: the ~1.2 KB commerce records, or the lean ~800-byte click events (5,000 an event).
+        #[arg(long, value_enum, default_value_t = generate::Workload::Commerce)]
+        workload: generate::Workload,
     },
     /// Write `<out>/events/*.json` with the records of `--data` as Confluent-framed Avro values, and
     /// `<out>/pipeline.toml` (`format = "avro"`), `<out>/schema.avsc`, `<out>/schema.arrow`.
@@ -280,9 +283,15 @@ async fn run_backfill(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::R
     Ok(results("floe-backfill", &events, runs))
 }
 
+/// The Arrow schema `floe-bench generate` wrote beside the events (each workload's own).
+fn data_schema(data: &Path) -> anyhow::Result<arrow_schema::SchemaRef> {
+    let file = std::fs::File::open(data.join("schema.arrow")).context("reading schema.arrow")?;
+    Ok(arrow_ipc::reader::FileReader::try_new(file, None)?.schema())
+}
+
 fn run_baseline(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
-    let schema = generate::arrow_schema();
+    let schema = data_schema(data)?;
     let properties = baseline::writer_properties();
     let mut runs = Vec::new();
     for i in 0..*repeat {
@@ -298,21 +307,26 @@ fn run_baseline(RunArgs { data, work, repeat, .. }: &RunArgs) -> anyhow::Result<
     Ok(results("arrow-rs", &events, runs))
 }
 
-fn write_generated(out: &Path, records: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
-    let options = generate::Options { records, seed, ..Default::default() };
+fn write_generated(
+    out: &Path,
+    records: usize,
+    seed: u64,
+    workload: generate::Workload,
+) -> anyhow::Result<serde_json::Value> {
+    let options = workload.options(records, seed);
     let generated = generate::generate(&options);
     fresh(&out.join("events"))?;
     for (i, event) in generated.events.iter().enumerate() {
         std::fs::write(out.join("events").join(format!("event-{i:05}.json")), event)?;
     }
-    std::fs::write(out.join("pipeline.toml"), generate::pipeline_toml("bench"))?;
-    let schema = generate::arrow_schema();
+    std::fs::write(out.join("pipeline.toml"), workload.pipeline_toml("bench"))?;
+    let schema = workload.arrow_schema();
     let mut writer = arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(out.join("schema.arrow"))?, &schema)?;
     writer.finish()?;
     let largest = generated.events.iter().map(Vec::len).max().unwrap_or(0);
     let summary = json!({"events": generated.events.len(), "records": generated.records,
         "value_bytes": generated.value_bytes, "event_bytes": generated.events.iter().map(Vec::len).sum::<usize>(),
-        "largest_event_bytes": largest, "seed": seed});
+        "largest_event_bytes": largest, "seed": seed, "workload": workload.name()});
     std::fs::write(out.join("summary.json"), summary.to_string())?;
     Ok(summary)
 }
@@ -451,7 +465,7 @@ fn main() -> anyhow::Result<()> {
     // One thread: the figures are per core, as a Lambda function with 1,769 MB or less gets one vCPU.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let out = match Cli::parse().command {
-        Command::Generate { out, records, seed } => write_generated(&out, records, seed)?,
+        Command::Generate { out, records, seed, workload } => write_generated(&out, records, seed, workload)?,
         Command::Avro { data, out } => {
             let records = floe_bench::avro::convert(&data, &out)?;
             json!({"records": records, "out": out})
