@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use iceberg::spec::{DataFile, TableMetadata};
 use serde::Serialize;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span, warn};
 
 use crate::backends::Backends;
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ use crate::stateful::outputs::Outputs;
 use crate::table::change_keys::write_key_file;
 use crate::table::layout::TableLayout;
 use crate::table::writer::{TableWriter, file_prefix};
+
+pub(crate) mod parallel;
 
 /// What one invocation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -78,8 +80,13 @@ impl IngestReport {
     }
 }
 
-/// Ingest handler; build once per process and reuse across invocations.
-pub struct Ingestor {
+/// Ingest handler; build once per process and reuse across invocations. A cheap handle: clones share one
+/// handler, which is how the partitions of an event run on tasks of their own ([`parallel`]).
+#[derive(Clone)]
+pub struct Ingestor(Arc<Shared>);
+
+/// What the handles of one [`Ingestor`] share.
+struct Shared {
     pipeline: Arc<Pipeline>,
     /// How records become target rows; replaced when automatic evolution adds columns.
     target: RwLock<Arc<Target>>,
@@ -249,7 +256,7 @@ impl Ingestor {
         };
         // The compactor reads the outputs' columns from this record: it plans no SQL itself.
         crate::state::record_plan(&file_io, warehouse, &pipeline).await?;
-        Ok(Ingestor {
+        Ok(Ingestor(Arc::new(Shared {
             #[cfg(feature = "sql")]
             outputs,
             target: RwLock::new(Arc::new(Target::new(effective, prepared.layout, backends)?)),
@@ -261,11 +268,11 @@ impl Ingestor {
             writer_columns: WriterColumns::default(),
             dead_letter: TableWriter::new(dead_letter, file_io)?,
             pipeline,
-        })
+        })))
     }
 
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        &self.0.pipeline
     }
 
     /// Handle one MSK event. An error means the whole event should be redelivered (it is then a no-op for
@@ -274,26 +281,34 @@ impl Ingestor {
         self.handle_at(event, chrono::Utc::now().timestamp_millis()).await
     }
 
-    /// [`Ingestor::handle`] at processing time `now_ms` (recorded for window watermarks' idle detection).
+    /// [`Ingestor::handle`] at processing time `now_ms` (recorded for window watermarks' idle detection). The
+    /// event's topic-partitions are staged concurrently, as many at a time as the process has CPUs
+    /// ([`parallel::default_concurrency`]).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<IngestReport> {
+        let jobs = group_records(event, &self.0.pipeline.topics)?
+            .into_iter()
+            .map(|group| {
+                let source = &group.source;
+                let span = info_span!("partition", topic = %source.topic, partition = source.partition);
+                let key = self.0.pipeline.name.clone();
+                parallel::Job { ingestor: self.clone(), group, key, span }
+            })
+            .collect();
         let mut report = IngestReport::default();
-        for group in group_records(event, &self.pipeline.topics)? {
-            let span = info_span!("partition", topic = %group.source.topic, partition = group.source.partition);
-            let part = self.ingest_partition(group, now_ms).instrument(span).await?;
-            report.add(&part);
+        for part in parallel::run(jobs, now_ms, parallel::default_concurrency()).await {
+            report.add(&part?);
         }
         Ok(report)
     }
 
-    /// Stage one topic-partition's records (the router hands each pipeline its share).
-    pub(crate) async fn ingest_partition(&self, group: PartitionRecords, now_ms: i64) -> Result<IngestReport> {
-        self.ingest_under(group, now_ms, &self.pipeline.name).await
+    /// Ingest one partition's records under the fences and ledger key `key` (see [`Shared::ingest_under`]).
+    pub(crate) async fn ingest_under(&self, group: PartitionRecords, now_ms: i64, key: &str) -> Result<IngestReport> {
+        self.0.ingest_under(group, now_ms, key).await
     }
+}
 
-    /// Ingest one partition's records under the fences and ledger key `key`: the pipeline's name for the live
-    /// stream, `<pipeline>~bf` for backfills ([`crate::backfill`]), whose fences and committed positions are
-    /// their own.
-    pub(crate) async fn ingest_under(
+impl Shared {
+    async fn ingest_under(
         &self,
         mut group: PartitionRecords,
         now_ms: i64,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tracing::{Instrument, info_span};
 
 use crate::error::Result;
+use crate::ingest::parallel::{self, Job};
 use crate::ingest::{IngestReport, Ingestor};
 use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_records};
 use crate::input::framing::unframe;
@@ -22,6 +23,8 @@ pub struct Router {
     routes: Vec<Ingestor>,
     /// Every pipeline's topics and patterns.
     topics: Vec<String>,
+    /// Topic-partitions of an event staged at once.
+    concurrency: usize,
 }
 
 impl Router {
@@ -36,7 +39,7 @@ impl Router {
         for p in &pipelines {
             topics.extend(p.topics.iter().filter(|t| !topics.contains(t)).cloned().collect::<Vec<_>>());
         }
-        Ok(Router { routes, topics })
+        Ok(Router { routes, topics, concurrency: parallel::default_concurrency() })
     }
 
     pub fn routes(&self) -> &[Ingestor] {
@@ -46,23 +49,32 @@ impl Router {
     /// Handle one MSK event at processing time `now_ms`: each pipeline's report, in pipeline order. An error
     /// means the whole event should be redelivered (a no-op for every route and partition already staged).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
-        let mut reports: Vec<IngestReport> = vec![IngestReport::default(); self.routes.len()];
         let pipelines = self.pipelines();
+        let mut jobs = Vec::new();
+        let mut routes = Vec::new();
         for group in group_records(event, &self.topics)? {
             for (route, records) in split(&pipelines, group.records, &group.source.topic) {
                 let pipeline = &self.routes[route].pipeline().name;
-                let span = info_span!(
-                    "partition",
-                    pipeline = %pipeline,
-                    topic = %group.source.topic,
-                    partition = group.source.partition
-                );
-                let part = PartitionRecords { source: group.source.clone(), records };
-                let report = self.routes[route].ingest_partition(part, now_ms).instrument(span).await?;
-                reports[route].add(&report);
+                let source = &group.source;
+                let span = info_span!("partition", pipeline = %pipeline, topic = %source.topic, partition = source.partition);
+                let group = PartitionRecords { source: source.clone(), records };
+                let (ingestor, key) = (self.routes[route].clone(), pipeline.clone());
+                jobs.push(Job { ingestor, group, key, span });
+                routes.push(route);
             }
         }
+        let mut reports: Vec<IngestReport> = vec![IngestReport::default(); self.routes.len()];
+        for (route, report) in routes.into_iter().zip(parallel::run(jobs, now_ms, self.concurrency).await) {
+            reports[route].add(&report?);
+        }
         Ok(self.routes.iter().map(|r| Arc::from(r.pipeline().name.as_str())).zip(reports).collect())
+    }
+
+    /// Stage at most `limit` topic-partitions of an event at once (default: the process's CPUs; 1 stages them
+    /// one after another).
+    pub fn with_concurrency(mut self, limit: usize) -> Router {
+        self.concurrency = limit.max(1);
+        self
     }
 
     /// Stage one partition's records read by a backfill ([`crate::backfill`]): routed as [`Router::handle_at`]
