@@ -128,11 +128,7 @@ pub fn pipeline_toml(name: &str) -> String {
         ("event", "string", true),
         ("element", "struct<kind: string, id: string, text: string, x: int, y: int>", false),
         ("page", "struct<screen: string, url: string, referrer: string>", false),
-        (
-            "client",
-            "struct<os: string, browser: string, app_version: string, viewport_w: int, viewport_h: int>",
-            false,
-        ),
+        ("client", "struct<os: string, browser: string, app_version: string, viewport_w: int, viewport_h: int>", false),
         ("country", "string", false),
         ("region", "string", false),
         ("locale", "string", false),

@@ -65,6 +65,10 @@ impl Workload {
                 workload: self,
                 batch_size: Some(crate::clicks::RECORDS_PER_EVENT),
                 event_bytes: vec![PAYLOAD_CAP],
+                // Four of the topic's partitions an event, so two cores can share an event's partitions evenly
+                // (the commerce workload's three cannot: see BENCHMARKS.md).
+                partitions_per_event: 4,
+                partitions: 8,
                 ..Default::default()
             },
         }

@@ -308,12 +308,7 @@ impl Ingestor {
 }
 
 impl Shared {
-    async fn ingest_under(
-        &self,
-        mut group: PartitionRecords,
-        now_ms: i64,
-        key: &str,
-    ) -> Result<IngestReport> {
+    async fn ingest_under(&self, mut group: PartitionRecords, now_ms: i64, key: &str) -> Result<IngestReport> {
         let pipeline = key;
         let input_bytes = SourceRecord::payload_bytes(&group.records);
         let mut report = IngestReport { records: group.records.len() as u64, input_bytes, ..Default::default() };

@@ -56,7 +56,8 @@ impl Router {
             for (route, records) in split(&pipelines, group.records, &group.source.topic) {
                 let pipeline = &self.routes[route].pipeline().name;
                 let source = &group.source;
-                let span = info_span!("partition", pipeline = %pipeline, topic = %source.topic, partition = source.partition);
+                let span =
+                    info_span!("partition", pipeline = %pipeline, topic = %source.topic, partition = source.partition);
                 let group = PartitionRecords { source: source.clone(), records };
                 let (ingestor, key) = (self.routes[route].clone(), pipeline.clone());
                 jobs.push(Job { ingestor, group, key, span });

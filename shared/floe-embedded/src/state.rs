@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,10 +54,18 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("fences", "start_offset", "INTEGER"),
 ];
 
+/// Staged files inserted by one statement: 13 parameters each, well inside SQLite's 32,766.
+const STAGED_ROWS_PER_INSERT: usize = 500;
+
 /// SQLite-backed [`StateStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteStateStore {
     pool: SqlitePool,
+    /// One write transaction of this process at a time. Partitions of an event stage concurrently; without
+    /// this they would meet on SQLite's write lock, whose busy handler *sleeps* (1, 2, 5 … 100 ms) before
+    /// retrying, longer than a whole staging step. Queued here, the next writer starts the moment the lock is
+    /// free. Other processes still meet on the lock and `busy_timeout`.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) fn db_error(e: sqlx::Error) -> Error {
@@ -104,7 +113,7 @@ impl SqliteStateStore {
             }
         }
         sqlx::raw_sql(crate::stream::STREAM_SCHEMA).execute(&pool).await.map_err(db_error)?;
-        Ok(SqliteStateStore { pool })
+        Ok(SqliteStateStore { pool, writer: Arc::default() })
     }
 
     /// Close the store's connections (shutdown). Later calls fail as retryable, like a store that went away:
@@ -125,6 +134,7 @@ impl SqliteStateStore {
             &'c mut PoolConnection<Sqlite>,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>>,
     {
+        let _turn = self.writer.lock().await;
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(db_error)?;
         let result = f(&mut conn).await;
@@ -202,6 +212,7 @@ impl StateStore for SqliteStateStore {
     }
 
     async fn remove_staged(&self, table: &str, files: &[StagedFile]) -> Result<()> {
+        let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         for path in files.iter().map(|f| &f.path) {
             sqlx::query("DELETE FROM staged_files WHERE table_name = ? AND path = ?")
@@ -247,28 +258,32 @@ async fn stage_in_transaction(conn: &mut sqlx::SqliteConnection, request: &Stage
             request.pipeline, request.expected_fence
         )));
     }
-    for f in &request.files {
-        sqlx::query(
+    // One statement per chunk of files, not per file: a partitioned table stages a file per Iceberg partition,
+    // and every statement is a round trip to the connection's worker thread.
+    for chunk in request.files.chunks(STAGED_ROWS_PER_INSERT) {
+        let mut sql = String::from(
             "INSERT INTO staged_files (table_name, path, pipeline, topic, partition, first_offset, last_offset,
-                                       record_count, file_size, data_file, schema_id, table_uuid, content)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&f.table)
-        .bind(&f.path)
-        .bind(&f.pipeline)
-        .bind(&f.source.topic)
-        .bind(f.source.partition)
-        .bind(f.first_offset)
-        .bind(f.last_offset)
-        .bind(f.record_count as i64)
-        .bind(f.file_size as i64)
-        .bind(&f.data_file)
-        .bind(f.schema_id)
-        .bind(&f.table_uuid)
-        .bind(f.content.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
+                                       record_count, file_size, data_file, schema_id, table_uuid, content) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        let mut query = sqlx::query(&sql);
+        for f in chunk {
+            query = query
+                .bind(&f.table)
+                .bind(&f.path)
+                .bind(&f.pipeline)
+                .bind(&f.source.topic)
+                .bind(f.source.partition)
+                .bind(f.first_offset)
+                .bind(f.last_offset)
+                .bind(f.record_count as i64)
+                .bind(f.file_size as i64)
+                .bind(&f.data_file)
+                .bind(f.schema_id)
+                .bind(&f.table_uuid)
+                .bind(f.content.as_str());
+        }
+        query.execute(&mut *conn).await.map_err(db_error)?;
     }
     Ok(())
 }
@@ -337,6 +352,28 @@ mod tests {
         // Opening again finds the column in place.
         drop(store);
         SqliteStateStore::open(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_step_of_many_files_stages_every_one_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStateStore::open(&dir.path().join("state.db")).await.unwrap();
+        // More files than one INSERT takes: three statements, one transaction.
+        let mut step = request(None, 10, "f-0000");
+        let template = step.files[0].clone();
+        step.files =
+            (0..1_201).map(|i| StagedFile { path: format!("f-{i:04}"), record_count: i, ..template.clone() }).collect();
+        store.stage(&step).await.unwrap();
+        let staged = store.staged_files("ns.tbl").await.unwrap();
+        assert_eq!(staged, step.files);
+        // A clash in the last chunk rolls back the earlier chunks and the fence.
+        let mut clash = request(Some(10), 20, "g-0000");
+        clash.files = (0..1_001).map(|i| StagedFile { path: format!("g-{i:04}"), ..template.clone() }).collect();
+        clash.files.push(StagedFile { path: "f-0007".into(), ..template.clone() });
+        assert!(store.stage(&clash).await.is_err());
+        assert_eq!(store.staged_files("ns.tbl").await.unwrap().len(), 1_201);
+        let tp = SourcePartition { topic: "t".into(), partition: 0 };
+        assert_eq!(store.fence("p", &tp).await.unwrap(), Some(10));
     }
 
     #[tokio::test]

@@ -132,3 +132,67 @@ async fn an_unusable_event_is_a_permanent_failure() {
     assert!(matches!(failure.source, floe_core::Error::Event(_)), "{failure:?}");
     assert_eq!(diagnostic(failure).error_type, "floe.Permanent");
 }
+
+/// An event of six partitions of 40 records each, every seventh value not JSON.
+fn six_partitions() -> MskEvent {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut records = std::collections::BTreeMap::new();
+    for partition in 0..6i64 {
+        let group = (0..40i64)
+            .map(|offset| {
+                let id = partition * 1_000 + offset;
+                let value =
+                    if offset % 7 == 3 { "{not json".to_string() } else { format!(r#"{{"id":{id},"name":"n{id}"}}"#) };
+                floe_core::MskRecord {
+                    topic: Some("mytopic".into()),
+                    partition,
+                    offset: 100 + offset,
+                    timestamp: 1_700_000_000_000 + offset,
+                    key: Some(b64(&format!("k{id}"))),
+                    value: Some(b64(&value)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        records.insert(format!("mytopic-{partition}"), group);
+    }
+    MskEvent { records, ..Default::default() }
+}
+
+/// The partitions of an event staged at once on a multi-thread runtime land exactly what one at a time does:
+/// the same rows, the same dead letters, one staging step per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn partitions_staged_concurrently_land_what_sequential_staging_lands() {
+    let mut landed = Vec::new();
+    for concurrency in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = Embedded::open(dir.path()).await.unwrap();
+        let pipeline = Arc::new(Pipeline::parse(PIPELINE, "fixture.toml").unwrap());
+        let ingestor = floe_core::Ingestor::new(pipeline.clone(), &embedded.backends()).await.unwrap();
+        let handler = Handler::new(Router::new(vec![ingestor]).unwrap().with_concurrency(concurrency));
+        let r = handler.handle(&six_partitions(), NOW_MS).await.unwrap().report;
+        assert_eq!((r.records, r.rows, r.dead_letters), (240, 204, 36), "concurrency {concurrency}");
+        for partition in 0..6 {
+            let source = floe_core::SourcePartition { topic: "mytopic".into(), partition };
+            let fence = embedded.state.fence("fixture", &source).await.unwrap();
+            assert_eq!(fence, Some(140), "partition {partition} at concurrency {concurrency}");
+        }
+        // A redelivery after a concurrent run is still a no-op.
+        let again = handler.handle(&six_partitions(), NOW_MS).await.unwrap().report;
+        assert_eq!((again.duplicates, again.files), (240, 0));
+        let compactor = Compactor::new(pipeline, &embedded.backends(), CompactorOptions::default()).unwrap();
+        compactor.run().await.unwrap();
+        let table = embedded.catalog.load_table(&ident("events")).await.unwrap();
+        let mut rows =
+            floe_cli::readback::rows(&table, &["source_partition", "source_offset", "id", "kafka_key"]).await.unwrap();
+        rows.sort();
+        let dead = embedded.catalog.load_table(&ident("events_dead_letters")).await.unwrap();
+        let mut dead = floe_cli::readback::rows(&dead, &["partition", "offset", "error_kind"]).await.unwrap();
+        dead.sort();
+        landed.push((rows, dead));
+    }
+    assert_eq!(landed[0].0.len(), 204);
+    assert_eq!(landed[0].1.len(), 36);
+    assert_eq!(landed[0], landed[1]);
+}

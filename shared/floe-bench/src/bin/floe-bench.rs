@@ -1,8 +1,8 @@
 //! floe-bench: the Rust side of `make bench` (driven by `bench/run.py`).
 //!
 //! - `generate`: the deterministic events, the pipeline file and the Arrow schema (for the Python peer).
-//! - `floe`: floe's ingest handler on the embedded default, single-threaded, timed from serialized event to
-//!   Parquet files on disk and staged in the state store.
+//! - `floe`: floe's ingest handler on the embedded default, single-threaded (or `--threads N`), timed from
+//!   serialized event to Parquet files on disk and staged in the state store.
 //! - `baseline`: the arrow-rs baseline on the same events.
 //! - `commit`: stage N small files through the ingest handler, then time one compactor run committing them.
 //! - `compaction`: stage N small files, then time one compactor run that merges them before committing.
@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use floe_bench::avro::StaticRegistry;
 use floe_bench::{baseline, cpu, generate};
-use floe_core::{Compactor, CompactorOptions, IngestReport, Ingestor, MskEvent, Pipeline, SchemaKind};
+use floe_core::{Compactor, CompactorOptions, IngestReport, Ingestor, MskEvent, Pipeline, Router, SchemaKind};
 use floe_embedded::Embedded;
 use serde_json::json;
 
@@ -130,6 +130,10 @@ struct RunArgs {
     /// floe only: the same records as a change stream (`changes = "upsert"`, primary key `event_id`).
     #[arg(long)]
     upsert: bool,
+    /// floe only: runtime worker threads, and topic-partitions of an event staged at once (as a Lambda function
+    /// with that many vCPUs runs). 1: one thread, the per-core figure.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn read_events(data: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -195,7 +199,7 @@ async fn ingestor(home: &Path, pipeline: Arc<Pipeline>) -> anyhow::Result<(Embed
     Ok((e, ingestor))
 }
 
-async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::Result<serde_json::Value> {
+async fn run_floe(RunArgs { data, work, repeat, upsert, threads }: &RunArgs) -> anyhow::Result<serde_json::Value> {
     let events = read_events(data)?;
     let mut toml = std::fs::read_to_string(data.join("pipeline.toml"))?;
     if *upsert {
@@ -209,12 +213,16 @@ async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::R
         let home = work.join(format!("floe-{i}"));
         fresh(&home)?;
         let (_e, ingestor) = ingestor(&home, pipeline.clone()).await?;
+        // The function's path: the router, staging an event's partitions `threads` at a time.
+        let router = Router::new(vec![ingestor])?.with_concurrency(*threads);
         let timer = Timer::start();
         let mut total = IngestReport::default();
         for bytes in &events {
             // The Lambda runtime hands the handler the invocation body: deserializing it is part of the work.
             let event: MskEvent = serde_json::from_slice(bytes)?;
-            total.add(&ingestor.handle(&event).await?);
+            for (_, report) in router.handle_at(&event, chrono::Utc::now().timestamp_millis()).await? {
+                total.add(&report);
+            }
         }
         let times = timer.stop();
         // Upserts collapse a key's changes within a batch (none repeat a key in the bench data).
@@ -229,7 +237,9 @@ async fn run_floe(RunArgs { data, work, repeat, upsert }: &RunArgs) -> anyhow::R
         (false, floe_core::ValueFormat::Protobuf) => "floe-protobuf",
         (false, _) => "floe",
     };
-    Ok(results(name, &events, runs))
+    let mut out = results(name, &events, runs);
+    out["threads"] = json!(threads);
+    Ok(out)
 }
 
 /// Records per archive object in the backfill bench: a typical export's part size (a few tens of MB).
@@ -326,7 +336,8 @@ fn write_generated(
     let largest = generated.events.iter().map(Vec::len).max().unwrap_or(0);
     let summary = json!({"events": generated.events.len(), "records": generated.records,
         "value_bytes": generated.value_bytes, "event_bytes": generated.events.iter().map(Vec::len).sum::<usize>(),
-        "largest_event_bytes": largest, "seed": seed, "workload": workload.name()});
+        "largest_event_bytes": largest, "seed": seed, "workload": workload.name(),
+        "partitions_per_event": options.partitions_per_event});
     std::fs::write(out.join("summary.json"), summary.to_string())?;
     Ok(summary)
 }
@@ -473,6 +484,10 @@ fn main() -> anyhow::Result<()> {
         Command::Protobuf { data, out } => {
             let records = floe_bench::protobuf::convert(&data, &out)?;
             json!({"records": records, "out": out})
+        }
+        Command::Floe(args) if args.threads > 1 => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
+            rt.block_on(run_floe(&args))?
         }
         Command::Floe(args) => rt.block_on(run_floe(&args))?,
         Command::Baseline(args) => run_baseline(&args)?,

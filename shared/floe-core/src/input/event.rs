@@ -358,35 +358,77 @@ impl PartitionRecords {
 }
 
 /// Group an event's records by topic-partition (sorted), each group in offset order.
+///
+/// The mapping sends each topic-partition's records together and in offset order, so records are collected in
+/// runs (same topic-partition, rising offsets) without a map operation per record; only a topic-partition that
+/// arrives in several runs (out of order, or repeated offsets) is merged through an ordered map.
 pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
-    let mut groups: BTreeMap<SourcePartition, BTreeMap<i64, SourceRecord>> = BTreeMap::new();
+    let mut runs: BTreeMap<SourcePartition, Vec<Vec<SourceRecord>>> = BTreeMap::new();
+    let mut run: Option<(SourcePartition, Vec<SourceRecord>)> = None;
+    // Whether the last topic seen is in the pipeline (records of one topic arrive together).
+    let mut known: Option<(&str, bool)> = None;
     for (group_key, records) in &event.records {
         for record in records {
-            let source = source_of(group_key, record)?;
+            let (topic, partition) = source_of(group_key, record)?;
             let mut decoded = decode_record(record);
-            if decoded.problem.is_none() && !topics.iter().any(|p| crate::pipeline::topic_matches(p, &source.topic)) {
+            let in_pipeline = match known {
+                Some((t, known)) if t == topic => known,
+                _ => {
+                    let found = topics.iter().any(|p| crate::pipeline::topic_matches(p, topic));
+                    known = Some((topic, found));
+                    found
+                }
+            };
+            if decoded.problem.is_none() && !in_pipeline {
                 decoded.problem = Some(Problem {
                     kind: "topic",
-                    reason: format!("topic `{}` is not in the pipeline's source.topics {:?}", source.topic, topics),
+                    reason: format!("topic `{topic}` is not in the pipeline's source.topics {topics:?}"),
                 });
             }
-            // A redelivered offset inside one event is the same Kafka record: keep the first.
-            groups.entry(source).or_default().entry(record.offset).or_insert(decoded);
+            let continues = run.as_ref().is_some_and(|(source, records)| {
+                source.partition == partition
+                    && source.topic == topic
+                    && records.last().is_some_and(|last| last.offset < record.offset)
+            });
+            if !continues {
+                if let Some((source, records)) = run.take() {
+                    runs.entry(source).or_default().push(records);
+                }
+                run = Some((SourcePartition { topic: topic.to_string(), partition }, Vec::new()));
+            }
+            run.as_mut().expect("a run is open").1.push(decoded);
         }
     }
-    Ok(groups
+    if let Some((source, records)) = run.take() {
+        runs.entry(source).or_default().push(records);
+    }
+    Ok(runs
         .into_iter()
-        .map(|(source, records)| PartitionRecords { source, records: records.into_values().collect() })
+        .map(|(source, runs)| {
+            let records = match <[Vec<SourceRecord>; 1]>::try_from(runs) {
+                Ok([records]) => records,
+                Err(runs) => {
+                    // A redelivered offset inside one event is the same Kafka record: keep the first.
+                    let mut merged: BTreeMap<i64, SourceRecord> = BTreeMap::new();
+                    for record in runs.into_iter().flatten() {
+                        merged.entry(record.offset).or_insert(record);
+                    }
+                    merged.into_values().collect()
+                }
+            };
+            PartitionRecords { source, records }
+        })
         .collect())
 }
 
-fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
+/// A record's topic and partition (the record's own, else its group key's, `"<topic>-<partition>"`).
+fn source_of<'a>(group_key: &'a str, record: &'a MskRecord) -> Result<(&'a str, i32)> {
     let topic = match &record.topic {
-        Some(t) if !t.is_empty() => t.clone(),
+        Some(t) if !t.is_empty() => t.as_str(),
         // The group key is "<topic>-<partition>"; topics may themselves contain '-'.
         _ => group_key
             .rsplit_once('-')
-            .map(|(t, _)| t.to_string())
+            .map(|(t, _)| t)
             .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
     };
     if let Some(m) = &record.malformed
@@ -402,7 +444,7 @@ fn source_of(group_key: &str, record: &MskRecord) -> Result<SourcePartition> {
     if record.offset < 0 {
         return Err(Error::Event(format!("negative offset {} in {topic}:{partition}", record.offset)));
     }
-    Ok(SourcePartition { topic, partition })
+    Ok((topic, partition))
 }
 
 fn decode_record(record: &MskRecord) -> SourceRecord {
@@ -540,6 +582,27 @@ mod tests {
         let event: MskEvent = serde_json::from_str(event).unwrap();
         let err = group_records(&event, &["clicks".to_string()]).unwrap_err().to_string();
         assert!(err.contains("`clicks-0` has no usable partition and offset: missing field `offset`"), "{err}");
+    }
+
+    #[test]
+    fn records_out_of_order_or_repeated_are_grouped_sorted_first_kept() {
+        // Partition 0 arrives in three runs (one under another group key), with offset 5 twice.
+        let event = r#"{"records":{"t-0":[
+            {"topic":"t","partition":0,"offset":5,"timestamp":1,"value":"MQ=="},
+            {"topic":"t","partition":0,"offset":3,"timestamp":1,"value":"Mg=="},
+            {"topic":"t","partition":1,"offset":9,"timestamp":1,"value":"Mw=="},
+            {"topic":"t","partition":0,"offset":4,"timestamp":1,"value":"NA=="}],
+          "t-1":[{"topic":"t","partition":0,"offset":5,"timestamp":1,"value":"NQ=="},
+            {"topic":"t","partition":1,"offset":10,"timestamp":1,"value":"Ng=="}]}}"#;
+        let event: MskEvent = serde_json::from_str(event).unwrap();
+        let groups = group_records(&event, &["t".to_string()]).unwrap();
+        let seen: Vec<(i32, Vec<(i64, &[u8])>)> = groups
+            .iter()
+            .map(|g| (g.source.partition, g.records.iter().map(|r| (r.offset, r.value.as_deref().unwrap())).collect()))
+            .collect();
+        let expected: Vec<(i32, Vec<(i64, &[u8])>)> =
+            vec![(0, vec![(3, b"2"), (4, b"4"), (5, b"1")]), (1, vec![(9, b"3"), (10, b"6")])];
+        assert_eq!(seen, expected);
     }
 
     #[test]
