@@ -596,12 +596,16 @@ mod tests {
             {"topic":"t","partition":1,"offset":10,"timestamp":1,"value":"Ng=="}]}}"#;
         let event: MskEvent = serde_json::from_str(event).unwrap();
         let groups = group_records(&event, &["t".to_string()]).unwrap();
-        let seen: Vec<(i32, Vec<(i64, &[u8])>)> = groups
+        let seen: Vec<(i32, Vec<(i64, String)>)> = groups
             .iter()
-            .map(|g| (g.source.partition, g.records.iter().map(|r| (r.offset, r.value.as_deref().unwrap())).collect()))
+            .map(|g| {
+                let records =
+                    g.records.iter().map(|r| (r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap())));
+                (g.source.partition, records.map(|(o, v)| (o, v.into_owned())).collect())
+            })
             .collect();
-        let expected: Vec<(i32, Vec<(i64, &[u8])>)> =
-            vec![(0, vec![(3, b"2"), (4, b"4"), (5, b"1")]), (1, vec![(9, b"3"), (10, b"6")])];
+        let expected = [(0, [(3, "2"), (4, "4"), (5, "1")].to_vec()), (1, [(9, "3"), (10, "6")].to_vec())]
+            .map(|(p, records)| (p, records.into_iter().map(|(o, v)| (o, v.to_string())).collect::<Vec<_>>()));
         assert_eq!(seen, expected);
     }
 
