@@ -19,7 +19,7 @@ use crate::input::decode::{Decoded, RecordDecoder};
 use crate::input::discover::{apply, column_count, discover, from_table, merged};
 #[cfg(feature = "sql")]
 use crate::input::event::Problem;
-use crate::input::event::{MskEvent, PartitionRecords, SourcePartition, SourceRecord, group_records};
+use crate::input::event::{MskEvent, PartitionRecords, SourcePartition, SourceRecord, group_records_on};
 use crate::input::framing::schema_of;
 use crate::input::registry::{Resolved, SchemaId, SchemaRegistry, Schemas};
 use crate::input::writer_columns::WriterColumns;
@@ -285,7 +285,8 @@ impl Ingestor {
     /// event's topic-partitions are staged concurrently, as many at a time as the process has CPUs
     /// ([`parallel::default_concurrency`]).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<IngestReport> {
-        let jobs = group_records(event, &self.0.pipeline.topics)?
+        let concurrency = parallel::default_concurrency();
+        let jobs = group_records_on(event, &self.0.pipeline.topics, concurrency)?
             .into_iter()
             .map(|group| {
                 let source = &group.source;
@@ -295,7 +296,7 @@ impl Ingestor {
             })
             .collect();
         let mut report = IngestReport::default();
-        for part in parallel::run(jobs, now_ms, parallel::default_concurrency()).await {
+        for part in parallel::run(jobs, now_ms, concurrency).await {
             report.add(&part?);
         }
         Ok(report)

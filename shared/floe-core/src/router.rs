@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span};
 use crate::error::Result;
 use crate::ingest::parallel::{self, Job};
 use crate::ingest::{IngestReport, Ingestor};
-use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_records};
+use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_records_on};
 use crate::input::framing::unframe;
 use crate::pipeline::{Pipeline, RouteOn, ValueFormat, check_routes};
 use crate::state::backfill_key;
@@ -52,7 +52,7 @@ impl Router {
         let pipelines = self.pipelines();
         let mut jobs = Vec::new();
         let mut routes = Vec::new();
-        for group in group_records(event, &self.topics)? {
+        for group in group_records_on(event, &self.topics, self.concurrency)? {
             for (route, records) in split(&pipelines, group.records, &group.source.topic) {
                 let pipeline = &self.routes[route].pipeline().name;
                 let source = &group.source;

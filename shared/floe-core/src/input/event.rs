@@ -358,46 +358,57 @@ impl PartitionRecords {
 }
 
 /// Group an event's records by topic-partition (sorted), each group in offset order.
+pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
+    group_records_on(event, topics, 1)
+}
+
+/// [`group_records`], decoding the records (base64) on up to `threads` threads: this runs before an event's
+/// partitions are handed out, so on one thread it would be the serial part of a concurrent invocation.
 ///
 /// The mapping sends each topic-partition's records together and in offset order, so records are collected in
 /// runs (same topic-partition, rising offsets) without a map operation per record; only a topic-partition that
 /// arrives in several runs (out of order, or repeated offsets) is merged through an ordered map.
-pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<PartitionRecords>> {
+pub(crate) fn group_records_on(event: &MskEvent, topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
+    let mut sources = Vec::with_capacity(event.records.values().map(Vec::len).sum());
+    let mut all: Vec<&MskRecord> = Vec::with_capacity(sources.capacity());
+    for (group_key, records) in &event.records {
+        for record in records {
+            // In event order: the first record without a usable position fails the event.
+            sources.push(source_of(group_key, record)?);
+            all.push(record);
+        }
+    }
     let mut runs: BTreeMap<SourcePartition, Vec<Vec<SourceRecord>>> = BTreeMap::new();
     let mut run: Option<(SourcePartition, Vec<SourceRecord>)> = None;
     // Whether the last topic seen is in the pipeline (records of one topic arrive together).
     let mut known: Option<(&str, bool)> = None;
-    for (group_key, records) in &event.records {
-        for record in records {
-            let (topic, partition) = source_of(group_key, record)?;
-            let mut decoded = decode_record(record);
-            let in_pipeline = match known {
-                Some((t, known)) if t == topic => known,
-                _ => {
-                    let found = topics.iter().any(|p| crate::pipeline::topic_matches(p, topic));
-                    known = Some((topic, found));
-                    found
-                }
-            };
-            if decoded.problem.is_none() && !in_pipeline {
-                decoded.problem = Some(Problem {
-                    kind: "topic",
-                    reason: format!("topic `{topic}` is not in the pipeline's source.topics {topics:?}"),
-                });
+    for ((topic, partition), mut decoded) in sources.into_iter().zip(decode_records(&all, threads)) {
+        let in_pipeline = match known {
+            Some((t, known)) if t == topic => known,
+            _ => {
+                let found = topics.iter().any(|p| crate::pipeline::topic_matches(p, topic));
+                known = Some((topic, found));
+                found
             }
-            let continues = run.as_ref().is_some_and(|(source, records)| {
-                source.partition == partition
-                    && source.topic == topic
-                    && records.last().is_some_and(|last| last.offset < record.offset)
+        };
+        if decoded.problem.is_none() && !in_pipeline {
+            decoded.problem = Some(Problem {
+                kind: "topic",
+                reason: format!("topic `{topic}` is not in the pipeline's source.topics {topics:?}"),
             });
-            if !continues {
-                if let Some((source, records)) = run.take() {
-                    runs.entry(source).or_default().push(records);
-                }
-                run = Some((SourcePartition { topic: topic.to_string(), partition }, Vec::new()));
-            }
-            run.as_mut().expect("a run is open").1.push(decoded);
         }
+        let continues = run.as_ref().is_some_and(|(source, records)| {
+            source.partition == partition
+                && source.topic == topic
+                && records.last().is_some_and(|last| last.offset < decoded.offset)
+        });
+        if !continues {
+            if let Some((source, records)) = run.take() {
+                runs.entry(source).or_default().push(records);
+            }
+            run = Some((SourcePartition { topic: topic.to_string(), partition }, Vec::new()));
+        }
+        run.as_mut().expect("a run is open").1.push(decoded);
     }
     if let Some((source, records)) = run.take() {
         runs.entry(source).or_default().push(records);
@@ -419,6 +430,29 @@ pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<Partitio
             PartitionRecords { source, records }
         })
         .collect())
+}
+
+/// Records below this many a thread are decoded on the calling thread (a thread costs tens of microseconds).
+const RECORDS_PER_DECODING_THREAD: usize = 2_000;
+
+/// [`decode_record`] of every record, in order, on up to `threads` scoped threads.
+fn decode_records(records: &[&MskRecord], threads: usize) -> Vec<SourceRecord> {
+    let threads = threads.min(records.len() / RECORDS_PER_DECODING_THREAD).max(1);
+    if threads == 1 {
+        return records.iter().map(|r| decode_record(r)).collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|r| decode_record(r)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        for part in parts {
+            out.extend(part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        out
+    })
 }
 
 /// A record's topic and partition (the record's own, else its group key's, `"<topic>-<partition>"`).
@@ -607,6 +641,33 @@ mod tests {
         let expected = [(0, [(3, "2"), (4, "4"), (5, "1")].to_vec()), (1, [(9, "3"), (10, "6")].to_vec())]
             .map(|(p, records)| (p, records.into_iter().map(|(o, v)| (o, v.to_string())).collect::<Vec<_>>()));
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn decoding_on_several_threads_groups_exactly_as_on_one() {
+        let mut event = MskEvent::default();
+        for partition in 0..3i64 {
+            let records = (0..3_000i64)
+                .map(|offset| MskRecord {
+                    topic: Some("t".into()),
+                    partition,
+                    offset: offset * 2,
+                    timestamp: offset,
+                    value: Some(match offset % 997 {
+                        5 => "not base64!".to_string(),
+                        _ => STANDARD.encode(format!("{{\"n\":{offset}}}")),
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            event.records.insert(format!("t-{partition}"), records);
+        }
+        let one = group_records_on(&event, &["t".to_string()], 1).unwrap();
+        let four = group_records_on(&event, &["t".to_string()], 4).unwrap();
+        assert_eq!(one, four);
+        assert_eq!(one.iter().map(|g| g.records.len()).sum::<usize>(), 9_000);
+        let bad = one.iter().flat_map(|g| &g.records).filter(|r| r.problem.is_some()).count();
+        assert_eq!(bad, 3 * 4, "every 997th record of each partition");
     }
 
     #[test]
