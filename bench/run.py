@@ -136,7 +136,12 @@ def generate(data: Path, records: int, workload: str = "commerce") -> dict:
 
 def pinned(cores: int):
     """Run a child on the first `cores` CPUs only (a function with that many vCPUs)."""
-    return lambda: os.sched_setaffinity(0, set(range(cores)))
+    return lambda: os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
+
+
+def one_core():
+    """Per-core figures run on one CPU: what a function with one vCPU has (and floe's grouping threads stay one)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def cores_wall(data: Path, work: Path, repeat: int) -> dict:
@@ -155,10 +160,12 @@ def lean(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     single = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
     log("lean click events: floe, the arrow-rs baseline, the Python peer …")
     results = {
-        "floe": run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat]),
-        "baseline": run_json([RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]),
+        "floe": run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat],
+                         preexec_fn=one_core),
+        "baseline": run_json([RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat],
+                             preexec_fn=one_core),
         "peer": run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
-                         env=single),
+                         env=single, preexec_fn=one_core),
     }
     log("lean click events: floe pinned to one core, then two …")
     for cores, run in cores_wall(data, work, repeat).items():
@@ -169,42 +176,44 @@ def lean(data: Path, work: Path, repeat: int) -> dict[str, dict]:
 def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     results = {}
     log("floe ingest handler (embedded default, one thread) …")
-    results["floe"] = run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat])
+    results["floe"] = run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat],
+                               preexec_fn=one_core)
     log("floe ingest handler, the same records as a change stream (upsert by event_id) …")
     results["floe_upsert"] = run_json(
-        [RELEASE / "floe-bench", "floe", "--upsert", "--data", data, "--work", work, "--repeat", repeat]
+        [RELEASE / "floe-bench", "floe", "--upsert", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
     log("floe pinned to one core, then two …")
     for cores, run in cores_wall(data, work, repeat).items():
         results[f"floe_cores_{cores}"] = run
     log("floe backfill of the same records as an archive of JSON-lines objects …")
     results["floe_backfill"] = run_json(
-        [RELEASE / "floe-bench", "backfill", "--data", data, "--work", work, "--repeat", repeat]
+        [RELEASE / "floe-bench", "backfill", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
     log("arrow-rs baseline …")
     results["baseline"] = run_json(
-        [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat]
+        [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
     log("Python peer (pyarrow.json, one thread) …")
     single = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
     results["peer"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
-                               env=single)
+                               env=single, preexec_fn=one_core)
     avro = data.parent / "avro"
     log("the same records as Confluent-framed Avro: floe, and the Python peer with fastavro …")
     shutil.rmtree(avro, ignore_errors=True)
     run_json([RELEASE / "floe-bench", "avro", "--data", data, "--out", avro])
-    results["floe_avro"] = run_json([RELEASE / "floe-bench", "floe", "--data", avro, "--work", work, "--repeat", repeat])
+    results["floe_avro"] = run_json([RELEASE / "floe-bench", "floe", "--data", avro, "--work", work, "--repeat", repeat],
+                                    preexec_fn=one_core)
     results["peer_avro"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", avro, "--work", work, "--repeat", repeat],
-                                    env=single)
+                                    env=single, preexec_fn=one_core)
     proto = data.parent / "protobuf"
     log("the same records as Confluent-framed Protobuf: floe, and the Python peer with the protobuf runtime …")
     shutil.rmtree(proto, ignore_errors=True)
     run_json([RELEASE / "floe-bench", "protobuf", "--data", data, "--out", proto])
     results["floe_protobuf"] = run_json(
-        [RELEASE / "floe-bench", "floe", "--data", proto, "--work", work, "--repeat", repeat]
+        [RELEASE / "floe-bench", "floe", "--data", proto, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
     results["peer_protobuf"] = run_json(
-        [PY, ROOT / "bench" / "peer.py", "--data", proto, "--work", work, "--repeat", repeat], env=single
+        [PY, ROOT / "bench" / "peer.py", "--data", proto, "--work", work, "--repeat", repeat], env=single, preexec_fn=one_core
     )
     return results
 
@@ -377,6 +386,7 @@ def table(figures: dict) -> list[str]:
     t = figures.get("throughput")
     if t:
         rows.extend(per_core_rows(t, "commerce, ~1.2 KB"))
+        f = t["floe"]
         a, pa_ = t.get("floe_avro"), t.get("peer_avro")
         if a and pa_:
             rows.append(("Avro records/s per core (same records, Confluent framing)", f"{a['records_per_s']:,.0f}", "",
