@@ -89,7 +89,14 @@ impl SqliteStateStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db_error)?;
+        // No ping before each acquire: a connection to a local file does not go stale, and the ping is one more
+        // round trip to the connection's worker thread for every statement run on the pool.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_error)?;
         for (table, column, ty) in ADDED_COLUMNS {
             let present = |pool: SqlitePool| async move {
