@@ -2,13 +2,12 @@
 //! list of strings, an RFC 3339 timestamp — packed 5,000 to an MSK event, unpartitioned. Per-record overheads
 //! weigh more here than on the ~1.2 KB commerce records of [`crate::generate::record`].
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde_json::{Value, json};
 
-use crate::generate::{Rng, TOPIC, rfc3339};
+use crate::generate::{Rng, pipeline_file, rfc3339};
 
 /// Records per event in this workload: the event source mapping's BatchSize a user tuning for lean records sets.
 pub const RECORDS_PER_EVENT: usize = 5_000;
@@ -138,19 +137,9 @@ pub fn pipeline_toml(name: &str) -> String {
         ("ip", "string", false),
         ("user_agent", "string", false),
     ];
-    let mut toml = format!(
-        "# Written by `floe-bench generate --workload clicks`: the lean workload's records as a floe table \
-         (see clicks.rs).\nname = \"{name}\"\n\n[source]\ntopics = [\"{TOPIC}\"]\nformat = \"json\"\n\n\
-         [table]\nnamespace = \"bench\"\nname = \"events\"\n\
-         properties = {{ \"write.parquet.compression-codec\" = \"zstd\" }}\n"
-    );
-    for (column, ty, required) in columns {
-        let _ = write!(toml, "\n[[table.columns]]\nname = \"{column}\"\ntype = \"{ty}\"\n");
-        if *required {
-            toml.push_str("required = true\n");
-        }
-    }
-    toml
+    let written_by =
+        "`floe-bench generate --workload clicks`: the lean workload's records as a floe table (see clicks.rs)";
+    pipeline_file(name, written_by, columns)
 }
 
 #[cfg(test)]

@@ -456,9 +456,14 @@ pub fn pipeline_toml(name: &str) -> String {
         ("campaign", "struct<source: string, medium: string, name: string>", false),
         ("payload_version", "int", false),
     ];
+    pipeline_file(name, "`floe-bench generate`: the benchmark's records as a floe table (see generate.rs)", columns)
+}
+
+/// A pipeline file of the generated topic into the unpartitioned table `bench.events` with `columns` (name, floe
+/// type, required), written by `written_by` (a comment at its top).
+pub(crate) fn pipeline_file(name: &str, written_by: &str, columns: &[(&str, &str, bool)]) -> String {
     let mut toml = format!(
-        "# Written by `floe-bench generate`: the benchmark's records as a floe table (see generate.rs).\n\
-         name = \"{name}\"\n\n[source]\ntopics = [\"{TOPIC}\"]\nformat = \"json\"\n\n\
+        "# Written by {written_by}.\nname = \"{name}\"\n\n[source]\ntopics = [\"{TOPIC}\"]\nformat = \"json\"\n\n\
          [table]\nnamespace = \"bench\"\nname = \"events\"\n\
          properties = {{ \"write.parquet.compression-codec\" = \"zstd\" }}\n"
     );

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use iceberg::spec::{DataFile, TableMetadata};
 use serde::Serialize;
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::backends::Backends;
 use crate::error::{Error, Result};
@@ -286,15 +286,8 @@ impl Ingestor {
     /// ([`parallel::default_concurrency`]).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<IngestReport> {
         let concurrency = parallel::default_concurrency();
-        let jobs = group_records_on(event, &self.0.pipeline.topics, concurrency)?
-            .into_iter()
-            .map(|group| {
-                let source = &group.source;
-                let span = info_span!("partition", topic = %source.topic, partition = source.partition);
-                let key = self.0.pipeline.name.clone();
-                parallel::Job { ingestor: self.clone(), group, key, span }
-            })
-            .collect();
+        let groups = group_records_on(event, &self.0.pipeline.topics, concurrency)?;
+        let jobs = groups.into_iter().map(|group| parallel::Job::new(self, group)).collect();
         let mut report = IngestReport::default();
         for part in parallel::run(jobs, now_ms, concurrency).await {
             report.add(&part?);

@@ -54,13 +54,8 @@ impl Router {
         let mut routes = Vec::new();
         for group in group_records_on(event, &self.topics, self.concurrency)? {
             for (route, records) in split(&pipelines, group.records, &group.source.topic) {
-                let pipeline = &self.routes[route].pipeline().name;
-                let source = &group.source;
-                let span =
-                    info_span!("partition", pipeline = %pipeline, topic = %source.topic, partition = source.partition);
-                let group = PartitionRecords { source: source.clone(), records };
-                let (ingestor, key) = (self.routes[route].clone(), pipeline.clone());
-                jobs.push(Job { ingestor, group, key, span });
+                let group = PartitionRecords { source: group.source.clone(), records };
+                jobs.push(Job::new(&self.routes[route], group));
                 routes.push(route);
             }
         }

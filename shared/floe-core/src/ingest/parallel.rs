@@ -10,19 +10,33 @@
 use std::num::NonZeroUsize;
 
 use futures::StreamExt;
-use tracing::{Instrument, Span};
+use tracing::{Instrument, Span, info_span};
 
 use crate::error::{Error, Result};
 use crate::ingest::{IngestReport, Ingestor};
 use crate::input::event::PartitionRecords;
 
-/// One topic-partition's records for one pipeline, staged under the fences and ledger key `key`.
+/// One topic-partition's records for one pipeline, staged under the pipeline's fences.
 pub(crate) struct Job {
-    pub ingestor: Ingestor,
-    pub group: PartitionRecords,
-    pub key: String,
-    /// The span the step logs in (topic, partition, pipeline).
-    pub span: Span,
+    ingestor: Ingestor,
+    group: PartitionRecords,
+    /// The span the step logs in (pipeline, topic, partition).
+    span: Span,
+}
+
+impl Job {
+    pub(crate) fn new(ingestor: &Ingestor, group: PartitionRecords) -> Job {
+        let (pipeline, source) = (&ingestor.pipeline().name, &group.source);
+        let span = info_span!("partition", pipeline = %pipeline, topic = %source.topic, partition = source.partition);
+        Job { ingestor: ingestor.clone(), group, span }
+    }
+
+    /// Stage the records under the ledger key of the live stream (the pipeline's name).
+    async fn stage(self, now_ms: i64) -> Result<IngestReport> {
+        let Job { ingestor, group, span } = self;
+        let key = ingestor.pipeline().name.clone();
+        ingestor.ingest_under(group, now_ms, &key).instrument(span).await
+    }
 }
 
 /// Partitions staged at once by default: the CPUs this process may run on (a Lambda function's vCPUs).
@@ -35,25 +49,19 @@ pub fn default_concurrency() -> usize {
 pub(crate) async fn run(jobs: Vec<Job>, now_ms: i64, limit: usize) -> Vec<Result<IngestReport>> {
     if limit <= 1 || jobs.len() <= 1 {
         let mut out = Vec::with_capacity(jobs.len());
-        for Job { ingestor, group, key, span } in jobs {
-            out.push(ingestor.ingest_under(group, now_ms, &key).instrument(span).await);
+        for job in jobs {
+            out.push(job.stage(now_ms).await);
         }
         return out;
     }
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].group.records.len()));
-    let mut slots: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
-    let mut started = Vec::with_capacity(order.len());
-    for i in order {
-        let Job { ingestor, group, key, span } = slots[i].take().expect("each job once");
-        // Spawned when the stream below first polls it: at most `limit` tasks exist at a time.
-        started.push(async move {
-            let step = async move { ingestor.ingest_under(group, now_ms, &key).await };
-            let outcome = tokio::spawn(step.instrument(span)).await;
-            (i, outcome.unwrap_or_else(|e| Err(joined(e))))
-        });
-    }
-    let mut results: Vec<Option<Result<IngestReport>>> = (0..slots.len()).map(|_| None).collect();
+    let mut jobs: Vec<(usize, Job)> = jobs.into_iter().enumerate().collect();
+    jobs.sort_by_key(|(_, job)| std::cmp::Reverse(job.group.records.len()));
+    let mut results: Vec<Option<Result<IngestReport>>> = (0..jobs.len()).map(|_| None).collect();
+    // Each task is spawned when the stream first polls its future: at most `limit` tasks exist at a time.
+    let started = jobs.into_iter().map(|(i, job)| async move {
+        let outcome = tokio::spawn(job.stage(now_ms)).await;
+        (i, outcome.unwrap_or_else(|e| Err(joined(e))))
+    });
     let mut finished = futures::stream::iter(started).buffer_unordered(limit);
     while let Some((i, result)) = finished.next().await {
         results[i] = Some(result);
