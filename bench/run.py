@@ -118,9 +118,9 @@ def run_json(cmd: list, **kw) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def median_run(result: dict) -> dict:
-    """The run with the median CPU time (runs differ only by noise)."""
-    runs = sorted(result["runs"], key=lambda r: r["cpu_s"])
+def median_run(result: dict, by: str = "cpu_s") -> dict:
+    """The run with the median CPU time, or wall time for the pinned runs (runs differ only by noise)."""
+    runs = sorted(result["runs"], key=lambda r: r[by])
     return runs[len(runs) // 2]
 
 
@@ -139,9 +139,11 @@ def pinned(cores: int):
     return lambda: os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
 
 
-def one_core():
-    """Per-core figures run on one CPU: what a function with one vCPU has (and floe's grouping threads stay one)."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+# The Python peer's libraries on one thread.
+SINGLE = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
+
+# Per-core figures run on one CPU: what a function with one vCPU has (and floe's grouping threads stay one).
+one_core = pinned(1)
 
 
 def cores_wall(data: Path, work: Path, repeat: int) -> dict:
@@ -155,48 +157,34 @@ def cores_wall(data: Path, work: Path, repeat: int) -> dict:
     return out
 
 
-def lean(data: Path, work: Path, repeat: int) -> dict[str, dict]:
-    """The lean workload: floe, the baseline and the peer per core, and floe on one and two cores."""
-    single = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
-    log("lean click events: floe, the arrow-rs baseline, the Python peer …")
-    results = {
-        "floe": run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat],
-                         preexec_fn=one_core),
-        "baseline": run_json([RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat],
-                             preexec_fn=one_core),
-        "peer": run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
-                         env=single, preexec_fn=one_core),
-    }
-    log("lean click events: floe pinned to one core, then two …")
+def per_core(data: Path, work: Path, repeat: int) -> dict[str, dict]:
+    """floe, the arrow-rs baseline and the Python peer, each pinned to one core, and floe on one and two cores."""
+    log("floe ingest handler (embedded default, one thread) …")
+    results = {"floe": run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat],
+                                preexec_fn=one_core)}
+    log("arrow-rs baseline …")
+    results["baseline"] = run_json(
+        [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
+    )
+    log("Python peer (pyarrow.json, one thread) …")
+    results["peer"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
+                               env=SINGLE, preexec_fn=one_core)
+    log("floe pinned to one core, then two …")
     for cores, run in cores_wall(data, work, repeat).items():
         results[f"floe_cores_{cores}"] = run
     return results
 
 
 def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
-    results = {}
-    log("floe ingest handler (embedded default, one thread) …")
-    results["floe"] = run_json([RELEASE / "floe-bench", "floe", "--data", data, "--work", work, "--repeat", repeat],
-                               preexec_fn=one_core)
+    results = per_core(data, work, repeat)
     log("floe ingest handler, the same records as a change stream (upsert by event_id) …")
     results["floe_upsert"] = run_json(
         [RELEASE / "floe-bench", "floe", "--upsert", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
-    log("floe pinned to one core, then two …")
-    for cores, run in cores_wall(data, work, repeat).items():
-        results[f"floe_cores_{cores}"] = run
     log("floe backfill of the same records as an archive of JSON-lines objects …")
     results["floe_backfill"] = run_json(
         [RELEASE / "floe-bench", "backfill", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
-    log("arrow-rs baseline …")
-    results["baseline"] = run_json(
-        [RELEASE / "floe-bench", "baseline", "--data", data, "--work", work, "--repeat", repeat], preexec_fn=one_core
-    )
-    log("Python peer (pyarrow.json, one thread) …")
-    single = {**os.environ, "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
-    results["peer"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", data, "--work", work, "--repeat", repeat],
-                               env=single, preexec_fn=one_core)
     avro = data.parent / "avro"
     log("the same records as Confluent-framed Avro: floe, and the Python peer with fastavro …")
     shutil.rmtree(avro, ignore_errors=True)
@@ -204,7 +192,7 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
     results["floe_avro"] = run_json([RELEASE / "floe-bench", "floe", "--data", avro, "--work", work, "--repeat", repeat],
                                     preexec_fn=one_core)
     results["peer_avro"] = run_json([PY, ROOT / "bench" / "peer.py", "--data", avro, "--work", work, "--repeat", repeat],
-                                    env=single, preexec_fn=one_core)
+                                    env=SINGLE, preexec_fn=one_core)
     proto = data.parent / "protobuf"
     log("the same records as Confluent-framed Protobuf: floe, and the Python peer with the protobuf runtime …")
     shutil.rmtree(proto, ignore_errors=True)
@@ -213,7 +201,7 @@ def throughput(data: Path, work: Path, repeat: int) -> dict[str, dict]:
         [RELEASE / "floe-bench", "floe", "--data", proto, "--work", work, "--repeat", repeat], preexec_fn=one_core
     )
     results["peer_protobuf"] = run_json(
-        [PY, ROOT / "bench" / "peer.py", "--data", proto, "--work", work, "--repeat", repeat], env=single, preexec_fn=one_core
+        [PY, ROOT / "bench" / "peer.py", "--data", proto, "--work", work, "--repeat", repeat], env=SINGLE, preexec_fn=one_core
     )
     return results
 
@@ -343,12 +331,6 @@ def rate(run: dict, summary: dict) -> dict:
             "parquet_per_json": run["parquet_bytes"] / summary["value_bytes"]}
 
 
-def median_wall(result: dict) -> dict:
-    """The run with the median wall-clock time (for the pinned runs, where wall clock is the figure)."""
-    runs = sorted(result["runs"], key=lambda r: r["wall_s"])
-    return runs[len(runs) // 2]
-
-
 def fmt_check(ok: bool | None) -> str:
     return "" if ok is None else ("met" if ok else "NOT met")
 
@@ -376,7 +358,8 @@ def per_core_rows(t: dict, workload: str) -> list[tuple]:
 
 
 def rates(raw: dict, summary: dict) -> dict:
-    out = {k: rate((median_wall if k.startswith("floe_cores_") else median_run)(v), summary) for k, v in raw.items()}
+    out = {k: rate(median_run(v, "wall_s" if k.startswith("floe_cores_") else "cpu_s"), summary)
+           for k, v in raw.items()}
     out["partitions_per_event"] = summary.get("partitions_per_event", "?")
     return out
 
@@ -519,7 +502,8 @@ def main() -> int:
         clicks.mkdir(parents=True, exist_ok=True)
         clicks_summary = generate(clicks, args.clicks_records, "clicks")
         figures["clicks_data"] = clicks_summary
-        raw_lean = lean(clicks, args.work / "out", args.repeat)
+        log("lean click events …")
+        raw_lean = per_core(clicks, args.work / "out", args.repeat)
         figures["raw_lean"] = raw_lean
         figures["lean"] = rates(raw_lean, clicks_summary)
     if "pyiceberg" not in args.skip:
