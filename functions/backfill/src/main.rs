@@ -2,6 +2,10 @@
 //! backends once per cold start, then each invocation plans a job, loads one split until its deadline, or sums
 //! a finished run ([`handler`]).
 
+// mimalloc: see the workspace Cargo.toml (glibc malloc was 15 % of ingest throughput).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod handler;
 
 use lambda_runtime::{LambdaEvent, service_fn};

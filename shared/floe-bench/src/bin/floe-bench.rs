@@ -11,6 +11,10 @@
 //!
 //! Every command prints one JSON line of figures.
 
+// The functions' allocator, for floe and the baseline alike (one binary, one allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
