@@ -1,11 +1,11 @@
-//! One ingest invocation: the event goes to the deployment's [`Router`] (each pipeline file a route into its
+//! One ingest invocation: the event (the invocation body, see [`crate::body`]) goes to the deployment's [`Router`] (each pipeline file a route into its
 //! own table); success prints an EMF line per pipeline and returns the total report; failure is logged with whether a retry can help and returned as an error, which
 //! makes the event source mapping redeliver the same records (the offset fences make that harmless).
 
 use std::time::Instant;
 
 use floe_backends::metrics;
-use floe_core::{IngestReport, MskEvent, Router};
+use floe_core::{IngestReport, Router};
 use lambda_runtime::Diagnostic;
 use tracing::{error, info};
 
@@ -38,10 +38,11 @@ impl Handler {
         Handler { router }
     }
 
-    /// Handle one event at processing time `now_ms` (window watermarks), without printing.
-    pub async fn handle(&self, event: &MskEvent, now_ms: i64) -> Result<Outcome, Failure> {
+    /// Handle one event, the invocation body as the mapping sent it, at processing time `now_ms` (window
+    /// watermarks), without printing.
+    pub async fn handle(&self, body: &[u8], now_ms: i64) -> Result<Outcome, Failure> {
         let started = Instant::now();
-        let reports = self.router.handle_at(event, now_ms).await?;
+        let reports = self.router.handle_body_at(body, now_ms).await?;
         let elapsed = started.elapsed().as_millis() as u64;
         let stamp = floe_backends::now_ms();
         let mut report = IngestReport::default();
@@ -54,8 +55,8 @@ impl Handler {
     }
 
     /// The Lambda entry point: handle, print the metrics line, log a failure with its class.
-    pub async fn invoke(&self, event: MskEvent) -> Result<serde_json::Value, Diagnostic> {
-        match self.handle(&event, floe_backends::now_ms()).await {
+    pub async fn invoke(&self, body: &[u8]) -> Result<serde_json::Value, Diagnostic> {
+        match self.handle(body, floe_backends::now_ms()).await {
             Ok(outcome) => {
                 for line in &outcome.metrics_lines {
                     println!("{line}");

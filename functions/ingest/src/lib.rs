@@ -3,9 +3,10 @@
 //! [`handler`]. Two binaries run it: `floe-ingest` (no SQL engine, for pipelines without outputs) and
 //! `floe-ingest-sql` (this crate with its `sql` feature), so each deployment links only what its pipeline runs.
 
+pub mod body;
 pub mod handler;
 
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, Runtime, layers, service_fn};
 
 /// Plan the outputs' SQL at cold start; a build without the SQL engine runs only pipelines without outputs and
 /// refuses the others at cold start, naming the build that runs them.
@@ -20,6 +21,20 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     let settings = floe_backends::FunctionSettings::from_env()?;
     let (pipelines, backends) = floe_backends::open(&settings, PLANNING).await?;
     let router = floe_backends::router(&pipelines, &backends, |k| std::env::var(k).ok()).await?;
-    let handler = &handler::Handler::new(router);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<floe_core::MskEvent>| handler.invoke(event.payload))).await
+    // Lives as long as the process (the runtime's layered service must not borrow from this frame).
+    let handler: &'static handler::Handler = Box::leak(Box::new(handler::Handler::new(router)));
+    // The handler reads the invocation body itself (see `body`); the runtime deserializes only `null`.
+    let bodies = body::Bodies::default();
+    let taken = bodies.clone();
+    let service = service_fn(move |event: LambdaEvent<()>| {
+        let body = taken.take(&event.context.request_id);
+        async move {
+            let body = body.ok_or_else(|| Diagnostic {
+                error_type: "floe.Permanent".into(),
+                error_message: "the invocation's body was not kept for the handler".into(),
+            })?;
+            handler.invoke(&body).await
+        }
+    });
+    Runtime::new(service).layer(bodies).layer(layers::TracingLayer::new()).run().await
 }

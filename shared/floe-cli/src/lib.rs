@@ -19,13 +19,12 @@ pub mod readback;
 mod runtime;
 mod validate;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use floe_backends::Planning;
-use floe_core::{CompactorOptions, IngestReport, MskEvent};
+use floe_core::{CompactorOptions, IngestReport};
 
 use args::{Cli, Command, Common};
 pub use generator::{Generated, GeneratorOptions, generate};
@@ -59,11 +58,6 @@ pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-fn read_event(path: &Path) -> anyhow::Result<MskEvent> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("{} is not an MSK event", path.display()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -129,10 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let progress = progress(events.len() as u64, "events");
             for path in &events {
                 progress.inc(1);
-                let event = read_event(path)?;
+                // Read as the function reads its invocation body.
+                let body = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 let now = now_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let reports =
-                    router.handle_at(&event, now).await.with_context(|| format!("ingesting {}", path.display()))?;
+                    router.handle_body_at(&body, now).await.with_context(|| format!("ingesting {}", path.display()))?;
                 for (_, report) in &reports {
                     total.add(report);
                 }

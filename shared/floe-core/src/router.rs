@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span};
 use crate::error::Result;
 use crate::ingest::parallel::{self, Job};
 use crate::ingest::{IngestReport, Ingestor};
-use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_records_on};
+use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_body, group_records_on};
 use crate::input::framing::unframe;
 use crate::pipeline::{Pipeline, RouteOn, ValueFormat, check_routes};
 use crate::state::backfill_key;
@@ -49,10 +49,21 @@ impl Router {
     /// Handle one MSK event at processing time `now_ms`: each pipeline's report, in pipeline order. An error
     /// means the whole event should be redelivered (a no-op for every route and partition already staged).
     pub async fn handle_at(&self, event: &MskEvent, now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
+        self.stage(group_records_on(event, &self.topics, self.concurrency)?, now_ms).await
+    }
+
+    /// [`Router::handle_at`] of an event as the Lambda runtime receives it, the JSON invocation body: what the
+    /// function runs. The body is read in place (see `input/event/body.rs`), not into an [`MskEvent`].
+    pub async fn handle_body_at(&self, body: &[u8], now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
+        self.stage(group_body(body, &self.topics, self.concurrency)?, now_ms).await
+    }
+
+    /// Route the event's topic-partitions and stage each route's share (see [`Router::handle_at`]).
+    async fn stage(&self, groups: Vec<PartitionRecords>, now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
         let pipelines = self.pipelines();
         let mut jobs = Vec::new();
         let mut routes = Vec::new();
-        for group in group_records_on(event, &self.topics, self.concurrency)? {
+        for group in groups {
             for (route, records) in split(&pipelines, group.records, &group.source.topic) {
                 let group = PartitionRecords { source: group.source.clone(), records };
                 jobs.push(Job::new(&self.routes[route], group));

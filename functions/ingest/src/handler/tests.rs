@@ -40,11 +40,17 @@ from = "@key"
 /// Processing time of the tests (no windows here, so it only stamps the report).
 const NOW_MS: i64 = 1_700_000_000_000;
 
-/// The MSK event example of the Lambda docs: two good records and one whose value is not base64.
-fn fixture() -> MskEvent {
+/// The MSK event example of the Lambda docs as the invocation body: two good records and one whose value is not
+/// base64.
+fn fixture() -> Vec<u8> {
     let path = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
         .join("../../shared/floe-core/tests/fixtures/msk_event.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    std::fs::read(path).unwrap()
+}
+
+/// An event as the invocation body carrying it.
+fn body(event: &floe_core::MskEvent) -> Vec<u8> {
+    serde_json::to_vec(event).unwrap()
 }
 
 fn ident(name: &str) -> iceberg::TableIdent {
@@ -116,7 +122,7 @@ async fn a_state_store_that_went_away_is_a_retryable_failure() {
     let cause = std::error::Error::source(&failure.source).expect("the sqlx error is the source");
     assert!(cause.to_string().contains("closed"), "{cause}");
     // The Lambda entry point returns it as a function error (the mapping redelivers the records), typed by class.
-    let diagnostic = handler.invoke(fixture()).await.unwrap_err();
+    let diagnostic = handler.invoke(&fixture()).await.unwrap_err();
     assert_eq!(diagnostic.error_type, "floe.Retryable");
     assert!(diagnostic.error_message.contains("state store") && diagnostic.error_message.contains("closed"));
 }
@@ -125,16 +131,16 @@ async fn a_state_store_that_went_away_is_a_retryable_failure() {
 async fn an_unusable_event_is_a_permanent_failure() {
     let (_dir, _embedded, _pipeline, handler) = setup().await;
     // A negative offset: no position to fence or dead-letter it by, so the whole event is refused.
-    let mut event = fixture();
+    let mut event: floe_core::MskEvent = serde_json::from_slice(&fixture()).unwrap();
     event.records.get_mut("mytopic-0").unwrap()[0].offset = -5;
-    let failure = handler.handle(&event, NOW_MS).await.unwrap_err();
+    let failure = handler.handle(&body(&event), NOW_MS).await.unwrap_err();
     assert!(!failure.retryable, "{failure}");
     assert!(matches!(failure.source, floe_core::Error::Event(_)), "{failure:?}");
     assert_eq!(diagnostic(failure).error_type, "floe.Permanent");
 }
 
 /// An event of six partitions of 40 records each, every seventh value not JSON.
-fn six_partitions() -> MskEvent {
+fn six_partitions() -> Vec<u8> {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let mut records = std::collections::BTreeMap::new();
@@ -157,7 +163,7 @@ fn six_partitions() -> MskEvent {
             .collect();
         records.insert(format!("mytopic-{partition}"), group);
     }
-    MskEvent { records, ..Default::default() }
+    body(&floe_core::MskEvent { records, ..Default::default() })
 }
 
 /// The partitions of an event staged at once on a multi-thread runtime land exactly what one at a time does:

@@ -222,9 +222,8 @@ async fn run_floe(RunArgs { data, work, repeat, upsert, threads }: &RunArgs) -> 
         let timer = Timer::start();
         let mut total = IngestReport::default();
         for bytes in &events {
-            // The Lambda runtime hands the handler the invocation body: deserializing it is part of the work.
-            let event: MskEvent = serde_json::from_slice(bytes)?;
-            for (_, report) in router.handle_at(&event, chrono::Utc::now().timestamp_millis()).await? {
+            // The function's handler reads the invocation body itself: reading it is part of the work.
+            for (_, report) in router.handle_body_at(bytes, chrono::Utc::now().timestamp_millis()).await? {
                 total.add(&report);
             }
         }

@@ -1,5 +1,5 @@
-//! How the poller calls the function: in this process through the real ingest handler (deserializing the payload
-//! exactly as the Lambda runtime does), or through the Lambda invoke API of a function served by
+//! How the poller calls the function: in this process through the real ingest handler (reading the payload
+//! exactly as the function does), or through the Lambda invoke API of a function served by
 //! `cargo lambda watch`, so the deployed binary itself runs.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use floe_core::{IngestReport, MskEvent, Router};
+use floe_core::{IngestReport, Router};
 
 #[async_trait]
 pub trait Invoke: Send + Sync {
@@ -28,8 +28,7 @@ impl InProcess {
 #[async_trait]
 impl Invoke for InProcess {
     async fn invoke(&self, payload: &[u8]) -> anyhow::Result<serde_json::Value> {
-        let event: MskEvent = serde_json::from_slice(payload).context("the payload is not an MSK event")?;
-        let reports = self.router.handle_at(&event, chrono::Utc::now().timestamp_millis()).await?;
+        let reports = self.router.handle_body_at(payload, chrono::Utc::now().timestamp_millis()).await?;
         let mut total = IngestReport::default();
         for (_, r) in &reports {
             total.add(r);

@@ -8,6 +8,7 @@
 //! whose JSON does not have the mapping's shape (a fractional timestamp, a value that is not a string…) as long
 //! as its partition and offset can be read: one malformed record never fails, and so never blocks, its batch.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -17,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod body;
 mod lenient;
+
+use body::Text;
 
 /// The MSK / self-managed Kafka event as the event source mapping sends it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,46 @@ impl fmt::Display for SourcePartition {
     }
 }
 
+/// One record of an event as grouping reads it, borrowed from where it arrived: the invocation body
+/// ([`body::read`]) or an [`MskEvent`]. Key and value are their base64 text.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordRef<'a> {
+    #[serde(default, borrow)]
+    topic: Option<body::Str<'a>>,
+    partition: i64,
+    offset: i64,
+    timestamp: i64,
+    /// Not used, but read so that the body's reader takes exactly what [`MskRecord`] takes.
+    #[serde(default, borrow, rename = "timestampType")]
+    _timestamp_type: Option<body::Str<'a>>,
+    #[serde(default, borrow)]
+    key: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    value: Option<Text<'a>>,
+    #[serde(default)]
+    headers: Cow<'a, [BTreeMap<String, Vec<i16>>]>,
+    #[serde(skip)]
+    malformed: Option<&'a Malformed>,
+}
+
+impl<'a> From<&'a MskRecord> for RecordRef<'a> {
+    fn from(r: &'a MskRecord) -> RecordRef<'a> {
+        let text = |t: &'a Option<String>| t.as_deref().map(|t| Text(Cow::Borrowed(t.as_bytes())));
+        RecordRef {
+            topic: r.topic.as_deref().map(|t| body::Str(Cow::Borrowed(t))),
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            _timestamp_type: None,
+            key: text(&r.key),
+            value: text(&r.value),
+            headers: Cow::Borrowed(&r.headers),
+            malformed: r.malformed.as_ref(),
+        }
+    }
+}
+
 /// Why a record cannot be decoded at all (it goes to the dead-letter table with this reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -125,16 +169,48 @@ pub fn group_records(event: &MskEvent, topics: &[String]) -> Result<Vec<Partitio
     group_records_on(event, topics, 1)
 }
 
-/// [`group_records`], decoding the records (base64) on up to `threads` threads: this runs before an event's
-/// partitions are handed out, so on one thread it would be the serial part of a concurrent invocation.
+/// [`group_records`] on up to `threads` threads (see [`group`]).
+pub(crate) fn group_records_on(event: &MskEvent, topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
+    let groups: Vec<(&str, Vec<RecordRef>)> = event
+        .records
+        .iter()
+        .map(|(key, records)| (key.as_str(), records.iter().map(RecordRef::from).collect()))
+        .collect();
+    group(groups.iter().map(|(key, records)| (*key, records.as_slice())), topics, threads)
+}
+
+/// Group an event's records, read from the event source mapping's JSON as it arrived: [`group_records_on`]
+/// without building an [`MskEvent`] (see [`body`]).
+pub(crate) fn group_body(body: &[u8], topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
+    match body::read(body) {
+        Ok(groups) => group(groups.iter().map(|(key, records)| (key.as_ref(), records.as_slice())), topics, threads),
+        Err(fast) => {
+            // Somewhere not of the mapping's exact shape: read record by record, keeping malformed ones.
+            tracing::debug!(reason = %fast, "event read record by record");
+            let event: MskEvent = serde_json::from_slice(body)
+                .map_err(|e| Error::Event(format!("the invocation body is not an MSK event: {e}")))?;
+            group_records_on(&event, topics, threads)
+        }
+    }
+}
+
+/// Group records (`(group key, records)` in event order), decoding them (base64) on up to `threads` threads:
+/// this runs before an event's partitions are handed out, so on one thread it would be the serial part of a
+/// concurrent invocation.
 ///
 /// The mapping sends each topic-partition's records together and in offset order, so records are collected in
 /// runs (same topic-partition, rising offsets) without a map operation per record; only a topic-partition that
 /// arrives in several runs (out of order, or repeated offsets) is merged through an ordered map.
-pub(crate) fn group_records_on(event: &MskEvent, topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
-    let mut sources = Vec::with_capacity(event.records.values().map(Vec::len).sum());
-    let mut all: Vec<&MskRecord> = Vec::with_capacity(sources.capacity());
-    for (group_key, records) in &event.records {
+fn group<'g, 'r: 'g>(
+    groups: impl Iterator<Item = (&'g str, &'g [RecordRef<'r>])>,
+    topics: &[String],
+    threads: usize,
+) -> Result<Vec<PartitionRecords>> {
+    let mut sources = Vec::new();
+    let mut all: Vec<&RecordRef> = Vec::new();
+    for (group_key, records) in groups {
+        sources.reserve(records.len());
+        all.reserve(records.len());
         for record in records {
             // In event order: the first record without a usable position fails the event.
             sources.push(source_of(group_key, record)?);
@@ -199,7 +275,7 @@ pub(crate) fn group_records_on(event: &MskEvent, topics: &[String], threads: usi
 const RECORDS_PER_DECODING_THREAD: usize = 2_000;
 
 /// [`decode_record`] of every record, in order, on up to `threads` scoped threads.
-fn decode_records(records: &[&MskRecord], threads: usize) -> Vec<SourceRecord> {
+fn decode_records(records: &[&RecordRef], threads: usize) -> Vec<SourceRecord> {
     let threads = threads.min(records.len() / RECORDS_PER_DECODING_THREAD).max(1);
     if threads == 1 {
         return records.iter().map(|r| decode_record(r)).collect();
@@ -219,16 +295,16 @@ fn decode_records(records: &[&MskRecord], threads: usize) -> Vec<SourceRecord> {
 }
 
 /// A record's topic and partition (the record's own, else its group key's, `"<topic>-<partition>"`).
-fn source_of<'a>(group_key: &'a str, record: &'a MskRecord) -> Result<(&'a str, i32)> {
+fn source_of<'a>(group_key: &'a str, record: &'a RecordRef) -> Result<(&'a str, i32)> {
     let topic = match &record.topic {
-        Some(t) if !t.is_empty() => t.as_str(),
+        Some(t) if !t.0.is_empty() => t.0.as_ref(),
         // The group key is "<topic>-<partition>"; topics may themselves contain '-'.
         _ => group_key
             .rsplit_once('-')
             .map(|(t, _)| t)
             .ok_or_else(|| Error::Event(format!("record group `{group_key}` is not `<topic>-<partition>`")))?,
     };
-    if let Some(m) = &record.malformed
+    if let Some(m) = record.malformed
         && (record.partition < 0 || record.offset < 0)
     {
         let reason = &m.reason;
@@ -244,8 +320,8 @@ fn source_of<'a>(group_key: &'a str, record: &'a MskRecord) -> Result<(&'a str, 
     Ok((topic, partition))
 }
 
-fn decode_record(record: &MskRecord) -> SourceRecord {
-    if let Some(m) = &record.malformed {
+fn decode_record(record: &RecordRef) -> SourceRecord {
+    if let Some(m) = record.malformed {
         return SourceRecord {
             offset: record.offset,
             timestamp_ms: (record.timestamp != 0).then_some(record.timestamp),
@@ -256,8 +332,8 @@ fn decode_record(record: &MskRecord) -> SourceRecord {
         };
     }
     let mut problem = None;
-    let mut b64 = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
-        let text = text.as_deref()?;
+    let mut b64 = |field: &str, text: &Option<Text>| -> Option<Vec<u8>> {
+        let text: &[u8] = text.as_ref()?.0.as_ref();
         match STANDARD.decode(text) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -266,7 +342,7 @@ fn decode_record(record: &MskRecord) -> SourceRecord {
                     reason: format!("record {field} is not valid base64: {e}"),
                 });
                 // Keep the undecodable text itself so the dead letter still holds what arrived.
-                Some(text.as_bytes().to_vec())
+                Some(text.to_vec())
             }
         }
     };
