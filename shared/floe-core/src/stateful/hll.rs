@@ -12,8 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use crate::hash::hash64;
-
 const P: u32 = 12;
 const M: usize = 1 << P;
 /// Sparse entries cost 3 bytes; beyond this the dense form is smaller.
@@ -126,6 +124,7 @@ impl<'de> Deserialize<'de> for Hll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::hash64;
 
     fn sketch(range: std::ops::Range<u64>) -> Hll {
         let mut h = Hll::default();

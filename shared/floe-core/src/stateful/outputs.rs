@@ -15,10 +15,10 @@ use iceberg::io::FileIO;
 use crate::error::{Error, Result};
 use crate::input::event::{SourcePartition, SourceRecord};
 use crate::pipeline::{Output, Pipeline, Reference, ReferenceFormat};
-use crate::stateful::aggregate::WindowRows;
+use crate::stateful::rows::WindowRows;
 use crate::stateful::sql::{self, INPUT_TABLE, OFFSET_COLUMN, SqlPlan};
 use crate::stateful::store::StreamStore;
-use crate::stateful::stream;
+use crate::stateful::update;
 use crate::table::adapt::adapt;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
@@ -138,7 +138,7 @@ impl Outputs {
                     let rows = WindowRows::extract(&out, window, offsets.clone())
                         .map_err(|m| internal(format!("{what}: {m}")))?;
                     let late =
-                        stream::apply_windows(state, &runner.scope, window, source, &rows, last_offset, now_ms).await?;
+                        update::apply_windows(state, &runner.scope, window, source, &rows, last_offset, now_ms).await?;
                     if !late.is_empty() {
                         result.late += late.len() as u64;
                         let idx = Int64Array::from(late.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>());
@@ -218,7 +218,7 @@ impl Outputs {
         }
         let positions: Vec<(i64, i64)> =
             rows_records.iter().map(|i| (records[*i].offset, records[*i].timestamp_ms.unwrap_or(0))).collect();
-        let mut keep = stream::dedup(state, &runner.scope, source, horizon_ms, &keys, &positions).await?;
+        let mut keep = update::dedup(state, &runner.scope, source, horizon_ms, &keys, &positions).await?;
         for (k, f) in keep.iter_mut().zip(failed) {
             *k &= !f;
         }
