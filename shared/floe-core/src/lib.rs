@@ -51,8 +51,8 @@ pub use hash::hash64;
 pub use ingest::{IngestReport, Ingestor};
 pub use input::{
     Decoded, KnownSchema, MskEvent, MskRecord, PartitionRecords, Problem, RecordDecoder, RegisteredSchema, Resolved,
-    SchemaId, SchemaKind, SchemaReference, SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_records,
-    uuid_text,
+    SchemaId, SchemaKind, SchemaReference, SchemaRegistry, Schemas, SourcePartition, SourceRecord, group_body,
+    group_records, uuid_text,
 };
 pub use pipeline::window::{WatermarkSpec, Window, WindowSpec};
 pub use pipeline::{

@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span};
 use crate::error::Result;
 use crate::ingest::parallel::{self, Job};
 use crate::ingest::{IngestReport, Ingestor};
-use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_body, group_records_on};
+use crate::input::event::{MskEvent, PartitionRecords, Problem, SourceRecord, group_body_on, group_records_on};
 use crate::input::framing::unframe;
 use crate::pipeline::{Pipeline, RouteOn, ValueFormat, check_routes};
 use crate::state::backfill_key;
@@ -55,7 +55,7 @@ impl Router {
     /// [`Router::handle_at`] of an event as the Lambda runtime receives it, the JSON invocation body: what the
     /// function runs. The body is read in place (see `input/event/body.rs`), not into an [`MskEvent`].
     pub async fn handle_body_at(&self, body: &[u8], now_ms: i64) -> Result<Vec<(Arc<str>, IngestReport)>> {
-        self.stage(group_body(body, &self.topics, self.concurrency)?, now_ms).await
+        self.stage(group_body_on(body, &self.topics, self.concurrency)?, now_ms).await
     }
 
     /// Route the event's topic-partitions and stage each route's share (see [`Router::handle_at`]).

@@ -179,9 +179,16 @@ pub(crate) fn group_records_on(event: &MskEvent, topics: &[String], threads: usi
     group(groups.iter().map(|(key, records)| (*key, records.as_slice())), topics, threads)
 }
 
-/// Group an event's records, read from the event source mapping's JSON as it arrived: [`group_records_on`]
-/// without building an [`MskEvent`] (see [`body`]).
-pub(crate) fn group_body(body: &[u8], topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
+/// [`group_records`] of an event as the function receives it, the event source mapping's JSON, read in place
+/// without building an [`MskEvent`] (see `input/event/body.rs`). It groups exactly as [`group_records`] does
+/// whenever the body deserializes as an [`MskEvent`], and it also takes a body whose base64 text is not UTF-8
+/// (that record becomes a `base64` dead letter).
+pub fn group_body(body: &[u8], topics: &[String]) -> Result<Vec<PartitionRecords>> {
+    group_body_on(body, topics, 1)
+}
+
+/// [`group_body`] on up to `threads` threads (see [`group`]).
+pub(crate) fn group_body_on(body: &[u8], topics: &[String], threads: usize) -> Result<Vec<PartitionRecords>> {
     match body::read(body) {
         Ok(groups) => group(groups.iter().map(|(key, records)| (key.as_ref(), records.as_slice())), topics, threads),
         Err(fast) => {

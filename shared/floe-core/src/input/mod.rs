@@ -23,7 +23,9 @@ pub(crate) mod shape;
 pub(crate) mod writer_columns;
 
 pub use decode::{Decoded, RecordDecoder};
-pub use event::{MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_records};
+pub use event::{
+    MskEvent, MskRecord, PartitionRecords, Problem, SourcePartition, SourceRecord, group_body, group_records,
+};
 pub use registry::{
     KnownSchema, RegisteredSchema, Resolved, SchemaId, SchemaKind, SchemaReference, SchemaRegistry, Schemas, uuid_text,
 };

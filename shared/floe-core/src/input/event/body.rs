@@ -101,7 +101,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::event::{MskEvent, group_body, group_records};
+    use crate::input::event::{MskEvent, group_body, group_body_on, group_records};
 
     /// Grouping the body directly and through an `MskEvent` give the same records, problems included.
     fn same_both_ways(body: &str) -> Vec<crate::input::event::PartitionRecords> {
@@ -109,7 +109,7 @@ mod tests {
         let event: MskEvent = serde_json::from_str(body).unwrap();
         let expected = group_records(&event, &topics).unwrap();
         for threads in [1, 3] {
-            assert_eq!(group_body(body.as_bytes(), &topics, threads).unwrap(), expected, "{body}");
+            assert_eq!(group_body_on(body.as_bytes(), &topics, threads).unwrap(), expected, "{body}");
         }
         expected
     }
@@ -158,7 +158,7 @@ mod tests {
         ] {
             let event: MskEvent = serde_json::from_str(body).unwrap();
             let strict = group_records(&event, &topics).unwrap_err().to_string();
-            assert_eq!(group_body(body.as_bytes(), &topics, 1).unwrap_err().to_string(), strict);
+            assert_eq!(group_body(body.as_bytes(), &topics).unwrap_err().to_string(), strict);
         }
     }
 
@@ -168,7 +168,7 @@ mod tests {
         let mut body = br#"{"records":{"t-0":[{"partition":0,"offset":1,"timestamp":2,"value":"e3"#.to_vec();
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(br#"0="},{"partition":0,"offset":2,"timestamp":2,"value":"e30="}]}}"#);
-        let groups = group_body(&body, &["t".to_string()], 1).unwrap();
+        let groups = group_body(&body, &["t".to_string()]).unwrap();
         let problems: Vec<_> = groups[0].records.iter().map(|r| r.problem.as_ref().map(|p| p.kind)).collect();
         assert_eq!(problems, [Some("base64"), None]);
         assert_eq!(groups[0].records[0].value.as_deref(), Some(&b"e3\xff\xfe0="[..]), "the text as it arrived");
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn a_body_that_is_not_an_event_fails_with_a_clear_error() {
         for body in ["", "[1", "{\"records\":3}", "null"] {
-            let err = group_body(body.as_bytes(), &["t".to_string()], 1).unwrap_err().to_string();
+            let err = group_body(body.as_bytes(), &["t".to_string()]).unwrap_err().to_string();
             assert!(err.contains("the invocation body is not an MSK event"), "{body}: {err}");
         }
     }
