@@ -3,10 +3,15 @@
 //! [`MskEvent`] is the event source mapping's JSON: records grouped under `"<topic>-<partition>"`, base64 key
 //! and value, headers as arrays of bytes. floe deserializes it with its own type rather than
 //! `aws_lambda_events`' `KafkaEvent`, whose timestamp deserializer goes through `f64` and truncates (e.g.
-//! `1545084650987` becomes `…986`) and panics on a fractional value. A record whose key or value is not valid base64, or whose topic is not in the pipeline, is
-//! kept with the problem noted so that it becomes a dead letter instead of failing the batch. So is a record
-//! whose JSON does not have the mapping's shape (a fractional timestamp, a value that is not a string…) as long
-//! as its partition and offset can be read: one malformed record never fails, and so never blocks, its batch.
+//! `1545084650987` becomes `…986`) and panics on a fractional value. A record whose key or value is not valid
+//! base64, or whose topic is not in the pipeline, is kept with the problem noted so that it becomes a dead letter
+//! instead of failing the batch. So is a record whose JSON does not have the mapping's shape (a fractional
+//! timestamp, a value that is not a string…) as long as its partition and offset can be read: one malformed
+//! record never fails, and so never blocks, its batch.
+//!
+//! The function does not build an [`MskEvent`]: it reads its invocation body in place ([`group_body`], `body`),
+//! falling back to [`MskEvent`]'s lenient reader (`lenient`) for a body with a malformed record. Both readers
+//! yield borrowed [`RecordRef`]s, and one grouping ([`group`]) turns them into [`PartitionRecords`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
