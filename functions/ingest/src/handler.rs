@@ -1,5 +1,6 @@
-//! One ingest invocation: the event (the invocation body, see [`crate::body`]) goes to the deployment's [`Router`] (each pipeline file a route into its
-//! own table); success prints an EMF line per pipeline and returns the total report; failure is logged with whether a retry can help and returned as an error, which
+//! One ingest invocation: the event (the invocation body, see [`crate::body`]) goes to the deployment's
+//! [`Router`] (each pipeline file a route into its own table); success prints an EMF line per pipeline and
+//! returns the total report; failure is logged with whether a retry can help and returned as an error, which
 //! makes the event source mapping redeliver the same records (the offset fences make that harmless).
 
 use std::time::Instant;

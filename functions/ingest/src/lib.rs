@@ -6,7 +6,7 @@
 pub mod body;
 pub mod handler;
 
-use lambda_runtime::{Diagnostic, LambdaEvent, Runtime, layers, service_fn};
+use lambda_runtime::{LambdaEvent, Runtime, layers, service_fn};
 
 /// Plan the outputs' SQL at cold start; a build without the SQL engine runs only pipelines without outputs and
 /// refuses the others at cold start, naming the build that runs them.
@@ -29,10 +29,8 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     let service = service_fn(move |event: LambdaEvent<()>| {
         let body = taken.take(&event.context.request_id);
         async move {
-            let body = body.ok_or_else(|| Diagnostic {
-                error_type: "floe.Permanent".into(),
-                error_message: "the invocation's body was not kept for the handler".into(),
-            })?;
+            let missing = || floe_core::Error::Invariant("the invocation's body was not kept for the handler".into());
+            let body = body.ok_or_else(|| handler::diagnostic(missing().into()))?;
             handler.invoke(&body).await
         }
     });
