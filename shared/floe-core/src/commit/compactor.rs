@@ -19,11 +19,13 @@ use iceberg::table::Table;
 use tracing::{error, info, warn};
 
 use super::merge::{MergePolicy, Merged, merged_prefix, pack};
-use super::orphans::{OrphanScan, Orphans};
+use super::options::CompactorOptions;
+use super::orphans::OrphanScan;
 use super::positions::{
     MAX_CHANGE_KEYS, advance_keyed, committed_keyed, key_of_pipeline, limit, limit_keys, plan_keyed,
     positions_unchanged,
 };
+use super::report::{OrphanRun, RunReport, TableFailure};
 use super::rewrite::Rewriter;
 use super::tables::{TableReport, delete_uncommitted, simulated_crash};
 use crate::backends::{Backends, MetadataSwap, ObjectLister};
@@ -35,76 +37,6 @@ use crate::state::StagedFile;
 use crate::state::StateStore;
 use crate::table::layout::TableLayout;
 use crate::table::writer::TableWriter;
-
-/// Compactor settings.
-#[derive(Debug, Clone)]
-pub struct CompactorOptions {
-    /// Most files committed in one snapshot (bounds commit time and manifest size).
-    pub max_files_per_commit: usize,
-    /// Commit attempts per table per run before giving up (conflicts with concurrent committers).
-    pub max_attempts: u32,
-    /// Stop starting new attempts after this long (keep well inside the function timeout).
-    pub time_budget: Duration,
-    /// How long a run may spend merging small staged files before it commits them (from the start of the run,
-    /// across its tables). Freshness wins over file size: files not merged by then are committed as they are.
-    /// Keep it below the schedule period so a run still commits every tick; `Duration::ZERO` turns merging off.
-    pub merge_budget: Duration,
-    /// Expire snapshots once this many are due (see [`super::expire`]); 0 never expires.
-    pub expire_batch: usize,
-}
-
-impl Default for CompactorOptions {
-    fn default() -> Self {
-        CompactorOptions {
-            max_files_per_commit: 5_000,
-            max_attempts: 5,
-            time_budget: Duration::from_secs(240),
-            merge_budget: Duration::from_secs(30),
-            expire_batch: super::expire::EXPIRE_BATCH,
-        }
-    }
-}
-
-/// What one run did: a report per table that went through, and the failure of each table that did not. One
-/// table's failure never stops the others.
-#[derive(Debug, Default)]
-pub struct RunReport {
-    pub tables: Vec<TableReport>,
-    pub failures: Vec<TableFailure>,
-}
-
-/// A table whose step of the run failed.
-#[derive(Debug)]
-pub struct TableFailure {
-    pub table: String,
-    pub error: Error,
-}
-
-impl RunReport {
-    /// The reports, or the first failure (after every table was tried).
-    pub fn into_result(self) -> Result<Vec<TableReport>> {
-        match self.failures.into_iter().next() {
-            Some(failure) => Err(failure.error),
-            None => Ok(self.tables),
-        }
-    }
-
-    /// Whether a simulated crash (a test's failpoint) stopped the run: a crash ends the process, not a table.
-    fn crashed(&self) -> bool {
-        self.failures.last().is_some_and(|f| simulated_crash(&f.error))
-    }
-
-    fn record(&mut self, table: &str, result: Result<TableReport>) {
-        match result {
-            Ok(report) => self.tables.push(report),
-            Err(error) => {
-                let retryable = error.is_retryable();
-                error!(table, error = %error, retryable, "table failed this run; the other tables go on");
-                self.failures.push(TableFailure { table: table.to_string(), error });
-            }
-        }
-    }
-}
 
 /// When a run stops merging and when it stops starting commit attempts.
 #[derive(Debug, Clone, Copy)]
@@ -353,13 +285,6 @@ impl Compactor {
         }
         run
     }
-}
-
-/// What one orphan removal did: a report per table, and each table that failed.
-#[derive(Debug, Default)]
-pub struct OrphanRun {
-    pub tables: Vec<Orphans>,
-    pub failures: Vec<TableFailure>,
 }
 
 impl Compactor {
